@@ -1,0 +1,1 @@
+"""The local platform (`agistack dev`) and the operator CLI."""

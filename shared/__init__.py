@@ -1,0 +1,1 @@
+"""Code shared by the edge workers and the Lambda functions. Standard library only."""
