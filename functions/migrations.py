@@ -103,10 +103,13 @@ def apply(url: str, migrations: list[Migration]) -> list[str]:
     return applied_now
 
 
-def migrate_all(server_url: str, root: Path = MIGRATIONS_ROOT) -> dict[str, list[str]]:
-    """Create and migrate every database of the platform on the server at ``server_url``."""
+def migrate_all(server_url: str, *, name_prefix: str = "", root: Path = MIGRATIONS_ROOT) -> dict[str, list[str]]:
+    """Create and migrate every database of the platform on the server at ``server_url``.
+
+    ``name_prefix`` lets several stacks (a test run beside a dev stack) share one server."""
     result: dict[str, list[str]] = {}
     for database in DATABASES:
-        ensure_database(server_url, database)
-        result[database] = apply(url_for_database(server_url, database), discover(database, root))
+        name = name_prefix + database
+        ensure_database(server_url, name)
+        result[name] = apply(url_for_database(server_url, name), discover(database, root))
     return result

@@ -14,7 +14,7 @@ import hmac
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, quote, urlencode
+from urllib.parse import parse_qsl, quote, unquote, urlencode
 
 from shared.errors import Unauthorized
 
@@ -58,13 +58,14 @@ def _b64decode(text: str) -> bytes:
 
 
 def canonical_target(path: str) -> str:
-    """The path with its query pairs decoded and sorted.
+    """The path in one percent-encoding, with its query pairs decoded and sorted.
 
-    The gateway sees the raw query and the origin framework hands over decoded pairs in its own order;
-    both sides sign this form so that they agree.
+    The gateway sees the raw request line while the origin framework hands over decoded path
+    parameters and query pairs in its own order; both sides sign this form so that they agree.
     """
     bare, _, query = path.partition("?")
     pairs = sorted(parse_qsl(query, keep_blank_values=True))
+    bare = quote(unquote(bare), safe="/")
     return f"{bare}?{urlencode(pairs, quote_via=quote)}" if pairs else bare
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from psycopg import Connection
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from psycopg.rows import dict_row
+from psycopg.rows import DictRow, dict_row
 from psycopg_pool import ConnectionPool
 
 DATABASES = ("stepperslife", "agistaffers")
@@ -25,7 +25,7 @@ def redact(url: str) -> str:
     """A URL fit for a log line: the password never leaves the process."""
     params: dict[str, Any] = conninfo_to_dict(url)
     if params.get("password"):
-        params["password"] = "***"
+        params["password"] = "***"  # noqa: S105 - a mask, not a secret
     return make_conninfo(**params)
 
 
@@ -35,8 +35,9 @@ class Database:
     def __init__(self, url: str, *, max_size: int = 10, name: str = "db") -> None:
         # min_size=0: a Lambda that never touches the database opens no connection; open=False then
         # open(wait=False) so constructing the pool never blocks a cold start.
-        self._pool = ConnectionPool(
+        self._pool: ConnectionPool[Connection[DictRow]] = ConnectionPool(
             url,
+            connection_class=Connection[DictRow],
             min_size=0,
             max_size=max_size,
             kwargs={"row_factory": dict_row, "autocommit": False},

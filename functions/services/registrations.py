@@ -1,0 +1,103 @@
+"""Registrations: a seat while seats last, then the waiting list.
+
+A seat is taken by one conditional UPDATE on the event row (``registered_count < capacity``), which
+row-locks the event for the rest of the transaction: concurrent registrations queue on that lock and
+can never oversell, with no check-then-insert in the application.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+from functions.services.ports import Row, TransactionalDatabase
+from shared.envelope import Identity
+from shared.errors import Conflict, NotFound
+
+_COLUMNS = "id, user_id, event_id, registration_date, status, waitlist_seq, updated_at"
+
+
+class _AlreadyRegistered(Exception):
+    """Raised inside the transaction so that it rolls back the seat it took."""
+
+    def __init__(self, existing: Row) -> None:
+        super().__init__("already registered")
+        self.existing = existing
+
+
+def _public(conn: psycopg.Connection[Row], row: Row) -> dict[str, Any]:
+    registration = {key: row[key] for key in row if key != "waitlist_seq"}
+    registration["waitlist_position"] = None
+    if row["status"] == "waitlisted":
+        position = conn.execute(
+            "SELECT count(*) AS ahead FROM event_registrations "
+            "WHERE event_id = %s AND status = 'waitlisted' AND waitlist_seq <= %s",
+            (row["event_id"], row["waitlist_seq"]),
+        ).fetchone()
+        assert position is not None
+        registration["waitlist_position"] = position["ahead"]
+    return registration
+
+
+class RegistrationService:
+    def __init__(self, db: TransactionalDatabase) -> None:
+        self._db = db
+
+    def register(self, event_id: str, attendee: Identity) -> dict[str, Any]:
+        try:
+            with self._db.transaction() as conn:
+                event = conn.execute(
+                    "SELECT status, event_date < now() AS past FROM events WHERE id = %s FOR UPDATE", (event_id,)
+                ).fetchone()
+                if event is None or event["status"] == "draft":
+                    raise NotFound("event not found")
+                if event["status"] != "published":
+                    raise Conflict("this event is cancelled", code="event_cancelled")
+                if event["past"]:
+                    raise Conflict("this event has already taken place", code="event_past")
+                seat = conn.execute(
+                    "UPDATE events SET registered_count = registered_count + 1 "
+                    "WHERE id = %s AND status = 'published' AND registered_count < capacity RETURNING id",
+                    (event_id,),
+                ).fetchone()
+                status, waitlist_seq = "registered", None
+                if seat is None:
+                    queued = conn.execute(
+                        "UPDATE events SET waitlist_seq = waitlist_seq + 1 WHERE id = %s RETURNING waitlist_seq",
+                        (event_id,),
+                    ).fetchone()
+                    assert queued is not None
+                    status, waitlist_seq = "waitlisted", queued["waitlist_seq"]
+                # A cancelled registration may be renewed; an active one is a conflict.
+                row = conn.execute(
+                    f"INSERT INTO event_registrations (user_id, event_id, status, waitlist_seq) "
+                    f"VALUES (%s, %s, %s, %s) "
+                    f"ON CONFLICT (user_id, event_id) DO UPDATE SET status = EXCLUDED.status, "
+                    f"waitlist_seq = EXCLUDED.waitlist_seq, registration_date = now(), updated_at = now() "
+                    f"WHERE event_registrations.status = 'cancelled' RETURNING {_COLUMNS}",
+                    (attendee.user_id, event_id, status, waitlist_seq),
+                ).fetchone()
+                if row is None:
+                    existing = conn.execute(
+                        f"SELECT {_COLUMNS} FROM event_registrations WHERE user_id = %s AND event_id = %s",
+                        (attendee.user_id, event_id),
+                    ).fetchone()
+                    assert existing is not None
+                    raise _AlreadyRegistered(existing)
+                return _public(conn, row)
+        except _AlreadyRegistered as already:
+            with self._db.transaction() as conn:
+                details = _public(conn, already.existing)
+            raise Conflict(
+                "you are already registered for this event", code="already_registered", details=details
+            ) from None
+
+    def list_for_user(self, attendee: Identity) -> list[dict[str, Any]]:
+        with self._db.transaction() as conn:
+            rows = conn.execute(
+                f"SELECT {_COLUMNS} FROM event_registrations WHERE user_id = %s "
+                "ORDER BY registration_date DESC LIMIT 500",
+                (attendee.user_id,),
+            ).fetchall()
+            return [_public(conn, row) for row in rows]
