@@ -10,11 +10,14 @@ import os
 from typing import Any
 from uuid import UUID
 
-from chalice.app import Chalice, Response
+from chalice.app import Chalice, Rate, Response, SQSEvent
 
 from functions.composition import container
+from functions.config import IMAGE_UPLOADS_QUEUE
 from functions.http import ANYONE, AUTHENTICATED, ORGANIZERS, Call, json_response, route
+from functions.queues import process_batch
 from functions.schemas import EventCreate, EventListQuery, EventPatch, Login, SignUp
+from functions.services.uploads import BadNotification, parse_s3_notification
 from shared.errors import NotFound
 
 app = Chalice(app_name="agistack-api")
@@ -88,3 +91,26 @@ def register(call: Call) -> dict[str, Any]:
 @route(app, "/me/registrations", methods=["GET"], roles=AUTHENTICATED)
 def my_registrations(call: Call) -> dict[str, Any]:
     return {"items": container().registrations.list_for_user(call.require_identity())}
+
+
+# --- queue and schedule handlers ------------------------------------------------------------------
+
+
+def _record_uploads(body: str) -> None:
+    for upload in parse_s3_notification(body):
+        entry = container().uploads.record(upload)
+        app.log.info("upload %s %s", upload.key, "recorded" if entry else "skipped: event is gone")
+
+
+@app.on_sqs_message(queue=IMAGE_UPLOADS_QUEUE, batch_size=10)
+def image_uploaded(event: SQSEvent) -> dict[str, Any]:
+    """S3 ObjectCreated (uploads/ prefix) → SQS → here. Idempotent by object key."""
+    return process_batch(event, _record_uploads, permanent=BadNotification)
+
+
+@app.schedule(Rate(1, unit=Rate.DAYS), name="reconcile_seat_counters")
+def reconcile_seat_counters(event: Any) -> dict[str, Any]:
+    fixed = container().registrations.reconcile_seat_counters()
+    if fixed:
+        app.log.warning("repaired seat counters: %s", fixed)
+    return {"repaired": len(fixed)}

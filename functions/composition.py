@@ -16,6 +16,7 @@ from functions.adapters.postgres import Database
 from functions.config import Settings
 from functions.services.events import EventService
 from functions.services.registrations import RegistrationService
+from functions.services.uploads import UploadService
 from functions.services.users import UserService
 
 
@@ -53,6 +54,10 @@ class Container:
     @cached_property
     def registrations(self) -> RegistrationService:
         return RegistrationService(self.stepperslife_db)
+
+    @cached_property
+    def uploads(self) -> UploadService:
+        return UploadService(self.stepperslife_db)
 
     def health(self) -> dict[str, str]:
         """Each dependency's state; a failure is named, never explained (no internals to clients)."""

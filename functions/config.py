@@ -9,6 +9,10 @@ from functions.adapters.postgres import url_for_database
 
 SecretReader = Callable[[str], str]
 
+# Queue names are deploy-time constants: Chalice's decorators and the CDK stack both refer to them.
+DOMAIN_EVENTS_QUEUE = "agistack-domain-events"
+IMAGE_UPLOADS_QUEUE = "agistack-image-uploads"
+
 
 class ConfigurationError(RuntimeError):
     pass
@@ -37,8 +41,8 @@ class Settings:
     aws_region: str = "us-east-1"
     media_bucket: str = "agistack-media"
     backup_bucket: str = "agistack-backups"
-    domain_events_queue: str = "agistack-domain-events"
-    image_uploads_queue: str = "agistack-image-uploads"
+    domain_events_queue: str = DOMAIN_EVENTS_QUEUE
+    image_uploads_queue: str = IMAGE_UPLOADS_QUEUE
     event_bus_name: str = "agistack"
 
     @classmethod
@@ -67,8 +71,6 @@ class Settings:
                 aws_region=env.get("AWS_DEFAULT_REGION") or env.get("AWS_REGION") or defaults.aws_region,
                 media_bucket=env.get("MEDIA_BUCKET", defaults.media_bucket),
                 backup_bucket=env.get("BACKUP_BUCKET", defaults.backup_bucket),
-                domain_events_queue=env.get("DOMAIN_EVENTS_QUEUE", defaults.domain_events_queue),
-                image_uploads_queue=env.get("IMAGE_UPLOADS_QUEUE", defaults.image_uploads_queue),
                 event_bus_name=env.get("EVENT_BUS_NAME", defaults.event_bus_name),
             )
         except ValueError as exc:

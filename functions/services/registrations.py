@@ -101,3 +101,19 @@ class RegistrationService:
                 (attendee.user_id,),
             ).fetchall()
             return [_public(conn, row) for row in rows]
+
+    def reconcile_seat_counters(self) -> list[dict[str, Any]]:
+        """Recount each event's seats from its registrations and repair any drift (a daily check).
+
+        The counter is kept in step by every write; this only matters after manual SQL surgery, and it
+        reports what it fixed so that the cause is looked for."""
+        with self._db.transaction() as conn:
+            rows = conn.execute(
+                "UPDATE events AS e SET registered_count = counted.seats, updated_at = now() "
+                "FROM (SELECT ev.id, count(r.id) FILTER (WHERE r.status IN ('registered', 'checked_in')) AS seats "
+                "      FROM events AS ev LEFT JOIN event_registrations AS r ON r.event_id = ev.id GROUP BY ev.id) "
+                "     AS counted "
+                "WHERE e.id = counted.id AND e.registered_count <> counted.seats "
+                "RETURNING e.id, e.registered_count"
+            ).fetchall()
+        return [dict(row) for row in rows]

@@ -1,0 +1,128 @@
+"""The cloud resources the functions need, created on a local AWS endpoint (moto, MinIO, LocalStack),
+and the wiring the cloud would provide: SQS queues feeding the Chalice handlers."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+from typing import Any
+
+from functions.config import Settings
+
+log = logging.getLogger("agistack.dev.aws")
+
+MAX_RECEIVE_COUNT = 5
+
+
+def client(settings: Settings, service: str) -> Any:
+    import boto3
+
+    session = boto3.session.Session(region_name=settings.aws_region)
+    return session.client(service, endpoint_url=settings.aws_endpoint_url)  # type: ignore[call-overload]
+
+
+def ensure_resources(settings: Settings) -> dict[str, str]:
+    """Buckets, queues with DLQs, the event bus, and S3 ObjectCreated(uploads/) → image queue.
+
+    Idempotent: each create is a no-op when the resource exists. Returns queue name → URL."""
+    s3, sqs, events = client(settings, "s3"), client(settings, "sqs"), client(settings, "events")
+    for bucket in (settings.media_bucket, settings.backup_bucket):
+        with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou, s3.exceptions.BucketAlreadyExists):
+            s3.create_bucket(Bucket=bucket)
+    queue_urls: dict[str, str] = {}
+    for name in (settings.domain_events_queue, settings.image_uploads_queue):
+        dlq_url = sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
+        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(MAX_RECEIVE_COUNT)})
+        url = sqs.create_queue(QueueName=name, Attributes={"RedrivePolicy": redrive, "VisibilityTimeout": "30"})[
+            "QueueUrl"
+        ]
+        queue_urls[name] = url
+    uploads_arn = sqs.get_queue_attributes(
+        QueueUrl=queue_urls[settings.image_uploads_queue], AttributeNames=["QueueArn"]
+    )["Attributes"]["QueueArn"]
+    s3.put_bucket_notification_configuration(
+        Bucket=settings.media_bucket,
+        NotificationConfiguration={
+            "QueueConfigurations": [
+                {
+                    "QueueArn": uploads_arn,
+                    "Events": ["s3:ObjectCreated:*"],
+                    "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": "uploads/"}]}},
+                }
+            ]
+        },
+    )
+    with contextlib.suppress(events.exceptions.ResourceAlreadyExistsException):
+        events.create_event_bus(Name=settings.event_bus_name)
+    return queue_urls
+
+
+class QueuePump(threading.Thread):
+    """Long-polls one SQS queue and hands each batch to a Chalice SQS handler, as Lambda's event
+    source mapping does: messages reported in batchItemFailures (or the whole batch when the handler
+    raises) stay on the queue, come back after the visibility timeout, and reach the DLQ in the end."""
+
+    def __init__(self, settings: Settings, queue_url: str, handler: Any, name: str, batch_size: int) -> None:
+        super().__init__(name=f"sqs-{name}", daemon=True)
+        self._sqs = client(settings, "sqs")
+        self._queue_url = queue_url
+        self._queue_arn = self._sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
+        self._handler = handler
+        self._batch_size = batch_size
+        self._stopping = threading.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self.drain_once(wait_seconds=1)
+            except Exception:
+                log.exception("queue pump %s failed; retrying", self.name)
+                self._stopping.wait(1.0)
+
+    def drain_once(self, wait_seconds: int = 0) -> int:
+        """Deliver one batch; returns how many messages were received."""
+        messages = self._sqs.receive_message(
+            QueueUrl=self._queue_url,
+            MaxNumberOfMessages=self._batch_size,
+            WaitTimeSeconds=wait_seconds,
+            AttributeNames=["All"],
+        ).get("Messages", [])
+        if not messages:
+            return 0
+        event = {"Records": [self._record(message) for message in messages]}
+        from chalice.local import LambdaContext
+
+        try:
+            result = self._handler(event, LambdaContext(self.name, 512, max_runtime_ms=60_000))
+            failed = {item["itemIdentifier"] for item in (result or {}).get("batchItemFailures", [])}
+        except Exception:
+            log.exception("handler %s raised: the whole batch will be retried", self.name)
+            failed = {message["MessageId"] for message in messages}
+        done = [message for message in messages if message["MessageId"] not in failed]
+        if done:
+            self._sqs.delete_message_batch(
+                QueueUrl=self._queue_url,
+                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)],
+            )
+        return len(messages)
+
+    def _record(self, message: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "messageId": message["MessageId"],
+            "receiptHandle": message["ReceiptHandle"],
+            "body": message["Body"],
+            "attributes": message.get("Attributes", {}),
+            "messageAttributes": message.get("MessageAttributes", {}),
+            "md5OfBody": message.get("MD5OfBody", ""),
+            "eventSource": "aws:sqs",
+            "eventSourceARN": self._queue_arn,
+            "awsRegion": self._queue_arn.split(":")[3],
+        }

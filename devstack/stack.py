@@ -1,0 +1,218 @@
+"""`agistack dev`: the whole platform on one machine, in one process tree.
+
+PostgreSQL, Redis and AWS come from DATABASE_URL / REDIS_URL / AWS_ENDPOINT_URL when set, else from
+embedded servers; the functions API is served from the same Chalice app object that Lambda runs; the
+gateway core is served by its CPython adapter; queues and schedules are wired as the cloud wires them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from devstack import aws_local, handlers
+from devstack.services import RunningService, start_moto, start_postgres, start_redis
+from functions.adapters.postgres import redact
+from functions.composition import configure
+from functions.config import Settings
+from functions.migrations import migrate_all
+
+log = logging.getLogger("agistack.dev")
+
+STATE_FILE = "stack.json"
+
+
+class PortInUse(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class DevOptions:
+    data_dir: Path = Path(".agistack")
+    host: str = "127.0.0.1"
+    edge_port: int = 8787
+    api_port: int = 8000
+    scheduler: bool = True
+
+
+def ensure_port_free(host: str, port: int, what: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            raise PortInUse(
+                f"port {port} on {host} is already in use ({what}); choose another with --{what}-port"
+            ) from None
+
+
+def signing_secret(env: Mapping[str, str], data_dir: Path) -> str:
+    """EDGE_SIGNING_SECRET, or one generated once and kept (0600) so that sessions survive restarts."""
+    if env.get("EDGE_SIGNING_SECRET"):
+        return env["EDGE_SIGNING_SECRET"]
+    path = data_dir / "edge-signing-secret"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(48))
+    return path.read_text().strip()
+
+
+@dataclass
+class DevStack:
+    options: DevOptions
+    env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    urls: dict[str, str] = field(default_factory=dict)
+    _stops: list[Callable[[], None]] = field(default_factory=list)
+    settings: Settings | None = None
+    pumps: list[aws_local.QueuePump] = field(default_factory=list)
+
+    def start(self) -> None:
+        """Bring everything up; on any failure, what already started is stopped again."""
+        options = self.options
+        ensure_port_free(options.host, options.edge_port, "edge")
+        ensure_port_free(options.host, options.api_port, "api")
+        options.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._start_all()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _service(self, variable: str, starter: Callable[[], RunningService]) -> str:
+        if self.env.get(variable):
+            log.info("%s: using %s", variable, "configured endpoint")
+            return self.env[variable]
+        service = starter()
+        self._stops.append(service.stop)
+        return service.url
+
+    def _start_all(self) -> None:
+        options, data_dir = self.options, self.options.data_dir.resolve()
+        pg_url = self._service("DATABASE_URL", lambda: start_postgres(data_dir / "postgres"))
+        log.info("postgres ready at %s", redact(pg_url))
+        applied = migrate_all(pg_url)
+        log.info("databases migrated: %s", ", ".join(f"{db} (+{len(v)})" for db, v in applied.items()))
+        redis_url = self._service("REDIS_URL", lambda: start_redis(data_dir / "redis"))
+        log.info("redis ready at %s", redis_url)
+        aws_url = self._service("AWS_ENDPOINT_URL", start_moto)
+        os.environ.setdefault("AWS_ACCESS_KEY_ID", "local")
+        os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "local")  # moto accepts any credentials
+        log.info("aws (s3, sqs, eventbridge) at %s", aws_url)
+
+        secret = signing_secret(self.env, data_dir)
+        self.settings = Settings.from_env(
+            {
+                **self.env,
+                "DATABASE_URL": pg_url,
+                "REDIS_URL": redis_url,
+                "EDGE_SIGNING_SECRET": secret,
+                "AWS_ENDPOINT_URL": aws_url,
+            }
+        )
+        queue_urls = aws_local.ensure_resources(self.settings)
+        log.info(
+            "buckets %s, %s and queues %s ready",
+            self.settings.media_bucket,
+            self.settings.backup_bucket,
+            ", ".join(queue_urls),
+        )
+        container = configure(self.settings)
+        self._stops.append(container.close)
+
+        self._start_api()
+        self._wire_handlers(queue_urls)
+        self._start_edge(secret)
+        self.urls.update(
+            {
+                "edge": f"http://{options.host}:{options.edge_port}",
+                "api": f"http://{options.host}:{options.api_port}",
+                "aws": aws_url,
+            }
+        )
+        state = {**self.urls, "database_url": pg_url, "redis_url": redis_url}
+        state_path = data_dir / STATE_FILE
+        state_path.write_text(json.dumps(state, indent=2))
+        state_path.chmod(0o600)
+        self._stops.append(lambda: state_path.unlink(missing_ok=True))
+
+    def _start_api(self) -> None:
+        import threading
+
+        from chalice.config import Config
+        from chalice.local import create_local_server
+
+        from functions.app import app
+
+        server = create_local_server(
+            app, Config.create(chalice_app=app, stage="dev"), self.options.host, self.options.api_port
+        )
+        thread = threading.Thread(target=server.server.serve_forever, name="api", daemon=True)
+        thread.start()
+        self._stops.append(server.server.server_close)
+        self._stops.append(server.server.shutdown)
+        log.info(
+            "functions api (Chalice app functions.app:app) on http://%s:%s", self.options.host, self.options.api_port
+        )
+
+    def _wire_handlers(self, queue_urls: dict[str, str]) -> None:
+        from functions.app import app
+
+        assert self.settings is not None
+        for handler in handlers.sqs_handlers(app):
+            pump = aws_local.QueuePump(
+                self.settings, queue_urls[handler.queue], handler.function, handler.name, handler.batch_size
+            )
+            pump.start()
+            self.pumps.append(pump)
+            self._stops.append(pump.stop)
+            log.info("queue %s → handler %s", handler.queue, handler.name)
+        schedules = handlers.scheduled_handlers(app)
+        if self.options.scheduler:
+            scheduler = handlers.Scheduler(schedules)
+            scheduler.start()
+            self._stops.append(scheduler.stop)
+        for schedule in schedules:
+            when = (
+                schedule.expression
+                if schedule.interval_seconds
+                else f"{schedule.expression} (run it with agistack run)"
+            )
+            log.info("schedule %s: %s", schedule.name, when)
+
+    def _start_edge(self, secret: str) -> None:
+        from devstack.edge_server import EdgeServer
+        from shared.edge.config import GatewayConfig
+
+        config = GatewayConfig.from_mapping(
+            {
+                **self.env,
+                "EDGE_SIGNING_SECRET": secret,
+                "STEPPERSLIFE_ORIGIN": self.env.get("STEPPERSLIFE_ORIGIN")
+                or f"http://{self.options.host}:{self.options.api_port}",
+            }
+        )
+        edge = EdgeServer(self.options.host, self.options.edge_port, self.options.data_dir.resolve(), config)
+        edge.start()
+        self._stops.append(edge.stop)
+        log.info("edge gateway on %s (KV under %s)", edge.url, self.options.data_dir / "kv")
+
+    def stop(self) -> None:
+        while self._stops:
+            stop = self._stops.pop()
+            try:
+                stop()
+            except Exception:
+                log.exception("while stopping")
+
+
+def read_state(data_dir: Path) -> dict[str, Any] | None:
+    path = data_dir / STATE_FILE
+    return json.loads(path.read_text()) if path.exists() else None
