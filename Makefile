@@ -1,0 +1,50 @@
+# agistack: the two commands are `make dev` and `make test`. Each sets itself up (venv, pip, npm),
+# idempotently: set-up steps rerun only when pyproject.toml or package*.json change.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMPS := .stamps
+NODE_ENV_VARS := CDK_DISABLE_CLI_TELEMETRY=true NPM_CONFIG_UPDATE_NOTIFIER=false WRANGLER_SEND_METRICS=false \
+	JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION=20 AWS_DEFAULT_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
+LINT_PATHS := shared functions edge_workers devstack cdk tests benchmarks
+
+.PHONY: setup dev test lint typecheck unit synth smoke clean
+
+setup: $(STAMPS)/python $(STAMPS)/node
+
+$(STAMPS)/python: pyproject.toml
+	@mkdir -p $(STAMPS)
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check 'pip<26.3'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+$(STAMPS)/node: package.json package-lock.json
+	@mkdir -p $(STAMPS)
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+## The whole platform, locally, on embedded defaults.
+dev: setup
+	$(BIN)/agistack dev
+
+## The whole test suite: lint, types, tests.
+test: setup lint typecheck
+	$(NODE_ENV_VARS) $(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
+
+typecheck: setup
+	$(BIN)/mypy $(LINT_PATHS)
+
+synth: setup
+	$(NODE_ENV_VARS) npx cdk synth -q --no-notices
+
+smoke: setup
+	$(BIN)/agistack smoke
+
+clean:
+	rm -rf $(STAMPS) cdk.out dist build .mypy_cache .ruff_cache

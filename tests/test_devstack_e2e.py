@@ -1,0 +1,176 @@
+"""End to end: the real `agistack dev` on free ports and embedded services, driven only from outside.
+
+Proves the README's promise: the platform comes up with no DATABASE_URL/REDIS_URL/AWS_ENDPOINT_URL,
+the smoke journey passes through the edge, S3 → SQS → handler is wired, schedules can be fired,
+a busy port is a one-line error, Ctrl-C stops everything, and data survives a restart.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+
+from devstack.services import free_port
+from devstack.smoke import EdgeClient, journey
+
+pytestmark = pytest.mark.e2e
+
+STACK_VARIABLES = ("DATABASE_URL", "REDIS_URL", "AWS_ENDPOINT_URL", "EDGE_SIGNING_SECRET")
+
+
+def stack_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in STACK_VARIABLES}
+    env["LOG_LEVEL"] = "WARNING"
+    return env
+
+
+def agistack(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "devstack.cli", *args],
+        env=stack_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+class RunningStack:
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.edge_port, self.api_port = free_port(), free_port()
+        self.edge_url = f"http://127.0.0.1:{self.edge_port}"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "devstack.cli", "dev", "--data-dir", str(data_dir),
+             "--edge-port", str(self.edge_port), "--api-port", str(self.api_port)],
+            env=stack_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(
+                    f"agistack dev exited: {self.process.stdout.read() if self.process.stdout else ''}"
+                )
+            try:
+                with urllib.request.urlopen(f"{self.edge_url}/healthz", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.3)
+        self.stop()
+        raise AssertionError("agistack dev did not become healthy in 90 s")
+
+    @property
+    def state(self) -> dict[str, str]:
+        state: dict[str, str] = json.loads((self.data_dir / "stack.json").read_text())
+        return state
+
+    def stop(self) -> tuple[int, str]:
+        self.process.send_signal(signal.SIGINT)
+        output, _ = self.process.communicate(timeout=60)
+        return self.process.returncode, output
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("agistack-data")
+
+
+@pytest.fixture(scope="module")
+def stack(data_dir: Path) -> Iterator[RunningStack]:
+    running = RunningStack(data_dir)
+    yield running
+    if running.process.poll() is None:
+        running.stop()
+
+
+def test_smoke_journey_through_the_edge(stack: RunningStack) -> None:
+    lines: list[str] = []
+    journey(stack.edge_url, lines.append)
+    assert len(lines) == 7 and all(line.startswith("ok") for line in lines), lines
+    health = json.loads(urllib.request.urlopen(f"{stack.edge_url}/healthz", timeout=5).read())
+    assert health["status"] == "ok"
+    api_health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{stack.api_port}/healthz", timeout=5).read())
+    assert api_health == {"status": "ok", "checks": {"postgres": "up", "redis": "up"}}
+
+
+def test_api_port_refuses_unsigned_requests(stack: RunningStack) -> None:
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"http://127.0.0.1:{stack.api_port}/events", timeout=5)
+    assert refused.value.code == 401
+    assert json.loads(refused.value.read())["error"]["code"] == "unsigned_request"
+
+
+def test_s3_upload_reaches_the_queue_handler(stack: RunningStack) -> None:
+    edge = EdgeClient(stack.edge_url)
+    edge.call(
+        "POST", "/api/users", {"email": "uploader@example.com", "name": "Up", "password": "correct horse 12"}, 201
+    )
+    edge.call("POST", "/api/auth/login", {"email": "uploader@example.com", "password": "correct horse 12"})
+    event = edge.call(
+        "POST", "/api/events",
+        {"title": "Upload target", "event_date": "2031-01-01T20:00:00+00:00", "capacity": 5}, 201,
+    )["event"]  # fmt: skip
+    upload_id = str(uuid.uuid4())
+    s3 = boto3.client("s3", endpoint_url=stack.state["aws"], region_name="us-east-1",
+                      aws_access_key_id="local", aws_secret_access_key="local")  # fmt: skip
+    s3.put_object(Bucket="agistack-media", Key=f"uploads/{event['id']}/{upload_id}", Body=b"not an image at all")
+    deadline = time.monotonic() + 30
+    images: list[dict[str, object]] = []
+    while time.monotonic() < deadline:
+        images = edge.call("GET", f"/api/events/{event['id']}")["event"]["images"]
+        if images:
+            break
+        time.sleep(0.3)
+    assert [image["id"] for image in images] == [upload_id]
+
+
+def test_handlers_can_be_fired_once(stack: RunningStack) -> None:
+    scheduled = agistack("run", "reconcile_seat_counters", "--data-dir", str(stack.data_dir))
+    assert scheduled.returncode == 0, scheduled.stderr
+    assert "repaired" in scheduled.stdout
+    queued = agistack("run", "image_uploaded", "--data-dir", str(stack.data_dir))
+    assert queued.returncode == 0, queued.stderr
+    assert "message(s) from agistack-image-uploads" in queued.stdout
+    unknown = agistack("run", "no_such_handler", "--data-dir", str(stack.data_dir))
+    assert unknown.returncode == 2 and "known:" in unknown.stderr
+
+
+def test_busy_port_is_a_one_line_error(stack: RunningStack, tmp_path: Path) -> None:
+    second = agistack("dev", "--data-dir", str(tmp_path / "other"), "--edge-port", str(stack.edge_port),
+                      "--api-port", str(free_port()))  # fmt: skip
+    assert second.returncode == 1
+    assert "Traceback" not in second.stderr
+    errors = [line for line in second.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and f"port {stack.edge_port}" in errors[0] and "already in use" in errors[0]
+
+
+def test_ctrl_c_stops_everything_and_data_survives_a_restart(stack: RunningStack, data_dir: Path) -> None:
+    edge = EdgeClient(stack.edge_url)
+    edge.call(
+        "POST", "/api/users", {"email": "keeper@example.com", "name": "Keeper", "password": "correct horse 12"}, 201
+    )
+    code, output = stack.stop()
+    assert code == 0, output
+    assert "Traceback" not in output
+    assert not (data_dir / "stack.json").exists()
+    assert not (data_dir / "postgres" / "postmaster.pid").exists(), "embedded PostgreSQL was left running"
+
+    again = RunningStack(data_dir)
+    try:
+        login = EdgeClient(again.edge_url)
+        user = login.call("POST", "/api/auth/login", {"email": "keeper@example.com", "password": "correct horse 12"})
+        assert user["user"]["email"] == "keeper@example.com"
+    finally:
+        assert again.stop()[0] == 0
