@@ -14,9 +14,21 @@ from chalice.app import Chalice, Rate, Response, SQSEvent
 
 from functions.composition import container
 from functions.config import IMAGE_UPLOADS_QUEUE
-from functions.http import ANYONE, AUTHENTICATED, ORGANIZERS, Call, json_response, route
+from functions.http import ANYONE, AUTHENTICATED, ORGANIZERS, Call, json_response, public_read_response, route
 from functions.queues import process_batch
-from functions.schemas import EventCreate, EventListQuery, EventPatch, Login, SignUp
+from functions.schemas import (
+    AttendeeQuery,
+    EventCreate,
+    EventFilterQuery,
+    EventListQuery,
+    EventPatch,
+    EventSearchQuery,
+    Login,
+    Preferences,
+    SignUp,
+)
+from functions.services.events import EventFilters
+from functions.services.registrations import attendees_csv
 from functions.services.uploads import BadNotification, parse_s3_notification
 from shared.errors import NotFound
 
@@ -52,21 +64,51 @@ def login(call: Call) -> dict[str, Any]:
     return {"user": container().users.authenticate(email=form.email, password=form.password)}
 
 
+def _filters(query: EventFilterQuery) -> EventFilters:
+    return EventFilters(
+        starts_after=query.starts_after,
+        starts_before=query.starts_before,
+        category=query.category,
+        location=query.location,
+        organizer_id=str(query.organizer) if query.organizer else None,
+        tag=query.tag,
+    )
+
+
+def _after_write() -> None:
+    """Hand the outbox to the queue now rather than at the next relay tick (best effort)."""
+    relay = getattr(container(), "outbox_relay", None)
+    if relay is not None:
+        try:
+            relay.flush()
+        except Exception:
+            app.log.warning("outbox relay failed; the scheduled relay will retry", exc_info=True)
+
+
 @route(app, "/events", methods=["GET"], roles=ANYONE)
-def list_events(call: Call) -> dict[str, Any]:
+def list_events(call: Call) -> Response:
     query = call.query_model(EventListQuery)
-    return container().events.list_published(limit=query.limit, cursor=query.cursor)
+    page, hit = container().events.list_published(limit=query.limit, cursor=query.cursor, filters=_filters(query))
+    return public_read_response(call, page, cache_hit=hit)
 
 
-@route(app, "/events", methods=["POST"], roles=ORGANIZERS, status=201)
+@route(app, "/events/search", methods=["GET"], roles=ANYONE)
+def search_events(call: Call) -> Response:
+    query = call.query_model(EventSearchQuery)
+    return public_read_response(call, container().events.search(query.q, limit=query.limit, filters=_filters(query)))
+
+
+@route(app, "/events", methods=["POST"], roles=ORGANIZERS, status=201, idempotent=True)
 def create_event(call: Call) -> dict[str, Any]:
     form = call.json(EventCreate)
-    return {"event": container().events.create(call.require_identity(), form.model_dump())}
+    event = container().events.create(call.require_identity(), form.model_dump())
+    _after_write()
+    return {"event": event}
 
 
 @route(app, "/events/{event_id}", methods=["GET"], roles=ANYONE)
-def get_event(call: Call) -> dict[str, Any]:
-    return {"event": container().events.get(_event_id(call), call.identity)}
+def get_event(call: Call) -> Response:
+    return public_read_response(call, {"event": container().events.get(_event_id(call), call.identity)})
 
 
 @route(app, "/events/{event_id}", methods=["PATCH"], roles=AUTHENTICATED)
@@ -74,7 +116,9 @@ def update_event(call: Call) -> dict[str, Any]:
     event_id = _event_id(call)
     form = call.json(EventPatch)
     changes = form.model_dump(include=form.model_fields_set)
-    return {"event": container().events.update(event_id, call.require_identity(), changes)}
+    event = container().events.update(event_id, call.require_identity(), changes)
+    _after_write()
+    return {"event": event}
 
 
 @route(app, "/events/{event_id}", methods=["DELETE"], roles=AUTHENTICATED)
@@ -83,9 +127,69 @@ def delete_event(call: Call) -> Response:
     return Response(body="", status_code=204)
 
 
-@route(app, "/events/{event_id}/registrations", methods=["POST"], roles=AUTHENTICATED, status=201)
+@route(app, "/events/{event_id}/registrations", methods=["POST"], roles=AUTHENTICATED, status=201, idempotent=True)
 def register(call: Call) -> dict[str, Any]:
-    return {"registration": container().registrations.register(_event_id(call), call.require_identity())}
+    registration = container().registrations.register(_event_id(call), call.require_identity())
+    container().recommendations.forget(call.require_identity().user_id)
+    return {"registration": registration}
+
+
+@route(app, "/events/{event_id}/registrations/me", methods=["DELETE"], roles=AUTHENTICATED)
+def cancel_registration(call: Call) -> dict[str, Any]:
+    registration = container().registrations.cancel(_event_id(call), call.require_identity())
+    container().recommendations.forget(call.require_identity().user_id)
+    _after_write()
+    return {"registration": registration}
+
+
+@route(app, "/events/{event_id}/registrations", methods=["GET"], roles=AUTHENTICATED)
+def list_attendees(call: Call) -> dict[str, Any]:
+    query = call.query_model(AttendeeQuery)
+    return {"items": container().registrations.attendees(_event_id(call), call.require_identity(), query.status)}
+
+
+@route(app, "/events/{event_id}/registrations.csv", methods=["GET"], roles=AUTHENTICATED)
+def export_attendees(call: Call) -> Response:
+    query = call.query_model(AttendeeQuery)
+    rows = container().registrations.attendees(_event_id(call), call.require_identity(), query.status)
+    return Response(
+        body=attendees_csv(rows),
+        status_code=200,
+        headers={
+            "Content-Type": "text/csv; charset=utf-8",
+            "Content-Disposition": f'attachment; filename="attendees-{_event_id(call)}.csv"',
+            "Cache-Control": "private, no-store",
+        },
+    )
+
+
+@route(app, "/events/{event_id}/registrations/{registration_id}/check-in", methods=["POST"], roles=AUTHENTICATED)
+def check_in(call: Call) -> dict[str, Any]:
+    try:
+        registration_id = str(UUID(call.params["registration_id"]))
+    except ValueError:
+        raise NotFound("registration not found") from None
+    return {
+        "registration": container().registrations.check_in(_event_id(call), registration_id, call.require_identity())
+    }
+
+
+@route(app, "/me/preferences", methods=["GET"], roles=AUTHENTICATED)
+def my_preferences(call: Call) -> dict[str, Any]:
+    return {"preferences": container().users.preferences(call.require_identity().user_id)}
+
+
+@route(app, "/me/preferences", methods=["PUT"], roles=AUTHENTICATED)
+def set_my_preferences(call: Call) -> dict[str, Any]:
+    user_id = call.require_identity().user_id
+    preferences = container().users.set_preferences(user_id, call.json(Preferences).model_dump())
+    container().recommendations.forget(user_id)
+    return {"preferences": preferences}
+
+
+@route(app, "/me/recommendations", methods=["GET"], roles=AUTHENTICATED)
+def my_recommendations(call: Call) -> dict[str, Any]:
+    return container().recommendations.for_user(call.require_identity().user_id)
 
 
 @route(app, "/me/registrations", methods=["GET"], roles=AUTHENTICATED)

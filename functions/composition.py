@@ -14,7 +14,10 @@ from typing import Any
 
 from functions.adapters.postgres import Database
 from functions.config import Settings
+from functions.services.cache import Cache
 from functions.services.events import EventService
+from functions.services.idempotency import IdempotencyStore
+from functions.services.recommendations import RecommendationService
 from functions.services.registrations import RegistrationService
 from functions.services.uploads import UploadService
 from functions.services.users import UserService
@@ -44,12 +47,24 @@ class Container:
         return redis.Redis.from_url(self.settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
 
     @cached_property
+    def cache(self) -> Cache:
+        return Cache(self.redis)
+
+    @cached_property
+    def idempotency(self) -> IdempotencyStore:
+        return IdempotencyStore(self.stepperslife_db)
+
+    @cached_property
+    def recommendations(self) -> RecommendationService:
+        return RecommendationService(self.stepperslife_db, self.cache)
+
+    @cached_property
     def users(self) -> UserService:
         return UserService(self.stepperslife_db)
 
     @cached_property
     def events(self) -> EventService:
-        return EventService(self.stepperslife_db)
+        return EventService(self.stepperslife_db, self.cache)
 
     @cached_property
     def registrations(self) -> RegistrationService:

@@ -3,22 +3,22 @@ errors become responses. Route handlers stay thin: parse, call a service, shape 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime
-from decimal import Decimal
 from typing import Any, TypeVar
 from urllib.parse import quote, urlencode
-from uuid import UUID
 
-from chalice.app import Chalice, Response
+from chalice.app import Blueprint, Chalice, Response
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
+from functions import jsonable
 from functions.composition import container
+from functions.services.idempotency import request_hash
 from shared import envelope
 from shared.envelope import Identity
 from shared.errors import (
@@ -35,6 +35,8 @@ from shared.errors import (
 log = logging.getLogger("agistack.api")
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
+# How long the edge may keep a public read: the seed's API-response TTL.
+PUBLIC_S_MAXAGE = 300
 ANYONE: frozenset[str] = frozenset()
 AUTHENTICATED = frozenset({"user", "customer", "admin"})
 ORGANIZERS = frozenset({"user", "admin"})
@@ -50,22 +52,29 @@ ACCEPTED_CONTENT_TYPES = [
 ]
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, UUID):
-        return str(value)
-    if isinstance(value, Decimal):
-        return float(value)
-    raise TypeError(f"cannot serialise {type(value).__name__}")
-
-
 def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
     return Response(
-        body=json.dumps(body, default=_json_default, separators=(",", ":")),
+        body=jsonable.dumps(body),
         status_code=status,
         headers={"Content-Type": "application/json", "Cache-Control": "no-store", **(headers or {})},
     )
+
+
+def public_read_response(call: Call, body: Any, *, cache_hit: bool | None = None) -> Response:
+    """A GET answer the edge may cache: ETag, Cache-Control and 304 for anonymous readers; a reader
+    with an identity may see drafts, so their answer is private."""
+    payload = jsonable.dumps(body)
+    headers: dict[str, str | list[str]] = {"Content-Type": "application/json"}
+    if cache_hit is not None:
+        headers["X-Origin-Cache"] = "HIT" if cache_hit else "MISS"
+    if call.identity is not None:
+        headers["Cache-Control"] = "private, no-store"
+        return Response(body=payload, status_code=200, headers=headers)
+    etag = '"' + hashlib.sha256(payload.encode("utf-8")).hexdigest()[:32] + '"'
+    headers.update({"ETag": etag, "Cache-Control": f"public, max-age=60, s-maxage={PUBLIC_S_MAXAGE}"})
+    if etag in [tag.strip() for tag in call.headers.get("if-none-match", "").split(",")]:
+        return Response(body="", status_code=304, headers=headers)
+    return Response(body=payload, status_code=200, headers=headers)
 
 
 @dataclass(frozen=True)
@@ -73,6 +82,7 @@ class Call:
     """One verified request, as a handler sees it."""
 
     identity: Identity | None
+    target: str  # the path with its query, as signed
     params: dict[str, str]
     query: list[tuple[str, str]]
     headers: dict[str, str]
@@ -117,10 +127,18 @@ Handler = Callable[[Call], Any]
 
 
 def route(
-    app: Chalice, path: str, *, methods: list[str], roles: frozenset[str], status: int = 200, signed: bool = True
+    app: Chalice | Blueprint,
+    path: str,
+    *,
+    methods: list[str],
+    roles: frozenset[str],
+    status: int = 200,
+    signed: bool = True,
+    idempotent: bool = False,
 ) -> Callable[[Handler], Handler]:
     """Register ``handler`` for ``path``. ``roles`` is the route's access rule: ``ANYONE`` or the roles
-    allowed. ``signed=False`` only for health checks, which disclose nothing."""
+    allowed. ``signed=False`` only for health checks, which disclose nothing. ``idempotent`` honours an
+    ``Idempotency-Key`` header from an identified caller."""
 
     def register(handler: Handler) -> Handler:
         def view(**uri_params: str) -> Response:
@@ -133,8 +151,11 @@ def route(
                     raise Unauthorized("sign in first", code="authentication_required")
                 if roles and call.identity is not None and call.identity.role not in roles:
                     raise Forbidden("your role may not do this", code="role_forbidden")
-                result = handler(call)
-                response = result if isinstance(result, Response) else json_response(status, result)
+                key = call.headers.get("idempotency-key")
+                if idempotent and key and call.identity is not None:
+                    response = _run_once(call, f"{request.method} {path}", key, handler, status)
+                else:
+                    response = _run(call, handler, status)
             except AppError as exc:
                 response = json_response(exc.status, exc.body())
             except Exception:
@@ -159,6 +180,34 @@ def route(
     return register
 
 
+def _run(call: Call, handler: Handler, status: int) -> Response:
+    result = handler(call)
+    return result if isinstance(result, Response) else json_response(status, result)
+
+
+def _run_once(call: Call, route_name: str, key: str, handler: Handler, status: int) -> Response:
+    """Run ``handler`` at most once per (user, route, key); a retry gets the first answer again."""
+    assert call.identity is not None
+    store = container().idempotency
+    user_id = call.identity.user_id
+    stored = store.claim(user_id, route_name, key, request_hash(route_name, call.target, call.body))
+    if stored is not None:
+        return json_response(stored.status, stored.body, {"Idempotent-Replayed": "true"})
+    try:
+        result = handler(call)
+    except AppError as exc:
+        store.complete(user_id, route_name, key, exc.status, exc.body())
+        raise
+    except Exception:
+        store.release(user_id, route_name, key)
+        raise
+    if isinstance(result, Response):
+        store.complete(user_id, route_name, key, result.status_code, None)
+        return result
+    store.complete(user_id, route_name, key, status, jsonable.json_ready(result))
+    return json_response(status, result)
+
+
 def _verified_call(request: Any, uri_params: dict[str, str], *, signed: bool) -> Call:
     settings = container().settings
     raw = request.raw_body or b""
@@ -170,12 +219,12 @@ def _verified_call(request: Any, uri_params: dict[str, str], *, signed: bool) ->
         for name in request.query_params:
             query.extend((name, value) for value in request.query_params.getlist(name))
     headers = {name.lower(): value for name, value in request.headers.items()}
+    path = request.path
+    for name, value in uri_params.items():
+        path = path.replace("{" + name + "}", value)
+    target = f"{path}?{urlencode(query, quote_via=quote)}" if query else path
     identity = None
     if signed:
-        path = request.path
-        for name, value in uri_params.items():
-            path = path.replace("{" + name + "}", value)
-        target = f"{path}?{urlencode(query, quote_via=quote)}" if query else path
         identity = envelope.verify(
             settings.edge_signing_secret,
             method=request.method,
@@ -185,4 +234,4 @@ def _verified_call(request: Any, uri_params: dict[str, str], *, signed: bool) ->
             now=int(time.time()),
             max_skew_seconds=settings.edge_max_skew_seconds,
         )
-    return Call(identity=identity, params=uri_params, query=query, headers=headers, body=body)
+    return Call(identity=identity, target=target, params=uri_params, query=query, headers=headers, body=body)

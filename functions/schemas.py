@@ -10,6 +10,7 @@ import re
 import zoneinfo
 from datetime import datetime
 from typing import Annotated, Any, Literal
+from uuid import UUID
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
@@ -57,6 +58,11 @@ AwareDatetime = Annotated[datetime, AfterValidator(_aware)]
 TimeZone = Annotated[str, StringConstraints(max_length=64), AfterValidator(_time_zone)]
 Slug = Annotated[str, StringConstraints(min_length=1, max_length=120, pattern=_SLUG)]
 Category = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=_SLUG)]
+Tag = Annotated[str, StringConstraints(min_length=1, max_length=40, pattern=_SLUG)]
+Tags = Annotated[list[Tag], Field(max_length=20)]
+Latitude = Annotated[float, Field(ge=-90, le=90)]
+Longitude = Annotated[float, Field(ge=-180, le=180)]
+Location = Annotated[str, StringConstraints(max_length=255, strip_whitespace=True)]
 
 
 class Strict(BaseModel):
@@ -79,12 +85,20 @@ class Login(Strict):
     password: Annotated[str, StringConstraints(min_length=1, max_length=256)]
 
 
+def _paired_coordinates(latitude: float | None, longitude: float | None) -> None:
+    if (latitude is None) != (longitude is None):
+        raise ValueError("latitude and longitude go together")
+
+
 class EventFields(Strict):
     description: Annotated[str, StringConstraints(max_length=20000)] = ""
     ends_at: AwareDatetime | None = None
     time_zone: TimeZone = "UTC"
-    location: Annotated[str, StringConstraints(max_length=255, strip_whitespace=True)] | None = None
+    location: Location | None = None
     category: Category = "general"
+    tags: Tags = []
+    latitude: Latitude | None = None
+    longitude: Longitude | None = None
 
 
 class EventCreate(EventFields):
@@ -98,6 +112,7 @@ class EventCreate(EventFields):
     def _ends_after_start(self) -> EventCreate:
         if self.ends_at is not None and self.ends_at < self.event_date:
             raise ValueError("ends_at must not be before event_date")
+        _paired_coordinates(self.latitude, self.longitude)
         return self
 
 
@@ -107,8 +122,11 @@ class EventPatch(Strict):
     event_date: AwareDatetime | None = None
     ends_at: AwareDatetime | None = None
     time_zone: TimeZone | None = None
-    location: Annotated[str, StringConstraints(max_length=255, strip_whitespace=True)] | None = None
+    location: Location | None = None
     category: Category | None = None
+    tags: Tags | None = None
+    latitude: Latitude | None = None
+    longitude: Longitude | None = None
     capacity: Annotated[int, Field(ge=1, le=1_000_000, strict=True)] | None = None
     status: Literal["draft", "published", "cancelled"] | None = None
 
@@ -116,12 +134,41 @@ class EventPatch(Strict):
     def _not_empty(self) -> EventPatch:
         if not self.model_fields_set:
             raise ValueError("give at least one field to change")
-        for name in ("title", "event_date", "time_zone", "category", "capacity", "status"):
+        for name in ("title", "event_date", "time_zone", "category", "tags", "capacity", "status"):
             if name in self.model_fields_set and getattr(self, name) is None:
                 raise ValueError(f"{name} cannot be null")
         return self
 
 
-class EventListQuery(Strict):
+class EventFilterQuery(Strict):
+    starts_after: AwareDatetime | None = Field(default=None, alias="from")
+    starts_before: AwareDatetime | None = Field(default=None, alias="to")
+    category: Category | None = None
+    location: Annotated[str, StringConstraints(min_length=1, max_length=100)] | None = None
+    organizer: UUID | None = None
+    tag: Tag | None = None
+
+
+class EventListQuery(EventFilterQuery):
     limit: Annotated[int, Field(ge=1, le=100)] = 20
     cursor: Annotated[str, StringConstraints(max_length=512)] | None = None
+
+
+class EventSearchQuery(EventFilterQuery):
+    q: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    limit: Annotated[int, Field(ge=1, le=50)] = 20
+
+
+class AttendeeQuery(Strict):
+    status: Literal["registered", "waitlisted", "cancelled", "checked_in"] | None = None
+
+
+class Preferences(Strict):
+    """What a user wants to hear about: used by recommendations, push notifications and the digest."""
+
+    categories: Annotated[list[Category], Field(max_length=20)] = []
+    locations: Annotated[
+        list[Annotated[str, StringConstraints(min_length=1, max_length=100)]], Field(max_length=10)
+    ] = []
+    notify: bool = False
+    digest: bool = False

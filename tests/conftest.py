@@ -18,6 +18,7 @@ from typing import Any
 
 import psycopg
 import pytest
+import redis
 from chalice.test import Client
 from psycopg import sql
 
@@ -91,9 +92,13 @@ def stepperslife_url(settings: Settings) -> str:
 
 
 @pytest.fixture
-def clean_stepperslife(stepperslife_url: str) -> None:
+def clean_stepperslife(stepperslife_url: str, redis_url: str) -> None:
     with psycopg.connect(stepperslife_url, autocommit=True) as conn:
-        conn.execute("TRUNCATE users, events, event_registrations CASCADE")
+        conn.execute("TRUNCATE users, events, event_registrations, outbox, idempotency_keys CASCADE")
+    client = redis.Redis.from_url(redis_url)
+    for pattern in ("stepperslife:*", "ai:*"):
+        for key in client.scan_iter(pattern):
+            client.delete(key)
 
 
 @dataclass

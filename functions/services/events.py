@@ -12,19 +12,23 @@ import json
 import re
 import secrets
 import unicodedata
-from datetime import datetime
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
 import psycopg
 
+from functions.jsonable import json_ready
+from functions.services import outbox
+from functions.services.cache import TTL_API_RESPONSE, Cache, cache_key, digest
 from functions.services.ports import Row, TransactionalDatabase
 from shared.envelope import Identity
 from shared.errors import BadRequest, Conflict, Forbidden, NotFound
 
 EVENT_COLUMNS = (
-    "id, user_id, title, slug, description, event_date, ends_at, time_zone, location, category, status, "
-    "capacity, registered_count, images, metadata, published_at, created_at, updated_at"
+    "id, user_id, title, slug, description, event_date, ends_at, time_zone, location, category, tags, "
+    "latitude, longitude, status, capacity, registered_count, images, metadata, published_at, created_at, updated_at"
 )
 # Allowed status changes; a cancelled event is final and a published one never returns to draft.
 _TRANSITIONS = {
@@ -32,7 +36,22 @@ _TRANSITIONS = {
     "published": {"published", "cancelled"},
     "cancelled": {"cancelled"},
 }
-_UPDATABLE = ("title", "description", "event_date", "ends_at", "time_zone", "location", "category", "capacity")
+_UPDATABLE = (
+    "title",
+    "description",
+    "event_date",
+    "ends_at",
+    "time_zone",
+    "location",
+    "category",
+    "tags",
+    "latitude",
+    "longitude",
+    "capacity",
+)
+# Anonymous reads are cached in Redis under this family; every write to an event bumps its version.
+CACHE_SERVICE = "stepperslife"
+LIST_FAMILY = "events"
 
 
 def public_event(row: Row) -> dict[str, Any]:
@@ -65,9 +84,81 @@ def can_manage(identity: Identity | None, row: Row) -> bool:
     return identity is not None and (identity.role == "admin" or str(row["user_id"]) == identity.user_id)
 
 
+@dataclass(frozen=True)
+class EventFilters:
+    """Filters of the public listing and of search; all optional, combined with AND."""
+
+    starts_after: datetime | None = None
+    starts_before: datetime | None = None
+    category: str | None = None
+    location: str | None = None
+    organizer_id: str | None = None
+    tag: str | None = None
+
+    def where(self) -> tuple[str, dict[str, Any]]:
+        """SQL to append after a WHERE (each clause starts with AND) and its named parameters."""
+        clauses: list[str] = []
+        params: dict[str, Any] = {}
+        if self.starts_after is not None:
+            clauses.append("event_date >= %(starts_after)s")
+            params["starts_after"] = self.starts_after
+        if self.starts_before is not None:
+            clauses.append("event_date < %(starts_before)s")
+            params["starts_before"] = self.starts_before
+        if self.category:
+            clauses.append("category = %(category)s")
+            params["category"] = self.category
+        if self.location:
+            # ILIKE with the user's text as data: its % and _ are escaped so they match themselves.
+            escaped = self.location.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            clauses.append("location ILIKE %(location)s")
+            params["location"] = f"%{escaped}%"
+        if self.organizer_id:
+            clauses.append("user_id = %(organizer_id)s")
+            params["organizer_id"] = self.organizer_id
+        if self.tag:
+            clauses.append("tags @> ARRAY[%(tag)s]::text[]")
+            params["tag"] = self.tag
+        return "".join(f" AND {clause}" for clause in clauses), params
+
+
+_NATURAL_FILTER = re.compile(r'\b(category|tag|location|after|before):("([^"]*)"|(\S+))', re.IGNORECASE)
+
+
+def parse_search(text: str) -> tuple[str, dict[str, str]]:
+    """Split ``salsa category:social after:2027-05-01 location:"New York"`` into words and filters."""
+    filters: dict[str, str] = {}
+
+    def take(match: re.Match[str]) -> str:
+        filters[match.group(1).lower()] = match.group(3) if match.group(3) is not None else match.group(4)
+        return " "
+
+    words = _NATURAL_FILTER.sub(take, text)
+    return " ".join(words.split()), filters
+
+
 class EventService:
-    def __init__(self, db: TransactionalDatabase) -> None:
+    def __init__(self, db: TransactionalDatabase, cache: Cache) -> None:
         self._db = db
+        self._cache = cache
+        self._has_trigram: bool | None = None
+
+    def _changed(self, conn: psycopg.Connection[Row], row: Row, previous_status: str | None) -> None:
+        """Announce a change (outbox, same transaction) and make cached reads miss afterwards."""
+        topic = None
+        if row["status"] == "published" and previous_status != "published":
+            topic = "event.published"
+        elif row["status"] == "cancelled" and previous_status != "cancelled":
+            topic = "event.cancelled"
+        elif row["status"] == "published":
+            topic = "event.updated"
+        if topic:
+            payload = {"event_id": str(row["id"]), "status": row["status"], "updated_at": row["updated_at"].isoformat()}
+            outbox.enqueue(conn, topic, payload, dedup_key=f"{topic}:{row['id']}:{row['updated_at'].isoformat()}")
+
+    def _invalidate(self, event_id: str) -> None:
+        self._cache.bump(CACHE_SERVICE, LIST_FAMILY)
+        self._cache.bump(CACHE_SERVICE, f"event:{event_id}")
 
     def create(self, organizer: Identity, fields: dict[str, Any]) -> dict[str, Any]:
         explicit_slug = fields.pop("slug", None)
@@ -84,7 +175,9 @@ class EventService:
             try:
                 with self._db.transaction() as conn:
                     row = conn.execute(statement, [*fields.values(), organizer.user_id, slug]).fetchone()
-                assert row is not None
+                    assert row is not None
+                    self._changed(conn, row, None)
+                self._invalidate(str(row["id"]))
                 return public_event(row)
             except psycopg.errors.UniqueViolation as exc:
                 if exc.diag.constraint_name != "events_slug_key":
@@ -100,25 +193,91 @@ class EventService:
         return row
 
     def get(self, event_id: str, viewer: Identity | None) -> dict[str, Any]:
-        with self._db.transaction() as conn:
-            return public_event(self._visible_row(conn, event_id, viewer))
+        def load() -> dict[str, Any]:
+            with self._db.transaction() as conn:
+                event: dict[str, Any] = json_ready(public_event(self._visible_row(conn, event_id, viewer)))
+                return event
 
-    def list_published(self, *, limit: int, cursor: str | None) -> dict[str, Any]:
-        params: list[Any] = []
-        after = ""
-        if cursor:
-            event_date, event_id = decode_cursor(cursor)
-            after = "AND (event_date, id) < (%s, %s)"
-            params += [event_date, event_id]
+        if viewer is not None:
+            return load()
+        version = self._cache.version(CACHE_SERVICE, f"event:{event_id}")
+        key = cache_key(CACHE_SERVICE, "event", event_id, version)
+        event, _ = self._cache.get_or_load(key, TTL_API_RESPONSE, load)
+        return event
+
+    def list_published(
+        self, *, limit: int, cursor: str | None, filters: EventFilters | None = None
+    ) -> tuple[dict[str, Any], bool]:
+        """A page of published events, newest first; returns (page, served_from_cache)."""
+        filters = filters or EventFilters()
+
+        def load() -> dict[str, Any]:
+            where, params = filters.where()
+            if cursor:
+                params["cursor_date"], params["cursor_id"] = decode_cursor(cursor)
+                where += " AND (event_date, id) < (%(cursor_date)s, %(cursor_id)s)"
+            with self._db.transaction() as conn:
+                rows = conn.execute(
+                    f"SELECT {EVENT_COLUMNS} FROM events WHERE status = 'published'{where} "
+                    "ORDER BY event_date DESC, id DESC LIMIT %(limit)s",
+                    {**params, "limit": limit + 1},
+                ).fetchall()
+            page = rows[:limit]
+            next_cursor = encode_cursor(page[-1]) if len(rows) > limit else None
+            result: dict[str, Any] = json_ready(
+                {"items": [public_event(row) for row in page], "next_cursor": next_cursor}
+            )
+            return result
+
+        version = self._cache.version(CACHE_SERVICE, LIST_FAMILY)
+        query = {"limit": limit, "cursor": cursor, **asdict(filters)}
+        key = cache_key(CACHE_SERVICE, "events", f"list:{digest(query)}", version)
+        return self._cache.get_or_load(key, TTL_API_RESPONSE, load)
+
+    def has_trigram(self) -> bool:
+        if self._has_trigram is None:
+            with self._db.transaction() as conn:
+                found = conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'pg_trgm'").fetchone()
+            self._has_trigram = found is not None
+        return self._has_trigram
+
+    def search(self, text: str, *, limit: int, filters: EventFilters) -> dict[str, Any]:
+        """Published events matching ``text`` by full-text rank, tolerant of typos where pg_trgm exists."""
+        words, natural = parse_search(text)
+        filters = replace(
+            filters,
+            category=natural.get("category", filters.category),
+            tag=natural.get("tag", filters.tag),
+            location=natural.get("location", filters.location),
+            starts_after=_date(natural["after"]) if "after" in natural else filters.starts_after,
+            starts_before=_date(natural["before"]) if "before" in natural else filters.starts_before,
+        )
+        where, params = filters.where()
+        fuzzy = self.has_trigram() and bool(words)
+        if words:
+            match = "search_vector @@ websearch_to_tsquery('english', %(q)s)"
+            if fuzzy:
+                match = f"({match} OR lower(%(q)s) <% lower(title))"
+            rank = "ts_rank_cd(search_vector, websearch_to_tsquery('english', %(q)s), 32)"
+            if fuzzy:
+                rank += " + word_similarity(lower(%(q)s), lower(title))"
+        else:
+            match, rank = "TRUE", "0"
         with self._db.transaction() as conn:
+            if fuzzy:
+                conn.execute("SET LOCAL pg_trgm.word_similarity_threshold = 0.5")
             rows = conn.execute(
-                f"SELECT {EVENT_COLUMNS} FROM events WHERE status = 'published' {after} "
-                "ORDER BY event_date DESC, id DESC LIMIT %s",
-                [*params, limit + 1],
+                f"SELECT {EVENT_COLUMNS}, {rank} AS rank FROM events "
+                f"WHERE status = 'published' AND {match}{where} "
+                "ORDER BY rank DESC, event_date DESC, id DESC LIMIT %(limit)s",
+                {**params, "q": words, "limit": limit},
             ).fetchall()
-        page = rows[:limit]
-        next_cursor = encode_cursor(page[-1]) if len(rows) > limit else None
-        return {"items": [public_event(row) for row in page], "next_cursor": next_cursor}
+        items = []
+        for row in rows:
+            item = public_event({key: value for key, value in row.items() if key != "rank"})
+            item["rank"] = round(float(row["rank"]), 4)
+            items.append(item)
+        return {"items": items, "query": words, "filters": natural, "typo_tolerant": fuzzy}
 
     def update(self, event_id: str, actor: Identity, changes: dict[str, Any]) -> dict[str, Any]:
         with self._db.transaction() as conn:
@@ -142,6 +301,8 @@ class EventService:
             end = changes.get("ends_at", current["ends_at"])
             if end is not None and end < start:
                 raise Conflict("the event cannot end before it starts", code="invalid_dates")
+            if ("latitude" in changes) != ("longitude" in changes):
+                raise Conflict("latitude and longitude change together", code="invalid_coordinates")
             assignments = [f"{name} = %s" for name in _UPDATABLE if name in changes]
             values = [changes[name] for name in _UPDATABLE if name in changes]
             if new_status != current["status"]:
@@ -156,7 +317,9 @@ class EventService:
                 f"RETURNING {EVENT_COLUMNS}",
                 [*values, event_id],
             ).fetchone()
-        assert row is not None
+            assert row is not None
+            self._changed(conn, row, current["status"])
+        self._invalidate(event_id)
         return public_event(row)
 
     def delete(self, event_id: str, actor: Identity) -> None:
@@ -174,3 +337,13 @@ class EventService:
                     code="event_has_registrations",
                 )
             conn.execute("DELETE FROM events WHERE id = %s", (event_id,))
+        self._invalidate(event_id)
+
+
+def _date(text: str) -> datetime:
+    """A search filter's date; a bare date or naive time is taken as UTC."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise BadRequest("after: and before: take dates like 2027-05-01", code="bad_search_filter") from exc
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)

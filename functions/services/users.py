@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import psycopg
@@ -54,3 +55,20 @@ class UserService:
                 (role, email.lower()),
             ).fetchone()
         return public_user(row) if row else None
+
+    def preferences(self, user_id: str) -> dict[str, Any]:
+        with self._db.transaction() as conn:
+            row = conn.execute("SELECT preferences FROM users WHERE id = %s", (user_id,)).fetchone()
+        if row is None:
+            raise Unauthorized("this account no longer exists", code="unknown_account")
+        return dict(row["preferences"])
+
+    def set_preferences(self, user_id: str, preferences: dict[str, Any]) -> dict[str, Any]:
+        with self._db.transaction() as conn:
+            row = conn.execute(
+                "UPDATE users SET preferences = %s::jsonb, updated_at = now() WHERE id = %s RETURNING preferences",
+                (json.dumps(preferences), user_id),
+            ).fetchone()
+        if row is None:
+            raise Unauthorized("this account no longer exists", code="unknown_account")
+        return dict(row["preferences"])
