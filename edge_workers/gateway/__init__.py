@@ -1,0 +1,1 @@
+"""The API gateway worker: its Workers entry point, wrangler configuration and bundler."""

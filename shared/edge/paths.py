@@ -1,0 +1,69 @@
+"""Request paths and queries in one canonical form, before routing and before signing.
+
+Routing on the raw path would let ``/api/../admin`` or ``/api/%2e%2e/admin`` reach a route it should
+not; forwarding the raw path would let the origin see something other than what the edge authorised.
+So the edge decodes once, resolves dot segments and duplicate slashes, routes on the result, and
+forwards that same path re-encoded.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import parse_qsl, quote, unquote, urlencode
+
+from shared.errors import BadRequest
+
+# Encoded "/" or "\" would make one segment look like two to a later decoder; NUL truncates in C code.
+_REFUSED_ENCODINGS = re.compile(r"%(2f|5c|00)", re.IGNORECASE)
+# A "%XX" left after decoding once means the client encoded twice: a classic traversal disguise.
+_STILL_ENCODED = re.compile(r"%[0-9a-fA-F]{2}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+MAX_PATH_LENGTH = 2048
+
+
+def normalise_path(raw_path: str) -> str:
+    """The canonical, decoded form of a request path; ``BadRequest`` for anything ambiguous."""
+    if not raw_path.startswith("/") or len(raw_path) > MAX_PATH_LENGTH:
+        raise BadRequest("the request path is malformed", code="bad_path")
+    if "\\" in raw_path or _REFUSED_ENCODINGS.search(raw_path):
+        raise BadRequest("the request path contains an encoded separator", code="bad_path")
+    try:
+        decoded = unquote(raw_path, errors="strict")
+    except UnicodeDecodeError as exc:
+        raise BadRequest("the request path is not valid UTF-8", code="bad_path") from exc
+    if _CONTROL.search(decoded) or _STILL_ENCODED.search(decoded):
+        raise BadRequest("the request path is malformed", code="bad_path")
+    segments: list[str] = []
+    raw_segments = decoded.split("/")[1:]
+    for segment in raw_segments:
+        if segment in ("", "."):
+            continue
+        if segment == "..":
+            # RFC 3986 remove_dot_segments: ".." above the root stays at the root.
+            if segments:
+                segments.pop()
+            continue
+        segments.append(segment)
+    trailing = bool(segments) and raw_segments[-1] in ("", ".", "..")
+    return "/" + "/".join(segments) + ("/" if trailing else "")
+
+
+def encode_path(path: str) -> str:
+    """A normalised path re-encoded the way the origin re-encodes path parameters (RFC 3986)."""
+    return "/".join(quote(segment, safe="") for segment in path.split("/"))
+
+
+def canonical_query(raw_query: str) -> str:
+    """Parameters sorted by name (values keep their order), encoded with ``quote``.
+
+    The origin rebuilds the signed target from its parsed parameters; a single canonical form
+    makes that reconstruction exact whatever order or encoding the client used.
+    """
+    if not raw_query:
+        return ""
+    try:
+        pairs = parse_qsl(raw_query, keep_blank_values=True, errors="strict")
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BadRequest("the query string is malformed", code="bad_query") from exc
+    pairs.sort(key=lambda pair: pair[0])
+    return urlencode(pairs, quote_via=quote)
