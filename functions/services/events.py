@@ -257,7 +257,7 @@ class EventService:
         if words:
             match = "search_vector @@ websearch_to_tsquery('english', %(q)s)"
             if fuzzy:
-                match = f"({match} OR lower(%(q)s) <% lower(title))"
+                match = f"({match} OR lower(%(q)s) <%% lower(title))"
             rank = "ts_rank_cd(search_vector, websearch_to_tsquery('english', %(q)s), 32)"
             if fuzzy:
                 rank += " + word_similarity(lower(%(q)s), lower(title))"
