@@ -241,10 +241,25 @@ def test_redis_down_degrades_to_postgres(
 
 
 def test_search_ranks_and_filters(api: EdgeSignedClient, users: dict[str, Identity]) -> None:
-    create_event(api, users["user"], status="published", title="Chicago Steppers Championship",
-                 description="The biggest steppin contest", category="steppin", location="Chicago, IL", tags=["contest"])  # fmt: skip
-    create_event(api, users["user"], status="published", title="Salsa in the Park",
-                 description="Outdoor salsa with a steppers corner", category="salsa", location="Chicago, IL")  # fmt: skip
+    create_event(
+        api,
+        users["user"],
+        status="published",
+        title="Chicago Steppers Championship",
+        description="The biggest steppin contest",
+        category="steppin",
+        location="Chicago, IL",
+        tags=["contest"],
+    )
+    create_event(
+        api,
+        users["user"],
+        status="published",
+        title="Salsa in the Park",
+        description="Outdoor salsa with a steppers corner",
+        category="salsa",
+        location="Chicago, IL",
+    )
     create_event(api, users["user"], status="published", title="Jazz Brunch", category="music", location="Detroit")
     create_event(api, users["user"], title="Steppers Draft Party")  # drafts are never found
 
