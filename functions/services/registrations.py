@@ -1,8 +1,8 @@
 """Registrations: a seat while seats last, then the waiting list.
 
-A seat is taken by one conditional UPDATE on the event row (``registered_count < capacity``), which
-row-locks the event for the rest of the transaction: concurrent registrations queue on that lock and
-can never oversell, with no check-then-insert in the application.
+The decision is made inside PostgreSQL (``register_attendee``, migration 0005) under a row lock on
+the event: concurrent registrations queue on that lock and can never oversell, and there is no
+check-then-insert in the application. Seats are counted in ``events.registered_count``.
 """
 
 from __future__ import annotations
@@ -20,14 +20,6 @@ from shared.envelope import Identity
 from shared.errors import Conflict, Forbidden, NotFound
 
 _COLUMNS = "id, user_id, event_id, registration_date, status, waitlist_seq, updated_at"
-
-
-class _AlreadyRegistered(Exception):
-    """Raised inside the transaction so that it rolls back the seat it took."""
-
-    def __init__(self, existing: Row) -> None:
-        super().__init__("already registered")
-        self.existing = existing
 
 
 def _public(conn: psycopg.Connection[Row], row: Row) -> dict[str, Any]:
@@ -49,53 +41,23 @@ class RegistrationService:
         self._db = db
 
     def register(self, event_id: str, attendee: Identity) -> dict[str, Any]:
-        try:
-            with self._db.transaction() as conn:
-                event = conn.execute(
-                    "SELECT status, event_date < now() AS past FROM events WHERE id = %s FOR UPDATE", (event_id,)
-                ).fetchone()
-                if event is None or event["status"] == "draft":
-                    raise NotFound("event not found")
-                if event["status"] != "published":
-                    raise Conflict("this event is cancelled", code="event_cancelled")
-                if event["past"]:
-                    raise Conflict("this event has already taken place", code="event_past")
-                seat = conn.execute(
-                    "UPDATE events SET registered_count = registered_count + 1 "
-                    "WHERE id = %s AND status = 'published' AND registered_count < capacity RETURNING id",
-                    (event_id,),
-                ).fetchone()
-                status, waitlist_seq = "registered", None
-                if seat is None:
-                    queued = conn.execute(
-                        "UPDATE events SET waitlist_seq = waitlist_seq + 1 WHERE id = %s RETURNING waitlist_seq",
-                        (event_id,),
-                    ).fetchone()
-                    assert queued is not None
-                    status, waitlist_seq = "waitlisted", queued["waitlist_seq"]
-                # A cancelled registration may be renewed; an active one is a conflict.
-                row = conn.execute(
-                    f"INSERT INTO event_registrations (user_id, event_id, status, waitlist_seq) "
-                    f"VALUES (%s, %s, %s, %s) "
-                    f"ON CONFLICT (user_id, event_id) DO UPDATE SET status = EXCLUDED.status, "
-                    f"waitlist_seq = EXCLUDED.waitlist_seq, registration_date = now(), updated_at = now() "
-                    f"WHERE event_registrations.status = 'cancelled' RETURNING {_COLUMNS}",
-                    (attendee.user_id, event_id, status, waitlist_seq),
-                ).fetchone()
-                if row is None:
-                    existing = conn.execute(
-                        f"SELECT {_COLUMNS} FROM event_registrations WHERE user_id = %s AND event_id = %s",
-                        (attendee.user_id, event_id),
-                    ).fetchone()
-                    assert existing is not None
-                    raise _AlreadyRegistered(existing)
-                return _public(conn, row)
-        except _AlreadyRegistered as already:
-            with self._db.transaction() as conn:
-                details = _public(conn, already.existing)
-            raise Conflict(
-                "you are already registered for this event", code="already_registered", details=details
-            ) from None
+        """A seat while seats last, else a place on the waiting list (see register_attendee in 0005)."""
+        with self._db.transaction() as conn:
+            row = conn.execute(
+                "SELECT outcome, registration, waitlist_position FROM register_attendee(%s, %s)",
+                (event_id, attendee.user_id),
+            ).fetchone()
+        assert row is not None
+        if row["outcome"] == "not_found":
+            raise NotFound("event not found")
+        if row["outcome"] == "cancelled":
+            raise Conflict("this event is cancelled", code="event_cancelled")
+        if row["outcome"] == "past":
+            raise Conflict("this event has already taken place", code="event_past")
+        registration = {**row["registration"], "waitlist_position": row["waitlist_position"]}
+        if row["outcome"] == "already_registered":
+            raise Conflict("you are already registered for this event", code="already_registered", details=registration)
+        return registration
 
     def cancel(self, event_id: str, attendee: Identity) -> dict[str, Any]:
         """Cancel ``attendee``'s registration; a freed seat goes to the first person waiting, in the same
