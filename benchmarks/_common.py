@@ -60,7 +60,9 @@ def environment() -> Iterator[BenchEnvironment]:
     finally:
         with psycopg.connect(server_url, autocommit=True) as conn:
             for database in DATABASES:
-                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(prefix + database)))
+                conn.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(prefix + database))
+                )
         for stop in reversed(stops):
             stop()
 

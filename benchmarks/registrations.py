@@ -14,6 +14,7 @@ import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 import psycopg
@@ -29,8 +30,8 @@ POOL_SIZE = 20
 def make_event(url: str, attempts: int, seats: int) -> tuple[str, list[str]]:
     with psycopg.connect(url, autocommit=True) as conn:
         organizer = conn.execute(
-            "INSERT INTO users (email, name, password_hash) VALUES (gen_random_uuid() || '@o.example', 'O', 'scrypt$x') "
-            "RETURNING id"
+            "INSERT INTO users (email, name, password_hash) "
+            "VALUES (gen_random_uuid() || '@o.example', 'O', 'scrypt$x') RETURNING id"
         ).fetchone()
         assert organizer is not None
         event = conn.execute(
@@ -79,6 +80,10 @@ def outcome(url: str, event_id: str) -> tuple[int, list[int]]:
     return int(registered[0]), [int(row[0]) for row in positions]
 
 
+def register_one(service: RegistrationService, event_id: str, user_id: str) -> None:
+    service.register(event_id, Identity(user_id, "user"))
+
+
 def naive_register(pool: Database, event_id: str, user_id: str) -> None:
     """The check-then-insert every overselling bug report describes."""
     with pool.transaction() as conn:
@@ -112,14 +117,14 @@ def main() -> None:
         try:
             for run in range(args.runs):
                 event_id, users = make_event(url, args.attempts, args.seats)
-                seconds = burst(users, lambda user_id: service.register(event_id, Identity(user_id, "user")))
+                seconds = burst(users, partial(register_one, service, event_id))
                 registered, positions = outcome(url, event_id)
                 registered_per_run.append(registered)
                 positions_ok.append(positions == list(range(1, args.attempts - args.seats + 1)))
                 rates.append(args.attempts / seconds)
-                print(f"run {run + 1}: {registered} registered, {len(positions)} waitlisted, {rates[-1]:.0f} registrations/s")
+                print(f"run {run + 1}: {registered} registered, {len(positions)} waitlisted, {rates[-1]:.0f}/s")
                 naive_event, naive_users = make_event(url, args.attempts, args.seats)
-                burst(naive_users, lambda user_id: naive_register(pool, naive_event, user_id))
+                burst(naive_users, partial(naive_register, pool, naive_event))
                 naive_registered.append(outcome(url, naive_event)[0])
         finally:
             pool.close()

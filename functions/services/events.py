@@ -253,25 +253,27 @@ class EventService:
             starts_before=_date(natural["before"]) if "before" in natural else filters.starts_before,
         )
         where, params = filters.where()
+        params |= {"q": words, "limit": limit}
+        exact = "search_vector @@ websearch_to_tsquery('english', %(q)s)" if words else "TRUE"
+        rank = "ts_rank_cd(search_vector, websearch_to_tsquery('english', %(q)s), 32)" if words else "0"
         fuzzy = self.has_trigram() and bool(words)
-        if words:
-            match = "search_vector @@ websearch_to_tsquery('english', %(q)s)"
-            if fuzzy:
-                match = f"({match} OR lower(%(q)s) <%% lower(title))"
-            rank = "ts_rank_cd(search_vector, websearch_to_tsquery('english', %(q)s), 32)"
-            if fuzzy:
-                rank += " + word_similarity(lower(%(q)s), lower(title))"
-        else:
-            match, rank = "TRUE", "0"
         with self._db.transaction() as conn:
-            if fuzzy:
-                conn.execute("SET LOCAL pg_trgm.word_similarity_threshold = 0.5")
             rows = conn.execute(
-                f"SELECT {EVENT_COLUMNS}, {rank} AS rank FROM events "
-                f"WHERE status = 'published' AND {match}{where} "
+                f"SELECT {EVENT_COLUMNS}, {rank} AS rank FROM events WHERE status = 'published' AND {exact}{where} "
                 "ORDER BY rank DESC, event_date DESC, id DESC LIMIT %(limit)s",
-                {**params, "q": words, "limit": limit},
+                params,
             ).fetchall()
+            if fuzzy and len(rows) < limit:
+                # Typo tolerance only fills what exact search left empty: trigram matching is far
+                # costlier than the full-text index, and exact hits always rank first.
+                conn.execute("SET LOCAL pg_trgm.word_similarity_threshold = 0.5")
+                rows += conn.execute(
+                    f"SELECT {EVENT_COLUMNS}, word_similarity(lower(%(q)s), lower(title)) / 10 AS rank FROM events "
+                    f"WHERE status = 'published' AND lower(title) %%> lower(%(q)s) "
+                    f"AND id <> ALL(%(found)s){where} ORDER BY rank DESC, event_date DESC, id DESC "
+                    "LIMIT %(fill)s",
+                    {**params, "found": [row["id"] for row in rows], "fill": limit - len(rows)},
+                ).fetchall()
         items = []
         for row in rows:
             item = public_event({key: value for key, value in row.items() if key != "rank"})
