@@ -45,75 +45,142 @@ class EdgeClient:
         return json.loads(payload) if payload else None
 
 
-def journey(base_url: str, say: Callable[[str], None]) -> None:
-    edge = EdgeClient(base_url)
-    email = f"smoke-{secrets.token_hex(4)}@example.com"
-    password = secrets.token_urlsafe(16)
-    steps: list[tuple[str, Callable[[], str]]] = []
-    state: dict[str, Any] = {}
+class Journey:
+    """The steps of the smoke journey, in order; each returns a detail line or raises SmokeFailure."""
 
-    def sign_up() -> str:
-        user = edge.call("POST", "/api/users", {"email": email, "name": "Smoke Tester", "password": password}, 201)
-        state["user_id"] = user["user"]["id"]
-        return email
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self.edge = EdgeClient(self.base_url)
+        self.email = f"smoke-{secrets.token_hex(4)}@example.com"
+        self.password = secrets.token_urlsafe(16)
+        self.state: dict[str, Any] = {}
 
-    def log_in() -> str:
-        edge.call("POST", "/api/auth/login", {"email": email, "password": password})
-        if SESSION_COOKIE not in edge.cookies:
+    def sign_up(self) -> str:
+        user = self.edge.call(
+            "POST", "/api/users", {"email": self.email, "name": "Smoke Tester", "password": self.password}, 201
+        )
+        self.state["user_id"] = user["user"]["id"]
+        return self.email
+
+    def log_in(self) -> str:
+        self.edge.call("POST", "/api/auth/login", {"email": self.email, "password": self.password})
+        if SESSION_COOKIE not in self.edge.cookies:
             raise SmokeFailure("login set no session cookie")
         return "session cookie set"
 
-    def create_event() -> str:
+    def create_event(self) -> str:
         when = (datetime.now(UTC) + timedelta(days=14)).replace(microsecond=0).isoformat()
         body = {
-            "title": f"Smoke Test Social {email[6:14]}",
+            "title": f"Smoke Test Social {self.email[6:14]}",
             "event_date": when,
-            "capacity": 10,
+            "capacity": 2,
             "location": "Chicago, IL",
             "category": "social",
+            "tags": [f"smoke{self.email[6:14]}"],
         }
-        state["event"] = edge.call("POST", "/api/events", body, 201)["event"]
-        return str(state["event"]["slug"])
+        self.state["event"] = self.edge.call("POST", "/api/events", body, 201)["event"]
+        return str(self.state["event"]["slug"])
 
-    def publish() -> str:
-        event = edge.call("PATCH", f"/api/events/{state['event']['id']}", {"status": "published"})["event"]
+    def publish(self) -> str:
+        event = self.edge.call("PATCH", f"/api/events/{self.state['event']['id']}", {"status": "published"})["event"]
         if event["status"] != "published":
             raise SmokeFailure(f"event status is {event['status']}")
         return "published"
 
-    def listed() -> str:
+    def listed(self) -> str:
         cursor, pages = "", 0
         while pages < 50:
-            page = edge.call("GET", "/api/events?limit=100" + (f"&cursor={cursor}" if cursor else ""))
-            if any(item["id"] == state["event"]["id"] for item in page["items"]):
+            page = self.edge.call("GET", "/api/events?limit=100" + (f"&cursor={cursor}" if cursor else ""))
+            if any(item["id"] == self.state["event"]["id"] for item in page["items"]):
                 return f"found on page {pages + 1}"
             cursor, pages = page["next_cursor"], pages + 1
             if not cursor:
                 break
         raise SmokeFailure("the published event is not in the listing")
 
-    def register() -> str:
-        registration = edge.call("POST", f"/api/events/{state['event']['id']}/registrations", None, 201)
+    def register(self) -> str:
+        registration = self.edge.call("POST", f"/api/events/{self.state['event']['id']}/registrations", None, 201)
         status = registration["registration"]["status"]
         if status != "registered":
             raise SmokeFailure(f"registration status is {status}")
         return str(status)
 
-    def see_registration() -> str:
-        mine = edge.call("GET", "/api/me/registrations")["items"]
-        if not any(item["event_id"] == state["event"]["id"] for item in mine):
+    def see_registration(self) -> str:
+        mine = self.edge.call("GET", "/api/me/registrations")["items"]
+        if not any(item["event_id"] == self.state["event"]["id"] for item in mine):
             raise SmokeFailure("the registration is not listed")
         return f"{len(mine)} registration(s)"
 
-    steps = [
-        ("sign up", sign_up),
-        ("log in", log_in),
-        ("create event", create_event),
-        ("publish event", publish),
-        ("list events", listed),
-        ("register", register),
-        ("see registration", see_registration),
-    ]
+    def search(self) -> str:
+        found = self.edge.call("GET", f"/api/events/search?q=smoke%20social%20tag:smoke{self.email[6:14]}")["items"]
+        if [item["id"] for item in found] != [self.state["event"]["id"]]:
+            raise SmokeFailure(f"search found {[item['title'] for item in found]}")
+        return "found by full-text search"
+
+    def sign_up_another(self, name: str) -> EdgeClient:
+        other = EdgeClient(self.base_url)
+        other_email = f"smoke-{name}-{secrets.token_hex(4)}@example.com"
+        other.call("POST", "/api/users", {"email": other_email, "name": name, "password": self.password}, 201)
+        other.call("POST", "/api/auth/login", {"email": other_email, "password": self.password})
+        return other
+
+    def fill_last_seat(self) -> str:
+        self.state["second"] = self.sign_up_another("Second")
+        status = self.state["second"].call("POST", f"/api/events/{self.state['event']['id']}/registrations", None, 201)
+        if status["registration"]["status"] != "registered":
+            raise SmokeFailure(f"second user got {status['registration']['status']}")
+        return "second user took the last seat"
+
+    def waitlisted(self) -> str:
+        self.state["third"] = self.sign_up_another("Third")
+        answer = self.state["third"].call("POST", f"/api/events/{self.state['event']['id']}/registrations", None, 201)
+        registration = answer["registration"]
+        if (registration["status"], registration["waitlist_position"]) != ("waitlisted", 1):
+            raise SmokeFailure(f"third user got {registration}")
+        return "third user is first on the waiting list"
+
+    def cancellation_promotes(self) -> str:
+        self.edge.call("DELETE", f"/api/events/{self.state['event']['id']}/registrations/me")
+        mine = self.state["third"].call("GET", "/api/me/registrations")["items"]
+        statuses = [item["status"] for item in mine if item["event_id"] == self.state["event"]["id"]]
+        if statuses != ["registered"]:
+            raise SmokeFailure(f"after the cancellation the third user is {statuses}")
+        return "the first person waiting was promoted"
+
+    def recommendations(self) -> str:
+        when = (datetime.now(UTC) + timedelta(days=21)).replace(microsecond=0).isoformat()
+        other_event = {
+            "title": "Smoke Follow-up Social",
+            "event_date": when,
+            "capacity": 5,
+            "category": "social",
+            "status": "published",
+        }
+        created = self.edge.call("POST", "/api/events", other_event, 201)["event"]
+        items = self.state["third"].call("GET", "/api/me/recommendations")["items"]
+        if not any(item["event"]["id"] == created["id"] for item in items):
+            raise SmokeFailure("the new event is not recommended")
+        return f"{len(items)} recommendation(s), e.g. {items[0]['event']['title']!r}: {items[0]['reasons'][0]}"
+
+    def steps(self) -> list[tuple[str, Callable[[], str]]]:
+        return [
+            ("sign up", self.sign_up),
+            ("log in", self.log_in),
+            ("create event", self.create_event),
+            ("publish event", self.publish),
+            ("list events", self.listed),
+            ("register", self.register),
+            ("see registration", self.see_registration),
+            ("search", self.search),
+            ("second user fills the last seat", self.fill_last_seat),
+            ("third user is waitlisted", self.waitlisted),
+            ("a cancellation promotes them", self.cancellation_promotes),
+            ("recommendations", self.recommendations),
+        ]
+
+
+def journey(base_url: str, say: Callable[[str], None]) -> None:
+    steps = Journey(base_url).steps()
     for number, (name, step) in enumerate(steps, start=1):
         try:
             detail = step()

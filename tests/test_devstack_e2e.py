@@ -98,7 +98,7 @@ def stack(data_dir: Path) -> Iterator[RunningStack]:
 def test_smoke_journey_through_the_edge(stack: RunningStack) -> None:
     lines: list[str] = []
     journey(stack.edge_url, lines.append)
-    assert len(lines) == 7 and all(line.startswith("ok") for line in lines), lines
+    assert len(lines) == 12 and all(line.startswith("ok") for line in lines), lines
     health = json.loads(urllib.request.urlopen(f"{stack.edge_url}/healthz", timeout=5).read())
     assert health["status"] == "ok"
     api_health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{stack.api_port}/healthz", timeout=5).read())
