@@ -36,9 +36,13 @@ def ensure_resources(settings: Settings) -> dict[str, str]:
         dlq_url = sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
         dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(MAX_RECEIVE_COUNT)})
-        url = sqs.create_queue(QueueName=name, Attributes={"RedrivePolicy": redrive, "VisibilityTimeout": "30"})[
-            "QueueUrl"
-        ]
+        attributes = {"RedrivePolicy": redrive, "VisibilityTimeout": "30"}
+        try:
+            url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+        except sqs.exceptions.QueueNameExists:
+            # The queue exists with other attributes (someone tuned it): put ours back.
+            url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+            sqs.set_queue_attributes(QueueUrl=url, Attributes=attributes)
         queue_urls[name] = url
     uploads_arn = sqs.get_queue_attributes(
         QueueUrl=queue_urls[settings.image_uploads_queue], AttributeNames=["QueueArn"]

@@ -1,4 +1,4 @@
-"""The `agistack` command: dev, migrate, run, smoke, user."""
+"""The `agistack` command: dev, migrate, run, smoke, user, vapid."""
 
 from __future__ import annotations
 
@@ -117,6 +117,15 @@ def _user_role(args: argparse.Namespace) -> int:
     return 0
 
 
+def _vapid_generate(args: argparse.Namespace) -> int:
+    from functions.adapters.webpush import generate_vapid_keys
+
+    private_key, public_key = generate_vapid_keys()
+    print(f"VAPID_PUBLIC_KEY={public_key}\nVAPID_PRIVATE_KEY={private_key}")
+    print("# keep the private key secret; set VAPID_SUBJECT=mailto:you@example.com too", file=sys.stderr)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="agistack", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
@@ -146,6 +155,11 @@ def parser() -> argparse.ArgumentParser:
     role.add_argument("role", choices=["user", "customer", "admin"])
     role.add_argument("--data-dir", default=".agistack")
     role.set_defaults(handler=_user_role)
+
+    vapid = commands.add_parser("vapid", help="web push (VAPID) keys")
+    vapid_commands = vapid.add_subparsers(dest="vapid_command", required=True)
+    generate = vapid_commands.add_parser("generate", help="print a new VAPID key pair")
+    generate.set_defaults(handler=_vapid_generate)
     return root
 
 

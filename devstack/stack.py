@@ -52,17 +52,35 @@ def ensure_port_free(host: str, port: int, what: str) -> None:
             ) from None
 
 
-def signing_secret(env: Mapping[str, str], data_dir: Path) -> str:
-    """EDGE_SIGNING_SECRET, or one generated once and kept (0600) so that sessions survive restarts."""
-    if env.get("EDGE_SIGNING_SECRET"):
-        return env["EDGE_SIGNING_SECRET"]
-    path = data_dir / "edge-signing-secret"
+def _kept(path: Path, make: Callable[[], str]) -> str:
+    """A value made once and kept (mode 0600) in the data dir, so that it survives restarts."""
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_urlsafe(48))
+            handle.write(make())
     return path.read_text().strip()
+
+
+def signing_secret(env: Mapping[str, str], data_dir: Path) -> str:
+    """EDGE_SIGNING_SECRET, or one generated once so that sessions survive restarts."""
+    if env.get("EDGE_SIGNING_SECRET"):
+        return env["EDGE_SIGNING_SECRET"]
+    return _kept(data_dir / "edge-signing-secret", lambda: secrets.token_urlsafe(48))
+
+
+def vapid_keys(env: Mapping[str, str], data_dir: Path) -> dict[str, str]:
+    """VAPID_* from the environment, or a key pair generated once, so that web push works locally."""
+    if env.get("VAPID_PRIVATE_KEY") and env.get("VAPID_PUBLIC_KEY"):
+        return {name: env[name] for name in ("VAPID_PRIVATE_KEY", "VAPID_PUBLIC_KEY", "VAPID_SUBJECT") if env.get(name)}
+    from functions.adapters.webpush import generate_vapid_keys
+
+    def make() -> str:
+        private_key, public_key = generate_vapid_keys()
+        return json.dumps({"VAPID_PRIVATE_KEY": private_key, "VAPID_PUBLIC_KEY": public_key})
+
+    keys: dict[str, str] = json.loads(_kept(data_dir / "vapid.json", make))
+    return {**keys, "VAPID_SUBJECT": env.get("VAPID_SUBJECT", "mailto:dev@localhost")}
 
 
 @dataclass
@@ -111,6 +129,7 @@ class DevStack:
         self.settings = Settings.from_env(
             {
                 **self.env,
+                **vapid_keys(self.env, data_dir),
                 "DATABASE_URL": pg_url,
                 "REDIS_URL": redis_url,
                 "EDGE_SIGNING_SECRET": secret,

@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import asdict
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from chalice.app import Chalice, Rate, Response, SQSEvent
+from chalice.app import Chalice, Rate, Response
 
 from functions.composition import container
-from functions.config import IMAGE_UPLOADS_QUEUE
 from functions.http import ANYONE, AUTHENTICATED, ORGANIZERS, Call, json_response, public_read_response, route
-from functions.queues import process_batch
+from functions.routes import images, processing, push
 from functions.schemas import (
     AttendeeQuery,
     EventCreate,
@@ -29,10 +30,12 @@ from functions.schemas import (
 )
 from functions.services.events import EventFilters
 from functions.services.registrations import attendees_csv
-from functions.services.uploads import BadNotification, parse_s3_notification
 from shared.errors import NotFound
 
 app = Chalice(app_name="agistack-api")
+app.register_blueprint(images.bp)  # POST /events/{event_id}/images and the image_uploaded queue handler
+app.register_blueprint(processing.bp)  # domain-events queue handler; relay_outbox and pruning schedules
+app.register_blueprint(push.bp)  # POST and DELETE /push/subscriptions
 app.log.setLevel(os.environ.get("LOG_LEVEL", "INFO"))
 logging.getLogger("agistack").setLevel(os.environ.get("LOG_LEVEL", "INFO"))
 
@@ -77,12 +80,10 @@ def _filters(query: EventFilterQuery) -> EventFilters:
 
 def _after_write() -> None:
     """Hand the outbox to the queue now rather than at the next relay tick (best effort)."""
-    relay = getattr(container(), "outbox_relay", None)
-    if relay is not None:
-        try:
-            relay.flush()
-        except Exception:
-            app.log.warning("outbox relay failed; the scheduled relay will retry", exc_info=True)
+    try:
+        container().outbox_relay.flush()
+    except Exception:
+        app.log.warning("outbox relay failed; the scheduled relay will retry", exc_info=True)
 
 
 @route(app, "/events", methods=["GET"], roles=ANYONE)
@@ -200,16 +201,12 @@ def my_registrations(call: Call) -> dict[str, Any]:
 # --- queue and schedule handlers ------------------------------------------------------------------
 
 
-def _record_uploads(body: str) -> None:
-    for upload in parse_s3_notification(body):
-        entry = container().uploads.record(upload)
-        app.log.info("upload %s %s", upload.key, "recorded" if entry else "skipped: event is gone")
-
-
-@app.on_sqs_message(queue=IMAGE_UPLOADS_QUEUE, batch_size=10)
-def image_uploaded(event: SQSEvent) -> dict[str, Any]:
-    """S3 ObjectCreated (uploads/ prefix) → SQS → here. Idempotent by object key."""
-    return process_batch(event, _record_uploads, permanent=BadNotification)
+@app.schedule(Rate(1, unit=Rate.DAYS), name="send_daily_digest")
+def send_daily_digest(event: Any) -> dict[str, Any]:
+    """User_Engagement: recommended events pushed once a day to those who opted in."""
+    report = container().engagement.send_daily_digest(datetime.now(UTC).date())
+    app.log.info("daily digest: %s", report)
+    return asdict(report)
 
 
 @app.schedule(Rate(1, unit=Rate.DAYS), name="reconcile_seat_counters")

@@ -12,15 +12,25 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+from functions.adapters.cloudflare_kv import CloudflareKvPruner, LoggingKvPruner
+from functions.adapters.flowise import FlowiseEnhancer
+from functions.adapters.messaging import EventBridgePublisher, SqsPublisher
+from functions.adapters.object_store import S3ObjectStore
 from functions.adapters.postgres import Database
-from functions.config import Settings
+from functions.config import ConfigurationError, Settings
 from functions.services.cache import Cache
+from functions.services.engagement import EngagementService
+from functions.services.enhancement import ContentEnhancementService, ContentEnhancer, OfflineEnhancer
 from functions.services.events import EventService
 from functions.services.idempotency import IdempotencyStore
+from functions.services.outbox_relay import MessagePublisher, OutboxRelay
+from functions.services.processing import EventProcessor
+from functions.services.push import KvPruner, PushSender, PushService
 from functions.services.recommendations import RecommendationService
 from functions.services.registrations import RegistrationService
 from functions.services.uploads import UploadService
 from functions.services.users import UserService
+from shared.net import check_public_https_url
 
 
 def _read_secret_from_aws(arn: str) -> str:
@@ -28,6 +38,13 @@ def _read_secret_from_aws(arn: str) -> str:
 
     value = boto3.client("secretsmanager").get_secret_value(SecretId=arn)["SecretString"]
     return str(value)
+
+
+def _aws_client(settings: Settings, service: str) -> Any:
+    import boto3  # lazily: built on first use, not at cold start
+
+    session = boto3.session.Session(region_name=settings.aws_region)
+    return session.client(service, endpoint_url=settings.aws_endpoint_url)  # type: ignore[call-overload]
 
 
 @dataclass
@@ -71,8 +88,88 @@ class Container:
         return RegistrationService(self.stepperslife_db)
 
     @cached_property
+    def media_store(self) -> S3ObjectStore:
+        return S3ObjectStore(
+            self.settings.media_bucket, region=self.settings.aws_region, endpoint_url=self.settings.aws_endpoint_url
+        )
+
+    @cached_property
     def uploads(self) -> UploadService:
-        return UploadService(self.stepperslife_db)
+        return UploadService(self.stepperslife_db, self.media_store, self.cache)
+
+    @cached_property
+    def message_publisher(self) -> MessagePublisher:
+        if self.settings.domain_events_via == "eventbridge":
+            return EventBridgePublisher(lambda: _aws_client(self.settings, "events"), self.settings.event_bus_name)
+        return SqsPublisher(lambda: _aws_client(self.settings, "sqs"), self.settings.domain_events_queue)
+
+    @cached_property
+    def outbox_relay(self) -> OutboxRelay:
+        return OutboxRelay(self.stepperslife_db, self.message_publisher)
+
+    @cached_property
+    def content_enhancer(self) -> ContentEnhancer:
+        offline = OfflineEnhancer()
+        settings = self.settings
+        if not (settings.flowise_url and settings.flowise_chatflow_id):
+            return offline
+        return FlowiseEnhancer(
+            base_url=settings.flowise_url,
+            chatflow_id=settings.flowise_chatflow_id,
+            api_key=settings.flowise_api_key,
+            timeout_seconds=settings.flowise_timeout_seconds,
+            fallback=offline,
+        )
+
+    @cached_property
+    def enhancement(self) -> ContentEnhancementService:
+        return ContentEnhancementService(
+            self.stepperslife_db, self.content_enhancer, self.redis, self.settings.site_url
+        )
+
+    @cached_property
+    def push_sender(self) -> PushSender | None:
+        settings = self.settings
+        if not (settings.vapid_private_key and settings.vapid_subject):
+            return None
+        from functions.adapters.webpush import WebPushSender  # cryptography: only where push is configured
+
+        sender = WebPushSender(private_key=settings.vapid_private_key, subject=settings.vapid_subject)
+        if settings.vapid_public_key and settings.vapid_public_key.rstrip("=") != sender.public_key:
+            raise ConfigurationError("VAPID_PUBLIC_KEY is not the public half of VAPID_PRIVATE_KEY")
+        return sender
+
+    @cached_property
+    def kv_pruner(self) -> KvPruner:
+        settings = self.settings
+        if not (settings.cloudflare_account_id and settings.cloudflare_api_token and settings.push_subs_kv_id):
+            return LoggingKvPruner()
+        return CloudflareKvPruner(
+            api_base=settings.cloudflare_api_base,
+            account_id=settings.cloudflare_account_id,
+            namespace_id=settings.push_subs_kv_id,
+            api_token=settings.cloudflare_api_token,
+        )
+
+    @cached_property
+    def push(self) -> PushService:
+        allow_hosts = self.settings.push_allow_hosts
+        return PushService(
+            self.stepperslife_db,
+            sender=self.push_sender,
+            pruner=self.kv_pruner,
+            check_endpoint=lambda url: check_public_https_url(url, allow_hosts=allow_hosts),
+            site_url=self.settings.site_url,
+            concurrency=self.settings.push_concurrency,
+        )
+
+    @cached_property
+    def engagement(self) -> EngagementService:
+        return EngagementService(self.stepperslife_db, self.recommendations, self.push, self.settings.site_url)
+
+    @cached_property
+    def event_processor(self) -> EventProcessor:
+        return EventProcessor(self.stepperslife_db, enhancer=self.enhancement, cache=self.cache, notifier=self.push)
 
     def health(self) -> dict[str, str]:
         """Each dependency's state; a failure is named, never explained (no internals to clients)."""

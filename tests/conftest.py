@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,7 +24,8 @@ import redis
 from chalice.test import Client
 from psycopg import sql
 
-from devstack.services import RunningService, start_postgres, start_redis
+from devstack.aws_local import ensure_resources
+from devstack.services import RunningService, start_moto, start_postgres, start_redis
 from functions.adapters.postgres import DATABASES
 from functions.app import app
 from functions.composition import configure
@@ -33,6 +36,19 @@ from shared.envelope import Identity
 
 SIGNING_SECRET = "test-signing-secret-" + "x" * 32
 
+# Tests never reach real AWS: moto's server stands in, and these dummy credentials keep boto3 from
+# finding a developer's or CI machine's real ones (or asking the EC2 metadata service).
+os.environ.update(
+    {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+)
+os.environ.pop("AWS_PROFILE", None)
+os.environ.pop("AWS_SESSION_TOKEN", None)
+
 
 def pytest_report_header() -> list[str]:
     return [
@@ -42,21 +58,30 @@ def pytest_report_header() -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def servers_dir() -> Iterator[Path]:
+    """Where the embedded servers keep their data: outside pytest's basetemp, which another pytest run
+    on the same machine may rotate away from under a running server."""
+    path = Path(tempfile.mkdtemp(prefix="agistack-test-servers-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_server_url(servers_dir: Path) -> Iterator[str]:
     if os.environ.get("DATABASE_URL"):
         yield os.environ["DATABASE_URL"]
         return
-    service = start_postgres(tmp_path_factory.mktemp("pg") / "data")
+    service = start_postgres(servers_dir / "pg")
     yield service.url
     service.stop()
 
 
 @pytest.fixture(scope="session")
-def redis_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService | None]:
+def redis_service(servers_dir: Path) -> Iterator[RunningService | None]:
     if os.environ.get("REDIS_URL"):
         yield None
         return
-    service = start_redis(tmp_path_factory.mktemp("redis"))
+    service = start_redis(servers_dir / "redis")
     yield service
     service.stop()
 
@@ -77,13 +102,23 @@ def db_prefix(pg_server_url: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def settings(pg_server_url: str, redis_url: str, db_prefix: str) -> Settings:
-    return Settings(
+def moto_url() -> Iterator[str]:
+    service = start_moto()
+    yield service.url
+    service.stop()
+
+
+@pytest.fixture(scope="session")
+def settings(pg_server_url: str, redis_url: str, db_prefix: str, moto_url: str) -> Settings:
+    configured = Settings(
         database_url=pg_server_url,
         edge_signing_secret=SIGNING_SECRET,
         redis_url=redis_url,
         database_name_prefix=db_prefix,
+        aws_endpoint_url=moto_url,
     )
+    ensure_resources(configured)
+    return configured
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ package cache under cdk.out/pytest/ makes reruns with unchanged code skip its pi
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from collections.abc import Iterator
@@ -34,6 +35,7 @@ class Synth:
         from aws_cdk.assertions import Template
 
         outdir = os.environ.get("AGISTACK_CDK_TEST_OUTDIR") or str(REPO_ROOT / "cdk.out" / "pytest")
+        self.outdir = outdir
         self.environ_before = dict(os.environ)
         self.app, self.stack = build_app(outdir=outdir)
         self.template = Template.from_stack(self.stack)
@@ -201,8 +203,24 @@ def test_functions_get_resource_names_and_secret_arns_only(synth: Synth) -> None
         assert not FORBIDDEN_ENV & set(variables), f"{name} carries a plaintext secret setting"
         assert variables["AGISTACK_STAGE"] == cdk_json_context()["agistack:stage"]
         assert props["Runtime"].startswith("python3.")
-        assert props["Handler"].startswith("app.")
         assert props["Role"] == get_att("DefaultRole")
+
+
+def test_every_handler_string_resolves_in_the_package(synth: Synth) -> None:
+    """Lambda imports "module.function" from the package root: the staged app.py shim for handlers
+    declared on the app, the vendored package path for blueprint handlers."""
+    [shim] = list((Path(synth.outdir) / "chalice-src").glob("*/project/app.py"))
+    spec = importlib.util.spec_from_file_location("staged_app_shim", shim)
+    assert spec is not None and spec.loader is not None
+    staged = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(staged)
+    handlers = sorted(function["Properties"]["Handler"] for function in chalice_functions(synth).values())
+    assert "app.app" in handlers
+    assert any(handler.startswith("functions.routes.") for handler in handlers), handlers
+    for handler in handlers:
+        module_name, _, attribute = handler.rpartition(".")
+        module = staged if module_name == "app" else importlib.import_module(module_name)
+        assert callable(getattr(module, attribute, None)), f"{handler} does not resolve"
 
 
 def test_no_secret_value_is_in_the_template(synth: Synth) -> None:
@@ -303,3 +321,15 @@ def test_deployment_package_holds_functions_and_shared_at_its_root(synth: Synth)
     assert {"app.py", "functions/app.py", "functions/__init__.py", "shared/__init__.py"} <= names
     assert not any("__pycache__" in n for n in names)
     assert not any(n.startswith("vendor/") for n in names)
+
+
+def test_image_handler_gets_a_full_vcpu_and_stale_uploads_expire(synth: Synth) -> None:
+    functions = chalice_functions(synth)
+    [image] = [f for f in functions.values() if f["Properties"]["Handler"].endswith(".image_uploaded")]
+    assert (image["Properties"]["MemorySize"], image["Properties"]["Timeout"]) == (1769, 60)
+    others = [f for f in functions.values() if f is not image]
+    assert others and all(f["Properties"]["MemorySize"] == 512 for f in others)
+    [media] = [b for b in synth.of_type("AWS::S3::Bucket").values() if "CorsConfiguration" in b["Properties"]]
+    rules = {rule["Id"]: rule for rule in media["Properties"]["LifecycleConfiguration"]["Rules"]}
+    assert rules["expire-stale-uploads"]["Prefix"] == "uploads/"
+    assert rules["expire-stale-uploads"]["ExpirationInDays"] == 7

@@ -98,7 +98,9 @@ class RegistrationService:
             conn.execute("UPDATE events SET registered_count = registered_count - 1 WHERE id = %s", (event_id,))
             return None
         payload = {"registration_id": str(promoted["id"]), "user_id": str(promoted["user_id"]), "event_id": event_id}
-        outbox.enqueue(conn, "registration.promoted", payload, dedup_key=f"registration.promoted:{promoted['id']}")
+        # updated_at tells two promotions of the same registration row apart (cancel, re-register, promoted).
+        dedup_key = f"registration.promoted:{promoted['id']}:{promoted['updated_at'].isoformat()}"
+        outbox.enqueue(conn, "registration.promoted", payload, dedup_key=dedup_key)
         return promoted
 
     def _managed_event(self, conn: psycopg.Connection[Row], event_id: str, actor: Identity) -> Row:
