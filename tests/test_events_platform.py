@@ -328,3 +328,29 @@ def test_publishing_writes_the_outbox_once(
     api.request("PATCH", f"/events/{event['id']}", identity=users["user"], json_body={"status": "cancelled"})
     topics = [topic for topic, _ in outbox_topics(stepperslife_url)]
     assert topics == ["event.published", "event.updated", "event.cancelled"]
+
+
+def test_cache_single_flight_loads_once_under_a_stampede(redis_url: str) -> None:
+    import redis
+
+    cache = Cache(redis.Redis.from_url(redis_url))
+    key = f"stepperslife:test:stampede:{threading.get_ident()}:v1"
+    cache.delete(key)
+    calls: list[int] = []
+    gate = threading.Barrier(12)
+
+    def slow_load() -> dict[str, int]:
+        calls.append(1)
+        threading.Event().wait(0.3)  # long enough that every other caller arrives while it loads
+        return {"answer": 42}
+
+    def read(_: int) -> tuple[dict[str, int], bool]:
+        gate.wait()
+        return cache.get_or_load(key, 60, slow_load)
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        results = list(pool.map(read, range(12)))
+    assert len(calls) == 1
+    assert all(value == {"answer": 42} for value, _ in results)
+    assert sum(1 for _, hit in results if not hit) == 1
+    cache.delete(key)
