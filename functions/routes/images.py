@@ -44,7 +44,7 @@ def _event_id(call: Call) -> str:
         raise NotFound("event not found") from None
 
 
-@route(bp, "/events/{event_id}/images", methods=["POST"], roles=ORGANIZERS, status=201)
+@route(bp, "/events/{event_id}/images", methods=["POST"], roles=ORGANIZERS, status=201, idempotent=True)
 def start_image_upload(call: Call) -> dict[str, Any]:
     """A presigned S3 POST for one picture; the organizer of the event or an admin only."""
     form = call.json(ImageUploadRequest)
