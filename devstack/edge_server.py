@@ -1,8 +1,14 @@
-"""The gateway worker's core on CPython: local adapters for its ports and an HTTP server around it.
+"""The edge workers' core on CPython: local adapters for their ports and an HTTP server around them.
 
-``agistack dev`` and the tests serve the same ``shared.edge.gateway.handle`` that the worker runs:
+``agistack dev`` and the tests serve the same ``shared.edge.gateway.handle`` that the workers run:
 KV namespaces persist in SQLite files with Workers KV semantics, outbound fetch is urllib (in a
-thread, never following redirects), and one asyncio loop thread runs the core for every connection.
+thread, never following redirects), the Rate Limiting binding is an in-memory fixed window, the
+rate-limit Durable Object is the same ``SlidingWindowObject`` over in-memory storage (one object per
+key in this one process: as strongly consistent as the real one), and Turnstile's documented test
+secret keys are answered offline. One asyncio loop thread runs the core for every connection.
+
+As on Cloudflare, where the push router is routed ``/push/*`` on the gateway's host, one server
+serves both workers: ``/push/...`` goes to the push router when ``VAPID_PUBLIC_KEY`` is configured.
 """
 
 from __future__ import annotations
@@ -12,21 +18,23 @@ import base64
 import concurrent.futures
 import http.client
 import io
+import ipaddress
 import json
 import logging
 import sqlite3
 import threading
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from email.message import Message
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+from shared.edge.composition import GATEWAY, PUSH, WorkerSpec, build, required_rate_limit_bindings, route_table
 from shared.edge.config import GatewayConfig
-from shared.edge.gateway import GatewayDeps, handle, reject
+from shared.edge.context import GatewayDeps
+from shared.edge.gateway import handle, reject
 from shared.edge.http import EdgeRequest, EdgeResponse, Headers, OutboundRequest
 from shared.edge.ports import (
     KV_BINDINGS,
@@ -34,7 +42,6 @@ from shared.edge.ports import (
     Clock,
     KvKey,
     KvListResult,
-    KvNamespaces,
     LogSink,
     OriginClient,
     OriginTimeout,
@@ -44,6 +51,9 @@ from shared.edge.ports import (
     check_kv_list_limit,
     check_kv_put,
 )
+from shared.edge.ratelimit import SlidingWindowObject
+from shared.edge.routes import Quota
+from shared.edge.turnstile import HttpSiteverify, OfflineTestKeys
 from shared.errors import AppError, BadRequest, PayloadTooLarge
 
 log = logging.getLogger("agistack.edge")
@@ -58,11 +68,16 @@ CREATE INDEX IF NOT EXISTS kv_expires_at ON kv (expires_at) WHERE expires_at IS 
 """
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length"}
 _MAX_CHUNK_LINE = 1024
+PUSH_MOUNT = "/push/"
 _NO_CONTENT_STATUSES = (204, 304)
 
 
 class SqliteKv:
-    """One KV namespace in an SQLite file. Keys sort by UTF-8 bytes (SQLite's BINARY collation)."""
+    """One KV namespace in an SQLite file. Keys sort by UTF-8 bytes (SQLite's BINARY collation).
+
+    Calls run on the caller's thread: a query on a small local file takes microseconds, less than
+    handing it to a worker thread would (the lock keeps callers on other threads safe).
+    """
 
     def __init__(self, path: Path, *, clock: Clock | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -80,22 +95,22 @@ class SqliteKv:
 
     async def get(self, key: str) -> str | None:
         check_kv_key(key)
-        return await asyncio.to_thread(self._get, key)
+        return self._get(key)
 
     async def put(self, key: str, value: str, *, expiration_ttl: int | None = None) -> None:
         check_kv_put(key, value, expiration_ttl)
-        await asyncio.to_thread(self._put, key, value, expiration_ttl)
+        self._put(key, value, expiration_ttl)
 
     async def delete(self, key: str) -> None:
         check_kv_key(key)
-        await asyncio.to_thread(self._delete, key)
+        self._delete(key)
 
     async def list(
         self, *, prefix: str = "", limit: int = KV_MAX_LIST_LIMIT, cursor: str | None = None
     ) -> KvListResult:
         check_kv_list_limit(limit)
         after = _decode_cursor(cursor) if cursor else ""
-        return await asyncio.to_thread(self._list, prefix, limit, after)
+        return self._list(prefix, limit, after)
 
     def _get(self, key: str) -> str | None:
         with self._lock:
@@ -152,51 +167,44 @@ def _decode_cursor(cursor: str) -> str:
 
 
 def open_local_kv(kv_dir: Path, *, clock: Clock | None = None) -> dict[str, SqliteKv]:
-    """The worker's five namespaces, one SQLite file each: ``<kv_dir>/<BINDING>.sqlite3``."""
+    """The workers' namespaces, one SQLite file each: ``<kv_dir>/<BINDING>.sqlite3``."""
     return {name: SqliteKv(kv_dir / f"{name}.sqlite3", clock=clock) for name in KV_BINDINGS}
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        # A 3xx goes back to the client as it is: following it would send signed headers elsewhere.
-        return None
+class HttpOriginClient:
+    """Outbound HTTP with ``http.client``, in a worker thread so the event loop never blocks.
 
-
-class UrllibOriginClient:
-    """Outbound HTTP with urllib, run in a worker thread so the event loop never blocks."""
-
-    def __init__(self) -> None:
-        # No proxy handler: an HTTP_PROXY in the environment must not capture origin traffic.
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
+    One connection per request, closed after it: kept alive, a connection to a server built on
+    ``http.server`` (Chalice's local server among them) stalls about 40 ms per answer, the server's
+    Nagle algorithm waiting on this side's delayed ACK between the header and body writes. Redirects
+    are never followed (a 3xx goes back to the client: following it would send signed headers
+    elsewhere) and proxy variables are ignored (an HTTP_PROXY must not capture origin traffic).
+    """
 
     async def fetch(self, request: OutboundRequest) -> EdgeResponse:
         return await asyncio.to_thread(self._fetch, request)
 
     def _fetch(self, request: OutboundRequest) -> EdgeResponse:
-        headers = dict(request.headers.items())
-        if request.body and "content-type" not in headers:
-            # Otherwise urllib would claim a form body.
-            headers["content-type"] = "application/octet-stream"
-        if not request.url.startswith(("http://", "https://")):
+        parts = urlsplit(request.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
             raise OriginUnavailable(f"refusing a non-HTTP origin URL {request.url!r}")
-        outbound = urllib.request.Request(  # noqa: S310 - the scheme is checked just above
-            request.url, data=request.body or None, headers=headers, method=request.method
-        )
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         try:
-            with self._opener.open(outbound, timeout=request.timeout) as response:
-                return _response(response.status, response.headers, response.read())
-        except urllib.error.HTTPError as exc:
-            # A 4xx/5xx (or an unfollowed 3xx) is an answer from the origin, not a failure to reach it.
-            with exc:
-                return _response(exc.code, exc.headers, exc.read())
+            connection_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+            conn = connection_class(parts.hostname, parts.port, timeout=request.timeout)
+        except ValueError as exc:  # a malformed port
+            raise OriginUnavailable(f"invalid origin URL {request.url!r}") from exc
+        try:
+            headers = {**dict(request.headers.items()), "connection": "close"}
+            conn.request(request.method, target, body=request.body or None, headers=headers)
+            response = conn.getresponse()
+            return _response(response.status, response.headers, response.read())
         except TimeoutError as exc:
             raise OriginTimeout(str(exc)) from exc
-        except urllib.error.URLError as exc:
-            if isinstance(exc.reason, TimeoutError):
-                raise OriginTimeout(str(exc.reason)) from exc
-            raise OriginUnavailable(str(exc.reason)) from exc
         except (OSError, http.client.HTTPException) as exc:
             raise OriginUnavailable(str(exc)) from exc
+        finally:
+            conn.close()
 
 
 def _response(status: int, headers: Message, body: bytes) -> EdgeResponse:
@@ -205,6 +213,52 @@ def _response(status: int, headers: Message, body: bytes) -> EdgeResponse:
         if name.lower() not in _HOP_BY_HOP:
             edge_headers.add(name, value)
     return EdgeResponse(status=status, headers=edge_headers, body=body)
+
+
+class LocalRateLimitBinding:
+    """The Rate Limiting binding's local stand-in: a fixed window per key from its first hit, in memory."""
+
+    def __init__(self, quota: Quota, clock: Clock) -> None:
+        self._quota = quota
+        self._clock = clock
+        self._windows: dict[str, tuple[float, int]] = {}
+
+    async def limit(self, key: str) -> bool:
+        now = self._clock.now()
+        started, count = self._windows.get(key, (now, 0))
+        if now >= started + self._quota.period:
+            started, count = now, 0
+        if count >= self._quota.limit:
+            return False
+        self._windows[key] = (started, count + 1)
+        return True
+
+
+class MemoryObjectStorage:
+    """A Durable Object's storage for the local stand-in: the object lives as long as the server."""
+
+    def __init__(self) -> None:
+        self._values: dict[str, str] = {}
+
+    async def get(self, key: str) -> str | None:
+        return self._values.get(key)
+
+    async def put(self, key: str, value: str) -> None:
+        self._values[key] = value
+
+
+class LocalLimiterObjects:
+    """The rate-limit Durable Object namespace in one process: one ``SlidingWindowObject`` per name."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._objects: dict[str, SlidingWindowObject] = {}
+
+    async def hit(self, name: str, limit: int, window_ms: int) -> str:
+        window = self._objects.get(name)
+        if window is None:
+            window = self._objects[name] = SlidingWindowObject(MemoryObjectStorage(), self._clock)
+        return await window.hit(limit, window_ms)
 
 
 class LoggingSink:
@@ -274,11 +328,14 @@ class _SocketBody:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "agistack-edge"
+    # Headers and body go out in two writes: with Nagle's algorithm a keep-alive client would wait for
+    # its own delayed ACK (~40 ms) before seeing the body.
+    disable_nagle_algorithm = True
     timeout = 60  # seconds a client may stall mid-request before its connection is dropped
     server: _GatewayHTTPServer
 
     def _serve(self) -> None:
-        deps = self.server.deps
+        deps = self.server.deps_for(self.path)
         try:
             headers = Headers(self.headers.items())
         except ValueError:
@@ -286,7 +343,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         body = _SocketBody(self.rfile, headers)
         request = EdgeRequest(
-            method=self.command, target=self.path, headers=headers, body=body, client_ip=self.client_address[0]
+            method=self.command, target=self.path, headers=headers, body=body, client_ip=self._client_ip(headers)
         )
         future = asyncio.run_coroutine_threadsafe(handle(request, deps), self.server.loop)
         response = future.result()
@@ -294,6 +351,17 @@ class _Handler(BaseHTTPRequestHandler):
         self._write(response, close=not body.consumed)
 
     do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_TRACE = _serve
+
+    def _client_ip(self, headers: Headers) -> str:
+        peer = str(self.client_address[0])
+        if not self.server.trust_cf_connecting_ip:
+            # Anyone can send CF-Connecting-IP to this server: only Cloudflare's is worth believing.
+            return peer
+        offered = headers.get("cf-connecting-ip") or ""
+        try:
+            return str(ipaddress.ip_address(offered))
+        except ValueError:
+            return peer
 
     def version_string(self) -> str:
         return self.server_version
@@ -316,7 +384,8 @@ class _Handler(BaseHTTPRequestHandler):
         # get the same JSON shape and headers as everything else.
         error = AppError(message or "the request is malformed", code=HTTPStatus(code).phrase.lower().replace(" ", "_"))
         error.status = code
-        self._write(reject(error, self.server.deps, method=getattr(self, "command", "") or ""), close=True)
+        deps = self.server.deps_for(getattr(self, "path", "") or "/")
+        self._write(reject(error, deps, method=getattr(self, "command", "") or ""), close=True)
 
     def log_message(self, format: str, *args: Any) -> None:
         """Silenced: the core writes one structured line per request."""
@@ -325,10 +394,22 @@ class _Handler(BaseHTTPRequestHandler):
 class _GatewayHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], deps: GatewayDeps, loop: asyncio.AbstractEventLoop) -> None:
-        self.deps = deps
+    def __init__(
+        self,
+        address: tuple[str, int],
+        workers: Mapping[str, GatewayDeps],
+        loop: asyncio.AbstractEventLoop,
+        trust_cf_connecting_ip: bool,
+    ) -> None:
+        self.workers = workers
         self.loop = loop
+        self.trust_cf_connecting_ip = trust_cf_connecting_ip
         super().__init__(address, _Handler)
+
+    def deps_for(self, target: str) -> GatewayDeps:
+        """The worker a path is routed to, as Cloudflare's route patterns do: ``/push/*`` or the gateway."""
+        push = self.workers.get(PUSH.name)
+        return push if push is not None and target.startswith(PUSH_MOUNT) else self.workers[GATEWAY.name]
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client that hangs up mid-response is routine, not worth a traceback on stderr.
@@ -336,10 +417,12 @@ class _GatewayHTTPServer(ThreadingHTTPServer):
 
 
 class EdgeServer:
-    """The gateway core served over HTTP on ``host:port``; KV data under ``data_dir/kv``.
+    """The edge workers served over HTTP on ``host:port``; KV data under ``data_dir/kv``.
 
     ``start()`` binds at once (a port in use raises ``OSError`` there) and serves from a background
     thread; ``stop()`` shuts down and closes the KV files. ``port=0`` picks a free port.
+    ``trust_cf_connecting_ip`` takes the client address from ``CF-Connecting-IP``; only for a server
+    that Cloudflare (or a test standing in for it) fronts: anyone else could set the header.
     """
 
     def __init__(
@@ -352,15 +435,18 @@ class EdgeServer:
         origin: OriginClient | None = None,
         clock: Clock | None = None,
         log_sink: LogSink | None = None,
+        trust_cf_connecting_ip: bool = False,
     ) -> None:
         self.host = host
         self.port = port
         self.data_dir = data_dir
         self.config = config
-        self._origin = origin or UrllibOriginClient()
+        self.trust_cf_connecting_ip = trust_cf_connecting_ip
+        self._origin = origin or HttpOriginClient()
         self._clock = clock or SystemClock()
         self._log_sink = log_sink or LoggingSink()
         self.kv: dict[str, SqliteKv] = {}
+        self.workers: dict[str, GatewayDeps] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._httpd: _GatewayHTTPServer | None = None
         self._threads: list[threading.Thread] = []
@@ -374,18 +460,16 @@ class EdgeServer:
         if self._httpd is not None:
             raise RuntimeError("the edge server is already running")
         self.kv = open_local_kv(self.data_dir / "kv", clock=self._clock)
+        try:
+            self.workers = self._compose()
+        except Exception:
+            self._close_kv()
+            raise
         loop = asyncio.new_event_loop()
         # Origin calls and KV calls each hold a thread while they wait: allow many at once.
         loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(max_workers=32))
-        deps = GatewayDeps(
-            config=self.config,
-            kv=KvNamespaces.from_mapping(self.kv),
-            origin=self._origin,
-            clock=self._clock,
-            log=self._log_sink,
-        )
         try:
-            httpd = _GatewayHTTPServer((self.host, self.port), deps, loop)
+            httpd = _GatewayHTTPServer((self.host, self.port), self.workers, loop, self.trust_cf_connecting_ip)
         except OSError:
             loop.close()
             self._close_kv()
@@ -399,6 +483,31 @@ class EdgeServer:
         ]
         for thread in self._threads:
             thread.start()
+
+    def _compose(self) -> dict[str, GatewayDeps]:
+        """The local composition root: both workers over the same KV files and local bindings."""
+        specs: list[WorkerSpec] = [GATEWAY, *([PUSH] if self.config.vapid_public_key else [])]
+        # Workers that declare the same binding share its counters (same namespace_id in wrangler.toml).
+        quotas: dict[str, Quota] = {}
+        for spec in specs:
+            quotas.update(required_rate_limit_bindings(route_table(spec, self.config)))
+        bindings = {name: LocalRateLimitBinding(quota, self._clock) for name, quota in quotas.items()}
+        objects = LocalLimiterObjects(self._clock)
+        siteverify = OfflineTestKeys(HttpSiteverify(self._origin, self.config.siteverify_url))
+        return {
+            spec.name: build(
+                spec,
+                self.config,
+                stores=self.kv,
+                origin=self._origin,
+                siteverify=siteverify,
+                bindings=bindings,
+                objects=objects,
+                clock=self._clock,
+                log=self._log_sink,
+            )
+            for spec in specs
+        }
 
     def stop(self) -> None:
         httpd, loop = self._httpd, self._loop

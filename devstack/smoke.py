@@ -12,6 +12,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 SESSION_COOKIE = "__Host-session"
+# Cloudflare's documented dummy token: passes against the always-pass test secret that `agistack dev`
+# uses; against a deployment with a real Turnstile secret the protected steps fail, as they should.
+TURNSTILE_TEST_TOKEN = "XXXX.DUMMY.TOKEN.XXXX"  # noqa: S105 - a public test value
 
 
 class SmokeFailure(RuntimeError):
@@ -27,6 +30,7 @@ class EdgeClient:
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(self.base_url.rstrip("/") + path, data=data, method=method)  # noqa: S310
         request.add_header("Accept", "application/json")
+        request.add_header("cf-turnstile-response", TURNSTILE_TEST_TOKEN)
         if data is not None:
             request.add_header("Content-Type", "application/json")
         if self.cookies:

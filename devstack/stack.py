@@ -27,6 +27,7 @@ from functions.migrations import migrate_all
 log = logging.getLogger("agistack.dev")
 
 STATE_FILE = "stack.json"
+LOCAL_TURNSTILE_SECRET = "1x0000000000000000000000000000000AA"  # noqa: S105 - Cloudflare's public test key
 
 
 class PortInUse(RuntimeError):
@@ -148,7 +149,7 @@ class DevStack:
 
         self._start_api()
         self._wire_handlers(queue_urls)
-        self._start_edge(secret)
+        self._start_edge(secret, aws_url)
         self.urls.update(
             {
                 "edge": f"http://{options.host}:{options.edge_port}",
@@ -206,22 +207,29 @@ class DevStack:
             )
             log.info("schedule %s: %s", schedule.name, when)
 
-    def _start_edge(self, secret: str) -> None:
+    def _start_edge(self, secret: str, aws_url: str) -> None:
         from devstack.edge_server import EdgeServer
         from shared.edge.config import GatewayConfig
 
+        assert self.settings is not None
+        api = f"http://{self.options.host}:{self.options.api_port}"
         config = GatewayConfig.from_mapping(
             {
                 **self.env,
                 "EDGE_SIGNING_SECRET": secret,
-                "STEPPERSLIFE_ORIGIN": self.env.get("STEPPERSLIFE_ORIGIN")
-                or f"http://{self.options.host}:{self.options.api_port}",
+                "STEPPERSLIFE_ORIGIN": self.env.get("STEPPERSLIFE_ORIGIN") or api,
+                # Cloudflare's documented always-pass test secret: the local adapter answers it offline.
+                "TURNSTILE_SECRET_KEY": self.env.get("TURNSTILE_SECRET_KEY") or LOCAL_TURNSTILE_SECRET,
+                # Mounts the push router under /push/ on the same server (production routes it so too).
+                "VAPID_PUBLIC_KEY": self.settings.vapid_public_key or "",
+                "MEDIA_PUBLIC_BASE_URL": self.env.get("MEDIA_PUBLIC_BASE_URL")
+                or f"{aws_url}/{self.settings.media_bucket}",
             }
         )
         edge = EdgeServer(self.options.host, self.options.edge_port, self.options.data_dir.resolve(), config)
         edge.start()
         self._stops.append(edge.stop)
-        log.info("edge gateway on %s (KV under %s)", edge.url, self.options.data_dir / "kv")
+        log.info("edge gateway and push router on %s (KV under %s)", edge.url, self.options.data_dir / "kv")
 
     def stop(self) -> None:
         while self._stops:

@@ -12,7 +12,13 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from functions.adapters.cloudflare_kv import CloudflareKvPruner, LoggingKvPruner
+from functions.adapters.cloudflare_kv import (
+    CloudflareEdgeCache,
+    CloudflareKvNamespace,
+    CloudflareKvPruner,
+    LoggingEdgeCache,
+    LoggingKvPruner,
+)
 from functions.adapters.flowise import FlowiseEnhancer
 from functions.adapters.messaging import EventBridgePublisher, SqsPublisher
 from functions.adapters.object_store import S3ObjectStore
@@ -24,6 +30,7 @@ from functions.services.enhancement import ContentEnhancementService, ContentEnh
 from functions.services.events import EventService
 from functions.services.idempotency import IdempotencyStore
 from functions.services.outbox_relay import MessagePublisher, OutboxRelay
+from functions.services.ports import EdgeCache
 from functions.services.processing import EventProcessor
 from functions.services.push import KvPruner, PushSender, PushService
 from functions.services.recommendations import RecommendationService
@@ -95,7 +102,7 @@ class Container:
 
     @cached_property
     def uploads(self) -> UploadService:
-        return UploadService(self.stepperslife_db, self.media_store, self.cache)
+        return UploadService(self.stepperslife_db, self.media_store, self.cache, edge_cache=self.edge_cache)
 
     @cached_property
     def message_publisher(self) -> MessagePublisher:
@@ -141,13 +148,22 @@ class Container:
 
     @cached_property
     def kv_pruner(self) -> KvPruner:
+        namespace = self._cloudflare_kv(self.settings.push_subs_kv_id)
+        return CloudflareKvPruner(namespace) if namespace else LoggingKvPruner()
+
+    @cached_property
+    def edge_cache(self) -> EdgeCache:
+        namespace = self._cloudflare_kv(self.settings.api_cache_kv_id)
+        return CloudflareEdgeCache(namespace) if namespace else LoggingEdgeCache()
+
+    def _cloudflare_kv(self, namespace_id: str | None) -> CloudflareKvNamespace | None:
         settings = self.settings
-        if not (settings.cloudflare_account_id and settings.cloudflare_api_token and settings.push_subs_kv_id):
-            return LoggingKvPruner()
-        return CloudflareKvPruner(
+        if not (settings.cloudflare_account_id and settings.cloudflare_api_token and namespace_id):
+            return None
+        return CloudflareKvNamespace(
             api_base=settings.cloudflare_api_base,
             account_id=settings.cloudflare_account_id,
-            namespace_id=settings.push_subs_kv_id,
+            namespace_id=namespace_id,
             api_token=settings.cloudflare_api_token,
         )
 

@@ -69,6 +69,7 @@ class Settings:
     cloudflare_account_id: str | None = None
     cloudflare_api_token: str | None = None
     push_subs_kv_id: str | None = None
+    api_cache_kv_id: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], read_secret: SecretReader | None = None) -> Settings:
@@ -114,6 +115,7 @@ class Settings:
                 cloudflare_account_id=env.get("CLOUDFLARE_ACCOUNT_ID") or None,
                 cloudflare_api_token=_read(env, "CLOUDFLARE_API_TOKEN", read_secret),
                 push_subs_kv_id=env.get("PUSH_SUBS_KV_ID") or None,
+                api_cache_kv_id=env.get("API_CACHE_KV_ID") or None,
             )
         except ValueError as exc:
             raise ConfigurationError(f"a numeric setting is not a number: {exc}") from exc

@@ -1,16 +1,19 @@
-"""The local KV namespace (SQLite) keeps Workers KV semantics: TTL minimum, expiry, sorted prefix lists."""
+"""The local adapters keep Workers semantics: KV (SQLite) with its TTL minimum, expiry and sorted prefix
+lists; the Rate Limiting binding and rate-limit Durable Object stand-ins."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
-from devstack.edge_server import SqliteKv, open_local_kv
+from devstack.edge_server import LocalLimiterObjects, LocalRateLimitBinding, SqliteKv, open_local_kv
 from shared.edge.ports import KV_BINDINGS, KvError
+from shared.edge.routes import Quota
 
 T = TypeVar("T")
 
@@ -167,3 +170,20 @@ def test_concurrent_use_from_many_tasks(kv: SqliteKv) -> None:
         return list(await asyncio.gather(*(kv.get(f"k{i:02d}") for i in range(50))))
 
     assert run(scenario()) == [str(i) for i in range(50)]
+
+
+def test_local_rate_limit_binding_counts_a_window_from_the_first_hit(clock: FakeClock) -> None:
+    binding = LocalRateLimitBinding(Quota(2, 10), clock)
+    assert [run(binding.limit("a")) for _ in range(3)] == [True, True, False]
+    assert run(binding.limit("b")) is True  # keys are independent
+    clock.current += 9.9
+    assert run(binding.limit("a")) is False
+    clock.current += 0.1
+    assert run(binding.limit("a")) is True
+
+
+def test_local_limiter_objects_keep_one_window_per_name(clock: FakeClock) -> None:
+    objects = LocalLimiterObjects(clock)
+    answers = [json.loads(run(objects.hit("api:ip:1", 1, 60_000)))["allowed"] for _ in range(2)]
+    assert answers == [True, False]
+    assert json.loads(run(objects.hit("api:ip:2", 1, 60_000)))["allowed"] is True

@@ -24,7 +24,7 @@ from psycopg.types.json import Jsonb
 from py_vapid import Vapid02
 
 from devstack.cli import main as cli_main
-from functions.adapters.cloudflare_kv import CloudflareKvPruner
+from functions.adapters.cloudflare_kv import CloudflareEdgeCache, CloudflareKvNamespace, CloudflareKvPruner
 from functions.adapters.postgres import Database
 from functions.adapters.webpush import WebPushSender, generate_vapid_keys, load_private_key, public_key_of
 from functions.composition import Container, container
@@ -459,8 +459,9 @@ def test_notify_without_vapid_or_event_sends_nothing(harness: Harness, steppersl
 # --- the edge's KV copy ----------------------------------------------------------------------------------
 
 
-def test_kv_pruner_calls_cloudflares_api() -> None:
+def test_kv_pruner_and_edge_cache_call_cloudflares_api() -> None:
     calls: list[tuple[str, str]] = []
+    puts: list[tuple[str, str]] = []
     statuses = [200, 404, 500]
 
     class Handler(BaseHTTPRequestHandler):
@@ -470,23 +471,34 @@ def test_kv_pruner_calls_cloudflares_api() -> None:
             self.send_header("Content-Length", "0")
             self.end_headers()
 
+        def do_PUT(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0"))).decode()
+            puts.append((self.path, body))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
         def log_message(self, *args: Any) -> None:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     try:
-        pruner = CloudflareKvPruner(
+        namespace = CloudflareKvNamespace(
             api_base=f"http://127.0.0.1:{server.server_address[1]}/client/v4",
             account_id="acc123",
             namespace_id="ns456",
             api_token="cf-token",
         )
+        pruner = CloudflareKvPruner(namespace)
         digest = "ab" * 32
         pruner.delete(digest)
         pruner.delete(digest)  # 404: already gone is fine
         with pytest.raises(OSError):
             pruner.delete(digest)
+        edge_cache = CloudflareEdgeCache(namespace)
+        edge_cache.invalidate("events")
+        edge_cache.invalidate("events")
     finally:
         server.shutdown()
         server.server_close()
@@ -494,6 +506,10 @@ def test_kv_pruner_calls_cloudflares_api() -> None:
     assert path == f"/client/v4/accounts/acc123/storage/kv/namespaces/ns456/values/push%3A{digest}"
     assert unquote(path.rsplit("/", 1)[1]) == f"push:{digest}"
     assert auth == "Bearer cf-token"
+    assert [path for path, _ in puts] == [
+        "/client/v4/accounts/acc123/storage/kv/namespaces/ns456/values/ver%3Aevents"
+    ] * 2
+    assert puts[0][1] != puts[1][1], "each invalidation writes a new version"
 
 
 # --- SSRF --------------------------------------------------------------------------------------------------

@@ -1,1 +1,1 @@
-"""The API gateway worker: its Workers entry point, wrangler configuration and bundler."""
+"""The API gateway worker: its Workers entry point (with the rate-limit Durable Object) and wrangler configuration."""

@@ -1,18 +1,29 @@
 """The gateway worker: Cloudflare's runtime calls ``Default.fetch`` for every request.
 
-Deployed as ``entry.py`` at the root of the bundle that ``bundle.py`` stages (see wrangler.toml), so
-``shared`` and ``edge_workers`` import as top-level packages here exactly as they do in CPython.
+Deployed as ``entry.py`` at the root of the bundle that ``edge_workers/bundle.py`` stages (see
+wrangler.toml), so ``shared`` and ``edge_workers`` import as top-level packages here exactly as they
+do in CPython. ``RateLimiterObject`` is the sliding-window rate-limit Durable Object; the push router
+binds to it in this worker (``script_name``).
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from workers import Response, WorkerEntrypoint
+from workers import DurableObject, Response, WorkerEntrypoint
 
-from edge_workers.workers_adapters import build_deps, to_edge_request, to_js_response
-from shared.edge.gateway import GatewayDeps, handle
+from edge_workers.workers_adapters import (
+    WorkersBackground,
+    WorkersObjectStorage,
+    build_deps,
+    to_edge_request,
+    to_js_response,
+)
+from shared.edge.context import GatewayDeps
+from shared.edge.gateway import handle
 from shared.edge.http import EdgeResponse
+from shared.edge.ports import SystemClock
+from shared.edge.ratelimit import SlidingWindowObject
 
 
 class Default(WorkerEntrypoint):  # type: ignore[misc]  # the SDK is untyped outside Pyodide
@@ -22,7 +33,20 @@ class Default(WorkerEntrypoint):  # type: ignore[misc]  # the SDK is untyped out
     async def fetch(self, request: Any) -> Response:
         deps = Default.deps
         if deps is None:
-            deps = Default.deps = build_deps(self.env)
+            deps = Default.deps = build_deps(self.env, "gateway")
         converted = to_edge_request(request, deps)
-        response = converted if isinstance(converted, EdgeResponse) else await handle(converted, deps)
+        if isinstance(converted, EdgeResponse):
+            return Response(to_js_response(converted))
+        response = await handle(converted, deps, WorkersBackground(self.ctx))
         return Response(to_js_response(response))
+
+
+class RateLimiterObject(DurableObject):  # type: ignore[misc]
+    """One key's sliding window; called over RPC as ``stub.hit(limit, window_ms)``."""
+
+    window: SlidingWindowObject | None = None
+
+    async def hit(self, limit: int, window_ms: int) -> str:
+        if self.window is None:
+            self.window = SlidingWindowObject(WorkersObjectStorage(self.ctx.storage), SystemClock())
+        return await self.window.hit(int(limit), int(window_ms))

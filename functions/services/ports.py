@@ -14,3 +14,9 @@ class TransactionalDatabase(Protocol):
     def transaction(self) -> AbstractContextManager[Connection[Row]]:
         """A connection inside one transaction: committed on success, rolled back on error."""
         ...
+
+
+class EdgeCache(Protocol):
+    def invalidate(self, family: str) -> None:
+        """Make every cached edge read of ``family`` (say ``events``) miss from now on."""
+        ...

@@ -40,7 +40,7 @@ from functions.adapters.object_store import ObjectNotFound, ObjectStore, ObjectT
 from functions.services import images
 from functions.services.cache import Cache
 from functions.services.events import CACHE_SERVICE, LIST_FAMILY, can_manage
-from functions.services.ports import Row, TransactionalDatabase
+from functions.services.ports import EdgeCache, Row, TransactionalDatabase
 from shared.envelope import Identity
 from shared.errors import Conflict, Forbidden, NotFound, ValidationFailed
 
@@ -146,6 +146,7 @@ class UploadService:
         store: ObjectStore,
         cache: Cache,
         *,
+        edge_cache: EdgeCache | None = None,
         policy: images.ImagePolicy = images.DEFAULT_POLICY,
         upload_expiry_seconds: int = 300,
         claim_seconds: int = 10,
@@ -157,6 +158,7 @@ class UploadService:
         self._db = db
         self._store = store
         self._cache = cache
+        self._edge_cache = edge_cache
         self._policy = policy
         self._upload_expiry = upload_expiry_seconds
         self._claim_for = timedelta(seconds=claim_seconds)
@@ -382,6 +384,12 @@ class UploadService:
         """Cached anonymous reads of the event and of the listings must show the new state."""
         self._cache.bump(CACHE_SERVICE, LIST_FAMILY)
         self._cache.bump(CACHE_SERVICE, f"event:{event_id}")
+        if self._edge_cache is not None:
+            try:
+                self._edge_cache.invalidate("events")
+            except OSError:
+                # The entry is saved; the edge copy then expires by its s-maxage instead.
+                log.warning("could not invalidate the edge cache of events", exc_info=True)
 
     @staticmethod
     def _write(conn: Connection[Row], event_id: str, entries: list[dict[str, Any]]) -> None:

@@ -1,4 +1,8 @@
-"""The gateway's configuration: one typed object, read once at start from the worker's environment."""
+"""The edge's configuration: one typed object, read once at start from the worker's environment.
+
+Both workers read the same variables; each checks the ones it needs (``require``). Secrets
+(``EDGE_SIGNING_SECRET``, ``JWT_SECRET``, ``TURNSTILE_SECRET_KEY``) never appear in ``repr``.
+"""
 
 from __future__ import annotations
 
@@ -6,22 +10,44 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from shared.edge.b64 import b64url_decode, is_p256_public_key
 from shared.edge.ports import KV_MIN_EXPIRATION_TTL
 
 SIGNING_SECRET_MIN_LENGTH = 32
+JWT_SECRET_MIN_LENGTH = 32
 DEFAULT_SESSION_TTL_SECONDS = 86400
 DEFAULT_ORIGIN_TIMEOUT_SECONDS = 10.0
+DEFAULT_JWT_LEEWAY_SECONDS = 30
+MAX_JWT_LEEWAY_SECONDS = 300
+DEFAULT_FLAGS_CACHE_SECONDS = 30.0
+SITEVERIFY_URL = "https://challenges.cloudflare.com/turnstile/v0/siteverify"
+RATE_LIMIT_BACKENDS = ("binding", "durable_object", "kv")
 
-# Environment variables that name origins, by the origin name routes refer to.
-ORIGIN_VARIABLES = {"stepperslife": "STEPPERSLIFE_ORIGIN"}
+# Environment variables that name origins, by the origin name routes refer to. Routes whose origin
+# is not configured are left out of the table (AGI Staffers and the media bucket are optional).
+ORIGIN_VARIABLES = {
+    "stepperslife": "STEPPERSLIFE_ORIGIN",
+    "agistaffers": "AGISTAFFERS_ORIGIN",
+    "media": "MEDIA_PUBLIC_BASE_URL",
+}
 REQUIRED_ORIGINS = ("stepperslife",)
 
-# Every variable the gateway reads; the Workers adapter copies exactly these out of ``env``.
+# Every variable the edge reads; the Workers adapter copies exactly these out of ``env``.
 ENV_VARIABLES = (
     "EDGE_SIGNING_SECRET",
     *ORIGIN_VARIABLES.values(),
     "SESSION_TTL_SECONDS",
     "ORIGIN_TIMEOUT_SECONDS",
+    "RATE_LIMIT_BACKEND",
+    "JWT_SECRET",
+    "JWT_ISSUER",
+    "JWT_AUDIENCE",
+    "JWT_LEEWAY_SECONDS",
+    "TURNSTILE_SECRET_KEY",
+    "TURNSTILE_SITEVERIFY_URL",
+    "CORS_ALLOWED_ORIGINS",
+    "VAPID_PUBLIC_KEY",
+    "FLAGS_CACHE_SECONDS",
 )
 
 
@@ -29,15 +55,15 @@ class ConfigurationError(ValueError):
     pass
 
 
-def _origin_url(name: str, value: str) -> str:
+def _base_url(name: str, value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
         raise ConfigurationError(f"{name} must be an http(s) base URL without query or fragment; got {value!r}")
-    # The origin path is joined with "/..." paths, so a trailing slash would double it.
+    # Paths are joined as base + "/...", so a trailing slash would double it.
     return value.rstrip("/")
 
 
-def _number(env: Mapping[str, str], name: str, default: float, minimum: float) -> float:
+def _number(env: Mapping[str, str], name: str, default: float, minimum: float, maximum: float | None = None) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -45,9 +71,38 @@ def _number(env: Mapping[str, str], name: str, default: float, minimum: float) -
         value = float(raw)
     except ValueError as exc:
         raise ConfigurationError(f"{name} must be a number; got {raw!r}") from exc
-    if value < minimum:
-        raise ConfigurationError(f"{name} must be at least {minimum:g}; got {raw!r}")
+    if value < minimum or (maximum is not None and value > maximum):
+        bounds = f"between {minimum:g} and {maximum:g}" if maximum is not None else f"at least {minimum:g}"
+        raise ConfigurationError(f"{name} must be {bounds}; got {raw!r}")
     return value
+
+
+def _whole(env: Mapping[str, str], name: str, default: int, minimum: int, maximum: int | None = None) -> int:
+    value = _number(env, name, default, minimum, maximum)
+    if value != int(value):
+        raise ConfigurationError(f"{name} must be a whole number")
+    return int(value)
+
+
+def _origins_list(raw: str) -> tuple[str, ...]:
+    origins = []
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        parts = urlsplit(item)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path or parts.query:
+            raise ConfigurationError(f"CORS_ALLOWED_ORIGINS entries are scheme://host[:port]; got {item!r}")
+        # Browsers send the Origin header in lower case scheme and host.
+        origins.append(item.lower())
+    return tuple(origins)
+
+
+@dataclass(frozen=True)
+class JwtSettings:
+    secret: str = field(repr=False)
+    issuer: str
+    audience: str
+    leeway_seconds: int = DEFAULT_JWT_LEEWAY_SECONDS
 
 
 @dataclass(frozen=True)
@@ -56,6 +111,13 @@ class GatewayConfig:
     origins: Mapping[str, str]
     session_ttl_seconds: int = DEFAULT_SESSION_TTL_SECONDS
     origin_timeout_seconds: float = DEFAULT_ORIGIN_TIMEOUT_SECONDS
+    rate_limit_backend: str = "binding"
+    jwt: JwtSettings | None = None
+    turnstile_secret: str | None = field(default=None, repr=False)
+    siteverify_url: str = SITEVERIFY_URL
+    cors_allowed_origins: tuple[str, ...] = ()
+    vapid_public_key: str | None = None
+    flags_cache_seconds: float = DEFAULT_FLAGS_CACHE_SECONDS
 
     @classmethod
     def from_mapping(cls, env: Mapping[str, str]) -> GatewayConfig:
@@ -71,16 +133,61 @@ class GatewayConfig:
         if len(secret) < SIGNING_SECRET_MIN_LENGTH:
             raise ConfigurationError(f"EDGE_SIGNING_SECRET must be at least {SIGNING_SECRET_MIN_LENGTH} characters")
         origins = {
-            origin: _origin_url(variable, env[variable])
+            origin: _base_url(variable, env[variable])
             for origin, variable in ORIGIN_VARIABLES.items()
             if env.get(variable)
         }
-        ttl = _number(env, "SESSION_TTL_SECONDS", DEFAULT_SESSION_TTL_SECONDS, KV_MIN_EXPIRATION_TTL)
-        if ttl != int(ttl):
-            raise ConfigurationError("SESSION_TTL_SECONDS must be a whole number of seconds")
+        backend = env.get("RATE_LIMIT_BACKEND") or "binding"
+        if backend not in RATE_LIMIT_BACKENDS:
+            raise ConfigurationError(f"RATE_LIMIT_BACKEND must be one of {', '.join(RATE_LIMIT_BACKENDS)}")
         return cls(
             signing_secret=secret,
             origins=origins,
-            session_ttl_seconds=int(ttl),
+            session_ttl_seconds=_whole(env, "SESSION_TTL_SECONDS", DEFAULT_SESSION_TTL_SECONDS, KV_MIN_EXPIRATION_TTL),
             origin_timeout_seconds=_number(env, "ORIGIN_TIMEOUT_SECONDS", DEFAULT_ORIGIN_TIMEOUT_SECONDS, 0.1),
+            rate_limit_backend=backend,
+            jwt=_jwt_settings(env),
+            turnstile_secret=env.get("TURNSTILE_SECRET_KEY") or None,
+            siteverify_url=_base_url("TURNSTILE_SITEVERIFY_URL", env.get("TURNSTILE_SITEVERIFY_URL") or SITEVERIFY_URL),
+            cors_allowed_origins=_origins_list(env.get("CORS_ALLOWED_ORIGINS") or ""),
+            vapid_public_key=_vapid_key(env.get("VAPID_PUBLIC_KEY") or None),
+            flags_cache_seconds=_number(env, "FLAGS_CACHE_SECONDS", DEFAULT_FLAGS_CACHE_SECONDS, 0),
         )
+
+    def require(self, *names: str) -> None:
+        """Refuse to serve without settings a worker cannot do its job without (e.g. the push router's
+        ``VAPID_PUBLIC_KEY``)."""
+        present = {"VAPID_PUBLIC_KEY": self.vapid_public_key}
+        missing = [name for name in names if not present.get(name)]
+        if missing:
+            raise ConfigurationError(f"missing configuration: {', '.join(missing)}")
+
+
+def _jwt_settings(env: Mapping[str, str]) -> JwtSettings | None:
+    secret = env.get("JWT_SECRET")
+    if not secret:
+        return None
+    if len(secret) < JWT_SECRET_MIN_LENGTH:
+        raise ConfigurationError(f"JWT_SECRET must be at least {JWT_SECRET_MIN_LENGTH} characters")
+    missing = [name for name in ("JWT_ISSUER", "JWT_AUDIENCE") if not env.get(name)]
+    if missing:
+        # Tokens minted for another service must not be accepted here: iss and aud are always checked.
+        raise ConfigurationError(f"JWT_SECRET needs {' and '.join(missing)}")
+    return JwtSettings(
+        secret=secret,
+        issuer=env["JWT_ISSUER"],
+        audience=env["JWT_AUDIENCE"],
+        leeway_seconds=_whole(env, "JWT_LEEWAY_SECONDS", DEFAULT_JWT_LEEWAY_SECONDS, 0, MAX_JWT_LEEWAY_SECONDS),
+    )
+
+
+def _vapid_key(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        raw = b64url_decode(value)
+    except ValueError as exc:
+        raise ConfigurationError("VAPID_PUBLIC_KEY must be base64url") from exc
+    if not is_p256_public_key(raw):
+        raise ConfigurationError("VAPID_PUBLIC_KEY must be an uncompressed P-256 public key (65 bytes)")
+    return value.rstrip("=")

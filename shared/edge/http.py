@@ -12,8 +12,10 @@ from shared.errors import PayloadTooLarge
 
 # RFC 9110 token characters: anything else in a field name is refused.
 _FIELD_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-# CR, LF and NUL in a value would let a client split or smuggle header fields.
-_FORBIDDEN_IN_VALUE = re.compile(r"[\r\n\x00]")
+# Names already checked, lower-cased: the same few dozen recur on every request, and each regex match
+# costs noticeably under Pyodide. Bounded, since clients choose names.
+_CHECKED_NAMES: dict[str, str] = {}
+_MAX_CHECKED_NAMES = 512
 
 
 class Headers:
@@ -29,11 +31,17 @@ class Headers:
 
     @staticmethod
     def _checked(name: str, value: str) -> tuple[str, str]:
-        if not _FIELD_NAME.match(name):
-            raise ValueError(f"invalid header name {name!r}")
-        if _FORBIDDEN_IN_VALUE.search(value):
+        lowered = _CHECKED_NAMES.get(name)
+        if lowered is None:
+            if not _FIELD_NAME.match(name):
+                raise ValueError(f"invalid header name {name!r}")
+            lowered = name.lower()
+            if len(_CHECKED_NAMES) < _MAX_CHECKED_NAMES:
+                _CHECKED_NAMES[name] = lowered
+        # CR, LF and NUL in a value would let a client split or smuggle header fields.
+        if "\r" in value or "\n" in value or "\x00" in value:
             raise ValueError(f"invalid characters in the value of header {name!r}")
-        return name.lower(), value.strip(" \t")
+        return lowered, value.strip(" \t")
 
     def add(self, name: str, value: str) -> None:
         self._items.append(self._checked(name, value))

@@ -6,13 +6,14 @@ the local CPython adapters (``devstack/edge_server.py``). The core never learns 
 
 from __future__ import annotations
 
+import base64
 import json
-import secrets
+import os
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from shared.edge.http import EdgeResponse, OutboundRequest
 
@@ -22,11 +23,16 @@ KV_MAX_KEY_BYTES = 512
 KV_MAX_VALUE_BYTES = 25 * 1024 * 1024
 KV_MAX_LIST_LIMIT = 1000
 
-KV_BINDINGS = ("SESSION_KV", "RATE_LIMIT_KV", "API_CACHE_KV", "PUSH_SUBS_KV", "USER_PREFS_KV")
+# Every KV binding either worker may have (the seed's five, plus feature flags).
+KV_BINDINGS = ("SESSION_KV", "RATE_LIMIT_KV", "API_CACHE_KV", "PUSH_SUBS_KV", "USER_PREFS_KV", "FLAGS_KV")
 
 
 class KvError(ValueError):
     """A KV call that Workers KV would refuse (bad key, TTL below the minimum, oversize value)."""
+
+
+class MissingBinding(LookupError):
+    """The worker was deployed without a binding that the code path in use needs."""
 
 
 @dataclass(frozen=True)
@@ -83,22 +89,44 @@ def check_kv_list_limit(limit: int) -> None:
         raise KvError(f"list limit must be between 1 and {KV_MAX_LIST_LIMIT}; got {limit}")
 
 
-@dataclass(frozen=True)
 class KvNamespaces:
-    """The gateway worker's KV bindings, by their binding names."""
+    """A worker's KV bindings by binding name; each worker binds only the namespaces it uses."""
 
-    SESSION_KV: KeyValueStore
-    RATE_LIMIT_KV: KeyValueStore
-    API_CACHE_KV: KeyValueStore
-    PUSH_SUBS_KV: KeyValueStore
-    USER_PREFS_KV: KeyValueStore
+    def __init__(self, stores: Mapping[str, KeyValueStore]) -> None:
+        unknown = set(stores) - set(KV_BINDINGS)
+        if unknown:
+            raise KvError(f"unknown KV bindings: {', '.join(sorted(unknown))}")
+        self._stores = dict(stores)
 
-    @classmethod
-    def from_mapping(cls, stores: Mapping[str, KeyValueStore]) -> KvNamespaces:
-        missing = [name for name in KV_BINDINGS if name not in stores]
-        if missing:
-            raise KvError(f"missing KV bindings: {', '.join(missing)}")
-        return cls(**{name: stores[name] for name in KV_BINDINGS})
+    def _get(self, name: str) -> KeyValueStore:
+        try:
+            return self._stores[name]
+        except KeyError:
+            raise MissingBinding(f"the KV binding {name} is not configured for this worker") from None
+
+    @property
+    def SESSION_KV(self) -> KeyValueStore:
+        return self._get("SESSION_KV")
+
+    @property
+    def RATE_LIMIT_KV(self) -> KeyValueStore:
+        return self._get("RATE_LIMIT_KV")
+
+    @property
+    def API_CACHE_KV(self) -> KeyValueStore:
+        return self._get("API_CACHE_KV")
+
+    @property
+    def PUSH_SUBS_KV(self) -> KeyValueStore:
+        return self._get("PUSH_SUBS_KV")
+
+    @property
+    def USER_PREFS_KV(self) -> KeyValueStore:
+        return self._get("USER_PREFS_KV")
+
+    @property
+    def FLAGS_KV(self) -> KeyValueStore:
+        return self._get("FLAGS_KV")
 
 
 class OriginUnavailable(Exception):
@@ -113,6 +141,36 @@ class OriginClient(Protocol):
     """Outbound HTTP. Never follows redirects: a 3xx comes back as a response."""
 
     async def fetch(self, request: OutboundRequest) -> EdgeResponse: ...
+
+
+class RateLimitBinding(Protocol):
+    """A Workers Rate Limiting binding: ``limit({key})`` -> ``{success}``; limit and period are set in
+    wrangler.toml, counted per Cloudflare location."""
+
+    async def limit(self, key: str) -> bool: ...
+
+
+class LimiterObjects(Protocol):
+    """The sliding-window Durable Object namespace: one strongly consistent object per key.
+
+    ``hit`` runs ``SlidingWindowObject.hit`` inside the object named ``name`` and returns its JSON answer.
+    """
+
+    async def hit(self, name: str, limit: int, window_ms: int) -> str: ...
+
+
+class ObjectStorage(Protocol):
+    """A Durable Object's own transactional storage (string values)."""
+
+    async def get(self, key: str) -> str | None: ...
+
+    async def put(self, key: str, value: str) -> None: ...
+
+
+class Background(Protocol):
+    """Work that may finish after the response is sent (``ctx.waitUntil`` on Workers)."""
+
+    def defer(self, work: Coroutine[Any, Any, None]) -> None: ...
 
 
 class Clock(Protocol):
@@ -146,13 +204,16 @@ class SystemClock:
 
 
 class SystemRandom:
-    """The runtime's CSPRNG (``os.urandom`` on CPython, ``crypto.getRandomValues`` on Pyodide)."""
+    """The runtime's CSPRNG (``os.urandom`` on CPython, ``crypto.getRandomValues`` on Pyodide).
+
+    What ``secrets.token_*`` do, without importing ``secrets`` (and ``random``) into every isolate.
+    """
 
     def token_urlsafe(self, nbytes: int) -> str:
-        return secrets.token_urlsafe(nbytes)
+        return base64.urlsafe_b64encode(os.urandom(nbytes)).rstrip(b"=").decode("ascii")
 
     def token_hex(self, nbytes: int) -> str:
-        return secrets.token_hex(nbytes)
+        return os.urandom(nbytes).hex()
 
 
 class PrintLog:

@@ -2,7 +2,9 @@
 
 Ids are 256-bit random values, new at every login (no fixation). The KV TTL removes a session when it
 expires; ``expires_at`` in the record is checked too, because KV expiry is not instantaneous
-everywhere. ``created_at`` is kept for renewal past half-life.
+everywhere. A session used past its half-life is renewed (a new ``expires_at`` and cookie Max-Age,
+same id): an active user stays signed in while an idle one is dropped, at one KV write per session
+per half-life rather than one per request.
 """
 
 from __future__ import annotations
@@ -63,13 +65,29 @@ class SessionStore:
             created_at=now,
             expires_at=now + self.ttl_seconds,
         )
+        await self._store(session)
+        return session
+
+    def needs_renewal(self, session: Session) -> bool:
+        return session.expires_at - self._clock.now() < self.ttl_seconds / 2
+
+    async def renew(self, session: Session) -> Session:
+        renewed = Session(
+            id=session.id,
+            identity=session.identity,
+            created_at=session.created_at,
+            expires_at=int(self._clock.now()) + self.ttl_seconds,
+        )
+        await self._store(renewed)
+        return renewed
+
+    async def _store(self, session: Session) -> None:
         record = {
-            "identity": json.loads(identity.to_json()),
+            "identity": json.loads(session.identity.to_json()),
             "created_at": session.created_at,
             "expires_at": session.expires_at,
         }
         await self._kv.put(KEY_PREFIX + session.id, json.dumps(record), expiration_ttl=self.ttl_seconds)
-        return session
 
     async def load(self, session_id: str) -> Session | None:
         if not _ID_PATTERN.match(session_id):

@@ -1,11 +1,12 @@
 """Stage a Python worker's bundle: its entry module plus every first-party module it imports.
 
 Python Workers import modules relative to the main module's directory, and the main module must sit
-at the bundle's root. wrangler runs this as the ``[build]`` command; the staged directory holds
-``entry.py`` and, for example, ``shared/edge/gateway.py`` at the same relative paths as in the
-repository, found by walking the imports (standard library and runtime modules are left out).
+at the bundle's root. Each worker's wrangler.toml runs this as its ``[build]`` command from the
+worker's directory; the staged ``build/`` holds ``entry.py`` and, for example,
+``shared/edge/gateway.py`` at the same relative paths as in the repository, found by walking the
+imports (standard library and runtime modules are left out).
 
-    python3 bundle.py [--entry entry.py] [--out build]
+    python3 ../bundle.py [--entry entry.py] [--out build]
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-REPO_ROOT = HERE.parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# Written into every staged bundle: ``stage`` empties only directories that carry it.
+MARKER = ".agistack-bundle"
 
 
 def module_file(name: str, root: Path = REPO_ROOT) -> Path | None:
@@ -64,10 +66,12 @@ def collect(entry: Path, root: Path = REPO_ROOT) -> set[Path]:
 
 def stage(entry: Path, out: Path, root: Path = REPO_ROOT) -> list[Path]:
     """Write the bundle to ``out`` (emptied first); return the staged files relative to ``out``."""
-    if HERE not in out.resolve().parents:
-        raise SystemExit(f"refusing to empty {out}: the bundle directory must be inside {HERE}")
-    shutil.rmtree(out, ignore_errors=True)
+    if out.exists():
+        if any(out.iterdir()) and not (out / MARKER).is_file():
+            raise SystemExit(f"refusing to empty {out}: it is not a bundle this script staged")
+        shutil.rmtree(out)
     out.mkdir(parents=True)
+    (out / MARKER).write_text("staged by edge_workers/bundle.py; rebuilt on every build\n", encoding="utf-8")
     staged = [Path("entry.py")]
     shutil.copyfile(entry, out / "entry.py")
     for file in sorted(collect(entry, root)):
@@ -80,8 +84,8 @@ def stage(entry: Path, out: Path, root: Path = REPO_ROOT) -> list[Path]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0] if __doc__ else None)
-    parser.add_argument("--entry", type=Path, default=HERE / "entry.py")
-    parser.add_argument("--out", type=Path, default=HERE / "build")
+    parser.add_argument("--entry", type=Path, default=Path("entry.py"))
+    parser.add_argument("--out", type=Path, default=Path("build"))
     args = parser.parse_args()
     staged = stage(args.entry.resolve(), args.out.resolve())
     print(f"staged {len(staged)} modules in {args.out}")

@@ -1,0 +1,1 @@
+"""The push router worker: its Workers entry point and wrangler configuration."""

@@ -1,0 +1,1 @@
+"""The edge conformance suite: one table of cases, run on the CPython adapter and inside real Pyodide."""

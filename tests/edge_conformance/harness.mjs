@@ -1,0 +1,242 @@
+// The edge workers inside real Pyodide: Node + npm `pyodide` + the PyPI `workers-runtime-sdk` wheel +
+// the workers' real bundles (entry.py and what it imports, as wrangler uploads them).
+//
+// One process serves a whole test session: Pyodide is loaded once, then JSON commands arrive one per
+// line on stdin and each answer is one JSON line on stdout (everything else goes to stderr):
+//   boot      {pyodide, wheel, bundles: {gateway, push}}      load Pyodide, the SDK and both entries
+//   reset     {env, kv: [names], ratelimits: {NAME: {limit, period}}}
+//             a fresh isolate: new bindings, and the entries' cached dependencies dropped
+//   fetch     {worker, method, url, headers: [[n, v]], body_b64}  one request through Default.fetch;
+//             ctx.waitUntil work is awaited before answering, so KV effects are visible
+//   kv_put    {ns, key, value, ttl}     kv_dump {}
+//   bench     {worker, requests: [...], rounds, warmup, origin}   per-request CPU and wall times
+// The bindings are fakes named like Cloudflare's own classes (KvNamespace, Ratelimit,
+// DurableObjectNamespace, DurableObjectStorage) so that the SDK wraps them as it wraps real ones; the
+// Durable Object namespace runs the gateway's real RateLimiterObject class.
+import fs from "node:fs";
+import path from "node:path";
+import readline from "node:readline";
+import { pathToFileURL } from "node:url";
+
+const protocolOut = (message) => process.stdout.write(JSON.stringify(message) + "\n");
+console.log = console.error; // only protocol lines on stdout
+
+class KvNamespace {
+  constructor() { this.entries = new Map(); }
+  live(key) {
+    const entry = this.entries.get(key);
+    if (entry && entry.expiration !== null && entry.expiration * 1000 <= Date.now()) {
+      this.entries.delete(key);
+      return undefined;
+    }
+    return entry;
+  }
+  async get(key) { const entry = this.live(key); return entry === undefined ? null : entry.value; }
+  async put(key, value, options) {
+    const ttl = options ? options.expirationTtl : undefined;
+    if (ttl !== undefined && (!Number.isInteger(ttl) || ttl < 60)) {
+      throw new Error(`KV PUT failed: 400 Invalid expiration_ttl of ${ttl}. Expiration TTL must be at least 60.`);
+    }
+    const expiration = ttl === undefined ? null : Math.floor(Date.now() / 1000) + ttl;
+    this.entries.set(key, { value: String(value), expiration });
+  }
+  async delete(key) { this.entries.delete(key); }
+  async list(options = {}) {
+    const prefix = options.prefix ?? "";
+    const limit = options.limit ?? 1000;
+    const names = [...this.entries.keys()].filter((k) => k.startsWith(prefix) && this.live(k)).sort();
+    const start = options.cursor ? names.indexOf(options.cursor) + 1 : 0;
+    const page = names.slice(start, start + limit);
+    const complete = start + limit >= names.length;
+    return {
+      keys: page.map((name) => ({ name, expiration: this.entries.get(name).expiration ?? undefined })),
+      list_complete: complete,
+      cursor: complete ? undefined : page[page.length - 1],
+    };
+  }
+}
+
+// The Rate Limiting binding: limit({key}) -> {success}; a fixed window per key from its first hit
+// stands in for Cloudflare's counting.
+class Ratelimit {
+  constructor({ limit, period }) { this.quota = limit; this.periodMs = period * 1000; this.windows = new Map(); }
+  async limit({ key }) {
+    const now = Date.now();
+    let [started, count] = this.windows.get(key) ?? [now, 0];
+    if (now >= started + this.periodMs) [started, count] = [now, 0];
+    if (count >= this.quota) return { success: false };
+    this.windows.set(key, [started, count + 1]);
+    return { success: true };
+  }
+}
+
+class DurableObjectStorage {
+  constructor() { this.values = new Map(); }
+  async get(key) { return this.values.get(key); }
+  async put(key, value) { this.values.set(key, value); }
+}
+
+class DurableObjectNamespace {
+  constructor(create) { this.create = create; this.objects = new Map(); }
+  getByName(name) {
+    if (!this.objects.has(name)) this.objects.set(name, this.create(name));
+    return this.objects.get(name);
+  }
+}
+
+let py;
+const entries = {};
+let env;
+let logLines = [];
+
+async function boot({ pyodide, wheel, bundles }) {
+  const { loadPyodide } = await import(pathToFileURL(path.join(pyodide, "pyodide.mjs")).href);
+  const started = performance.now();
+  py = await loadPyodide({
+    indexURL: pyodide + path.sep,
+    stdout: (line) => logLines.push(line),
+    stderr: (line) => process.stderr.write(line + "\n"),
+  });
+  const loaded = performance.now();
+  const failures = [];
+  await py.loadPackage(wheel, { messageCallback: () => {}, errorCallback: (m) => failures.push(m) });
+  if (failures.length) throw new Error("loading the SDK wheel failed: " + failures.join("; "));
+  // The two modules the Workers runtime provides to the SDK, reduced to what the SDK touches.
+  py.FS.mkdirTree("/runtime");
+  py.FS.writeFile("/runtime/_cloudflare_compat_flags.py", "def __getattr__(name):\n    return False\n");
+  py.registerJsModule("_pyodide_entrypoint_helper", {
+    cloudflareWorkersModule: {},
+    doAnImport: async () => ({}),
+    patch_env_helper: (x) => x,
+    patchWaitUntil: (x) => x,
+  });
+  py.runPython("import sys; sys.path.insert(0, '/runtime')");
+  const sdkStarted = performance.now();
+  py.runPython("import workers");
+  const sdkImportMs = performance.now() - sdkStarted;
+  const importMs = {};
+  for (const [worker, dir] of Object.entries(bundles)) {
+    copyTree(dir, `/bundles/${worker}`);
+    const t0 = performance.now();
+    // Each bundle's entry.py is imported from its own bundle root, as its own worker would.
+    entries[worker] = py.runPython(`
+import importlib.util, sys
+sys.path.insert(0, "/bundles/${worker}")
+spec = importlib.util.spec_from_file_location("${worker}_entry", "/bundles/${worker}/entry.py")
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+sys.path.remove("/bundles/${worker}")
+module`);
+    importMs[worker] = performance.now() - t0;
+  }
+  return { pyodide_load_ms: loaded - started, sdk_import_ms: sdkImportMs, import_ms: importMs };
+}
+
+function copyTree(source, target) {
+  py.FS.mkdirTree(target);
+  for (const item of fs.readdirSync(source, { withFileTypes: true })) {
+    const from = path.join(source, item.name);
+    if (item.isDirectory()) copyTree(from, `${target}/${item.name}`);
+    else py.FS.writeFile(`${target}/${item.name}`, fs.readFileSync(from));
+  }
+}
+
+function reset({ env: vars, kv, ratelimits }) {
+  env = { ...vars };
+  for (const name of kv) env[name] = new KvNamespace();
+  for (const [name, quota] of Object.entries(ratelimits)) env[name] = new Ratelimit(quota);
+  env.RATE_LIMITER = new DurableObjectNamespace((name) => {
+    const instance = entries.gateway.RateLimiterObject({ storage: new DurableObjectStorage(), id: { name } }, env);
+    return { hit: (limit, windowMs) => instance.hit(limit, windowMs) };
+  });
+  // A new isolate: the composition roots build their dependencies again from this env.
+  for (const entry of Object.values(entries)) entry.Default.deps = undefined; // Python None
+  return {};
+}
+
+async function fetchOnce({ worker, method, url, headers, body_b64 }) {
+  const pending = [];
+  const ctx = { waitUntil: (promise) => pending.push(promise), passThroughOnException: () => {} };
+  const init = { method, headers };
+  if (body_b64 !== null && body_b64 !== undefined) init.body = Buffer.from(body_b64, "base64");
+  const instance = entries[worker].Default(ctx, env);
+  const response = (await instance.fetch(new Request(url, init))).js_object;
+  const bytes = Buffer.from(await response.arrayBuffer());
+  await Promise.allSettled(pending);
+  instance.destroy();
+  const answerHeaders = [];
+  for (const [name, value] of response.headers) if (name !== "set-cookie") answerHeaders.push([name, value]);
+  for (const cookie of response.headers.getSetCookie()) answerHeaders.push(["set-cookie", cookie]);
+  return { status: response.status, headers: answerHeaders, body_b64: bytes.toString("base64") };
+}
+
+async function fetchCommand(message) {
+  logLines = [];
+  const reply = await fetchOnce(message);
+  reply.logs = logLines;
+  return reply;
+}
+
+function kvPut({ ns, key, value, ttl }) {
+  return env[ns].put(key, value, ttl === null ? undefined : { expirationTtl: ttl }).then(() => ({}));
+}
+
+function kvDump() {
+  const dump = {};
+  for (const [name, binding] of Object.entries(env)) {
+    if (!(binding instanceof KvNamespace)) continue;
+    dump[name] = {};
+    for (const key of [...binding.entries.keys()].sort()) {
+      const entry = binding.live(key);
+      if (entry) dump[name][key] = entry.value;
+    }
+  }
+  return dump;
+}
+
+// Per-request CPU and wall time for the benchmark: each request runs `warmup` + `rounds` times. With
+// `origin`, outbound fetches to that URL prefix are answered in-process, so only the edge is measured.
+async function bench({ worker, requests, rounds, warmup, origin }) {
+  const realFetch = globalThis.fetch;
+  if (origin) {
+    globalThis.fetch = async (url, init) =>
+      String(url).startsWith(origin.prefix)
+        ? new Response(origin.body, { status: origin.status, headers: origin.headers })
+        : realFetch(url, init);
+  }
+  try {
+    const results = [];
+    for (const request of requests) {
+      const cpu = [];
+      const wall = [];
+      for (let round = 0; round < warmup + rounds; round++) {
+        const cpuStart = process.cpuUsage();
+        const wallStart = performance.now();
+        const reply = await fetchOnce({ worker, ...request });
+        const used = process.cpuUsage(cpuStart);
+        const elapsed = performance.now() - wallStart;
+        if (reply.status !== request.expect) throw new Error(`${request.url}: status ${reply.status}`);
+        if (round >= warmup) {
+          wall.push(elapsed);
+          cpu.push((used.user + used.system) / 1000);
+        }
+      }
+      results.push({ cpu_ms: cpu, wall_ms: wall });
+    }
+    return { results };
+  } finally {
+    globalThis.fetch = realFetch;
+    logLines = [];
+  }
+}
+
+const commands = { boot, reset, fetch: fetchCommand, kv_put: kvPut, kv_dump: kvDump, bench };
+const lines = readline.createInterface({ input: process.stdin });
+for await (const line of lines) {
+  const message = JSON.parse(line);
+  try {
+    protocolOut({ ok: true, result: await commands[message.op](message) });
+  } catch (error) {
+    protocolOut({ ok: false, error: String(error && error.stack ? error.stack : error).slice(0, 4000) });
+  }
+}
