@@ -11,7 +11,7 @@ module import <= 50 ms; the Workers Free plan allows 10 ms of CPU per request.
 CPython: requests per second and p99 of a keep-alive load generator (a separate process) against a
 stub origin directly, and against the same stub through the local EdgeServer.
 
-Usage: .venv/bin/python -m benchmarks.edge [--rounds 400] [--cpython-requests 3000]
+Usage: .venv/bin/python -m benchmarks.edge_pyodide [--rounds 400] [--cpython-requests 3000]
 Prints figures, then one JSON line.
 """
 

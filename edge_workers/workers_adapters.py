@@ -19,7 +19,7 @@ from pyodide.ffi import JsException, create_once_callable, to_js
 from shared.edge.composition import LIMITER_OBJECTS_BINDING, WORKERS, build, required_rate_limit_bindings, route_table
 from shared.edge.config import ENV_VARIABLES, GatewayConfig
 from shared.edge.context import GatewayDeps
-from shared.edge.gateway import reject
+from shared.edge.gateway import handle, reject
 from shared.edge.http import EdgeRequest, EdgeResponse, Headers, OutboundRequest
 from shared.edge.ports import (
     KV_BINDINGS,
@@ -281,3 +281,17 @@ def to_edge_request(request: Any, deps: GatewayDeps) -> EdgeRequest | EdgeRespon
 def to_js_response(response: EdgeResponse) -> Any:
     body = None if response.status in _NULL_BODY_STATUSES or not response.body else to_js(response.body)
     return js.Response.new(body, _js_object({"status": response.status, "headers": _header_list(response.headers)}))
+
+
+async def respond(entry: Any, request: Any, worker: str) -> Any:
+    """Serve one request for a worker entrypoint (``entry``: a ``WorkerEntrypoint`` whose class has a
+    ``deps`` attribute) and return the JS Response. The dependencies are built from ``env`` on the
+    isolate's first request (env is not available at import) and reused by the next ones."""
+    entrypoint = type(entry)
+    deps: GatewayDeps | None = entrypoint.deps
+    if deps is None:
+        deps = entrypoint.deps = build_deps(entry.env, worker)
+    converted = to_edge_request(request, deps)
+    if isinstance(converted, EdgeResponse):
+        return to_js_response(converted)
+    return to_js_response(await handle(converted, deps, WorkersBackground(entry.ctx)))

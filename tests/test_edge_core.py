@@ -8,8 +8,8 @@ import base64
 import hashlib
 import hmac
 import json
-from collections.abc import Coroutine, Mapping
-from typing import Any, TypeVar
+from collections.abc import Mapping
+from typing import Any
 
 import pytest
 
@@ -28,25 +28,10 @@ from shared.edge.tokens import InvalidToken, verify_hs256
 from shared.edge.turnstile import HttpSiteverify, OfflineTestKeys, TurnstileFailed, check_token, take_token
 from shared.envelope import Identity
 from shared.errors import ValidationFailed
+from tests.edge_helpers import FakeClock, run
 
-T = TypeVar("T")
 SECRET = "core-test-secret-" + "c" * 32
 JWT = JwtSettings(secret="jwt-core-secret-" + "j" * 32, issuer="https://issuer.example", audience="api")
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coro)
-
-
-class FakeClock:
-    def __init__(self, now: float = 1_800_000_000.0) -> None:
-        self.current = now
-
-    def now(self) -> float:
-        return self.current
-
-    def monotonic(self) -> float:
-        return self.current
 
 
 class MemoryKv:

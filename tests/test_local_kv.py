@@ -5,32 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
 from devstack.edge_server import LocalLimiterObjects, LocalRateLimitBinding, SqliteKv, open_local_kv
 from shared.edge.ports import KV_BINDINGS, KvError
 from shared.edge.routes import Quota
-
-T = TypeVar("T")
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coro)
-
-
-class FakeClock:
-    def __init__(self, now: float = 1_800_000_000.0) -> None:
-        self.current = now
-
-    def now(self) -> float:
-        return self.current
-
-    def monotonic(self) -> float:
-        return self.current
+from tests.edge_helpers import FakeClock, run
 
 
 @pytest.fixture

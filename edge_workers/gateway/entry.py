@@ -12,33 +12,18 @@ from typing import Any, ClassVar
 
 from workers import DurableObject, Response, WorkerEntrypoint
 
-from edge_workers.workers_adapters import (
-    WorkersBackground,
-    WorkersObjectStorage,
-    build_deps,
-    to_edge_request,
-    to_js_response,
-)
+from edge_workers.workers_adapters import WorkersObjectStorage, respond
 from shared.edge.context import GatewayDeps
-from shared.edge.gateway import handle
-from shared.edge.http import EdgeResponse
 from shared.edge.ports import SystemClock
 from shared.edge.ratelimit import SlidingWindowObject
 
 
 class Default(WorkerEntrypoint):  # type: ignore[misc]  # the SDK is untyped outside Pyodide
-    # Built from ``env`` on the isolate's first request (env is not available at import) and reused.
+    # Built by ``respond`` on the isolate's first request and reused.
     deps: ClassVar[GatewayDeps | None] = None
 
     async def fetch(self, request: Any) -> Response:
-        deps = Default.deps
-        if deps is None:
-            deps = Default.deps = build_deps(self.env, "gateway")
-        converted = to_edge_request(request, deps)
-        if isinstance(converted, EdgeResponse):
-            return Response(to_js_response(converted))
-        response = await handle(converted, deps, WorkersBackground(self.ctx))
-        return Response(to_js_response(response))
+        return Response(await respond(self, request, "gateway"))
 
 
 class RateLimiterObject(DurableObject):  # type: ignore[misc]

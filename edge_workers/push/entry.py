@@ -11,22 +11,13 @@ from typing import Any, ClassVar
 
 from workers import Response, WorkerEntrypoint
 
-from edge_workers.workers_adapters import WorkersBackground, build_deps, to_edge_request, to_js_response
+from edge_workers.workers_adapters import respond
 from shared.edge.context import GatewayDeps
-from shared.edge.gateway import handle
-from shared.edge.http import EdgeResponse
 
 
 class Default(WorkerEntrypoint):  # type: ignore[misc]  # the SDK is untyped outside Pyodide
-    # Built from ``env`` on the isolate's first request (env is not available at import) and reused.
+    # Built by ``respond`` on the isolate's first request and reused.
     deps: ClassVar[GatewayDeps | None] = None
 
     async def fetch(self, request: Any) -> Response:
-        deps = Default.deps
-        if deps is None:
-            deps = Default.deps = build_deps(self.env, "push")
-        converted = to_edge_request(request, deps)
-        if isinstance(converted, EdgeResponse):
-            return Response(to_js_response(converted))
-        response = await handle(converted, deps, WorkersBackground(self.ctx))
-        return Response(to_js_response(response))
+        return Response(await respond(self, request, "push"))
