@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 import signal
@@ -19,20 +18,24 @@ def _dev(args: argparse.Namespace) -> int:
 
     stack = DevStack(DevOptions(data_dir=Path(args.data_dir), edge_port=args.edge_port, api_port=args.api_port))
     stopping = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     try:
-        stack.start()
+        stack.start()  # stops what it started if it fails or is interrupted
     except PortInUse as exc:
         print(f"agistack dev: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("agistack dev: interrupted while starting", file=sys.stderr)
+        return 130
+    # Installed explicitly: a shell that starts us in the background leaves SIGINT ignored otherwise.
+    for stop_signal in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(stop_signal, lambda *_: stopping.set())
     print(
         f"\nagistack is up.\n  edge (use this): {stack.urls['edge']}\n  api (signed requests only): "
         f"{stack.urls['api']}\n  aws endpoint: {stack.urls['aws']}\nTry: agistack smoke --base-url "
         f"{stack.urls['edge']}\nCtrl-C stops everything.",
         flush=True,
     )
-    with contextlib.suppress(KeyboardInterrupt):
-        stopping.wait()
+    stopping.wait()
     print("stopping...", flush=True)
     stack.stop()
     return 0
