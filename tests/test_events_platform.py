@@ -354,3 +354,31 @@ def test_cache_single_flight_loads_once_under_a_stampede(redis_url: str) -> None
     assert all(value == {"answer": 42} for value, _ in results)
     assert sum(1 for _, hit in results if not hit) == 1
     cache.delete(key)
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/events"),
+        ("PATCH", "/events/{event}"),
+        ("DELETE", "/events/{event}"),
+        ("POST", "/events/{event}/registrations"),
+        ("DELETE", "/events/{event}/registrations/me"),
+        ("GET", "/events/{event}/registrations"),
+        ("GET", "/events/{event}/registrations.csv"),
+        ("POST", "/events/{event}/registrations/{event}/check-in"),
+        ("POST", "/events/{event}/images"),
+        ("GET", "/me/registrations"),
+        ("GET", "/me/preferences"),
+        ("PUT", "/me/preferences"),
+        ("GET", "/me/recommendations"),
+        ("POST", "/push/subscriptions"),
+        ("DELETE", "/push/subscriptions"),
+    ],
+)
+def test_anonymous_callers_get_401_on_every_identified_route(
+    api: EdgeSignedClient, users: dict[str, Identity], method: str, path: str
+) -> None:
+    event = create_event(api, users["user"], status="published")
+    response = api.request(method, path.format(event=event["id"]), json_body={})
+    assert_error(response, 401, "authentication_required")
