@@ -40,6 +40,15 @@ try:
 except ImportError:  # older Pyodide turns JS null into None
     jsnull = None
 
+# JS globals looked up once per isolate: each ``js.Name.attr`` lookup crosses the FFI twice, which costs
+# tens of microseconds under Pyodide. ``fetch`` stays a per-call lookup, so that a replaced
+# ``globalThis.fetch`` (as test harnesses install) is honoured.
+_from_entries = js.Object.fromEntries
+_array_from = getattr(js.Array, "from")  # "from" is a Python keyword
+_new_promise = js.Promise.new
+_abort_after = js.AbortSignal.timeout
+_new_response = js.Response.new
+
 # Statuses whose responses must not have a body: the JS Response constructor throws otherwise.
 _NULL_BODY_STATUSES = (101, 103, 204, 205, 304)
 
@@ -49,7 +58,7 @@ def _is_null(value: Any) -> bool:
 
 
 def _js_object(values: dict[str, Any]) -> Any:
-    return to_js(values, dict_converter=js.Object.fromEntries)
+    return to_js(values, dict_converter=_from_entries)
 
 
 def _field(obj: Any, name: str) -> Any:
@@ -66,9 +75,6 @@ def _headers(js_headers: Any) -> Headers:
 def _header_list(headers: Headers) -> list[list[str]]:
     """Header fields as ``[[name, value], ...]``, which ``to_js`` turns into a JS HeadersInit in one go."""
     return [[name, value] for name, value in headers.items()]
-
-
-_array_from = getattr(js.Array, "from")  # "from" is a Python keyword
 
 
 class WorkersKv:
@@ -159,7 +165,7 @@ class WorkersBackground:
         def executor(resolve: Any, reject: Any) -> None:
             task.add_done_callback(lambda _done: resolve(None))
 
-        self._ctx.waitUntil(js.Promise.new(create_once_callable(executor)))
+        self._ctx.waitUntil(_new_promise(create_once_callable(executor)))
 
 
 class WorkersOriginClient:
@@ -170,7 +176,7 @@ class WorkersOriginClient:
             "method": request.method,
             "headers": _header_list(request.headers),
             "redirect": "manual",
-            "signal": js.AbortSignal.timeout(max(1, int(request.timeout * 1000))),
+            "signal": _abort_after(max(1, int(request.timeout * 1000))),
         }
         if request.body:
             init["body"] = request.body  # to_js makes it a Uint8Array
@@ -280,7 +286,7 @@ def to_edge_request(request: Any, deps: GatewayDeps) -> EdgeRequest | EdgeRespon
 
 def to_js_response(response: EdgeResponse) -> Any:
     body = None if response.status in _NULL_BODY_STATUSES or not response.body else to_js(response.body)
-    return js.Response.new(body, _js_object({"status": response.status, "headers": _header_list(response.headers)}))
+    return _new_response(body, _js_object({"status": response.status, "headers": _header_list(response.headers)}))
 
 
 async def respond(entry: Any, request: Any, worker: str) -> Any:
