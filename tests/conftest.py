@@ -23,6 +23,7 @@ import pytest
 import redis
 from chalice.test import Client
 from psycopg import sql
+from psycopg.types.json import Jsonb
 
 from devstack.aws_local import ensure_resources
 from devstack.services import RunningService, start_moto, start_postgres, start_redis
@@ -188,6 +189,16 @@ def configured_app(settings: Settings) -> Iterator[Any]:
 def api(configured_app: Any, clean_stepperslife: None) -> Iterator[EdgeSignedClient]:
     with Client(configured_app) as client:
         yield EdgeSignedClient(client, SIGNING_SECRET)
+
+
+def add_user(conn: psycopg.Connection[Any], name: str, preferences: dict[str, Any] | None = None) -> str:
+    """An account inserted straight into the database (for tests that do not go through the API)."""
+    row = conn.execute(
+        "INSERT INTO users (email, name, password_hash, preferences) VALUES (%s, %s, 'scrypt$x', %s) RETURNING id",
+        (f"{name}@example.com", name, Jsonb(preferences or {})),
+    ).fetchone()
+    assert row is not None
+    return str(row[0])
 
 
 def create_user(api: EdgeSignedClient, stepperslife_url: str, *, role: str = "user", email: str = "") -> Identity:

@@ -26,6 +26,7 @@ from functions.services.enhancement import (
     OfflineEnhancer,
     fit,
 )
+from tests.conftest import add_user
 
 EVENT = EventContent(
     id="8f1d2c3b-0000-4000-8000-000000000001",
@@ -219,16 +220,13 @@ class CountingEnhancer(OfflineEnhancer):
 @pytest.fixture
 def event_id(stepperslife_url: str, clean_stepperslife: None) -> str:
     with psycopg.connect(stepperslife_url, autocommit=True) as conn:
-        user = conn.execute(
-            "INSERT INTO users (email, name, password_hash) VALUES ('org@example.com', 'Org', 'scrypt$x') RETURNING id"
-        ).fetchone()
-        assert user is not None
+        organizer = add_user(conn, "org")
         row = conn.execute(
             "INSERT INTO events (user_id, title, slug, description, event_date, time_zone, location, category, "
             "capacity, status, published_at, tags, metadata) VALUES (%s, %s, 'chicago-steppers-night', %s, %s, "
             "%s, %s, 'social', 10, 'published', now(), %s, '{\"kept\": 1}') RETURNING id",
             (
-                user[0],
+                organizer,
                 EVENT.title,
                 EVENT.description,
                 EVENT.event_date,

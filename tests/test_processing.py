@@ -23,6 +23,7 @@ from functions.config import Settings
 from functions.services import outbox
 from functions.services.outbox_relay import DomainMessage, OutboxRelay
 from functions.services.processing import EventProcessor, PoisonMessage, parse_message
+from tests.conftest import add_user
 
 EVENT_ID = "8f1d2c3b-0000-4000-8000-000000000001"
 USER_ID = "8f1d2c3b-0000-4000-8000-0000000000aa"
@@ -303,15 +304,12 @@ def drained(aws: Aws, url: str) -> list[str]:
 @pytest.fixture
 def published_event(stepperslife_url: str, clean_stepperslife: None) -> str:
     with psycopg.connect(stepperslife_url, autocommit=True) as conn:
-        user = conn.execute(
-            "INSERT INTO users (email, name, password_hash) VALUES ('org@example.com', 'Org', 'scrypt$x') RETURNING id"
-        ).fetchone()
-        assert user is not None
+        organizer = add_user(conn, "org")
         row = conn.execute(
             "INSERT INTO events (user_id, title, slug, description, event_date, category, capacity, status, "
             "published_at) VALUES (%s, 'Detroit Ballroom', 'detroit-ballroom', 'Ballroom stepping.', "
             "now() + interval '7 days', 'social', 5, 'published', now()) RETURNING id",
-            (user[0],),
+            (organizer,),
         ).fetchone()
         assert row is not None
         return str(row[0])

@@ -20,7 +20,6 @@ import psycopg
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from psycopg.types.json import Jsonb
 from py_vapid import Vapid02
 
 from devstack.cli import main as cli_main
@@ -44,7 +43,7 @@ from functions.services.recommendations import RecommendationService
 from shared.envelope import Identity
 from shared.errors import ValidationFailed
 from shared.net import UnsafeUrl, check_public_https_url
-from tests.conftest import EdgeSignedClient, create_user
+from tests.conftest import EdgeSignedClient, add_user, create_user
 
 SUBJECT = "mailto:ops@stepperslife.com"
 
@@ -191,15 +190,6 @@ def harness(stepperslife_url: str, clean_stepperslife: None, vapid_private_key: 
     with psycopg.connect(stepperslife_url, autocommit=True) as conn:
         yield Harness(service, pruner, sleeps, sender.public_key, conn)
     db.close()
-
-
-def add_user(conn: psycopg.Connection[Any], name: str, preferences: dict[str, Any] | None = None) -> str:
-    row = conn.execute(
-        "INSERT INTO users (email, name, password_hash, preferences) VALUES (%s, %s, 'scrypt$x', %s) RETURNING id",
-        (f"{name}@example.com", name, Jsonb(preferences or {})),
-    ).fetchone()
-    assert row is not None
-    return str(row[0])
 
 
 def add_event(conn: psycopg.Connection[Any], organizer: str, **fields: Any) -> str:
