@@ -148,12 +148,16 @@ class RegistrationService:
 
     def list_for_user(self, attendee: Identity) -> list[dict[str, Any]]:
         with self._db.transaction() as conn:
+            # Positions in the same query: one round trip for the whole list, not one per waitlisted row.
             rows = conn.execute(
-                f"SELECT {_COLUMNS} FROM event_registrations WHERE user_id = %s "
-                "ORDER BY registration_date DESC LIMIT 500",
+                "SELECT r.id, r.user_id, r.event_id, r.registration_date, r.status, r.updated_at, "
+                "CASE WHEN r.status = 'waitlisted' THEN (SELECT count(*) FROM event_registrations w "
+                "  WHERE w.event_id = r.event_id AND w.status = 'waitlisted' AND w.waitlist_seq <= r.waitlist_seq) "
+                "END AS waitlist_position "
+                "FROM event_registrations r WHERE r.user_id = %s ORDER BY r.registration_date DESC LIMIT 500",
                 (attendee.user_id,),
             ).fetchall()
-            return [_public(conn, row) for row in rows]
+        return [dict(row) for row in rows]
 
     def reconcile_seat_counters(self) -> list[dict[str, Any]]:
         """Recount each event's seats from its registrations and repair any drift (a daily check).
