@@ -23,7 +23,7 @@ import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from email.message import Message
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -48,6 +48,7 @@ from shared.edge.ports import (
     OriginUnavailable,
     SystemClock,
     check_kv_key,
+    check_kv_keys,
     check_kv_list_limit,
     check_kv_put,
 )
@@ -99,6 +100,17 @@ class SqliteKv:
     async def get(self, key: str) -> str | None:
         check_kv_key(key)
         return self._get(key)
+
+    async def get_many(self, keys: Sequence[str]) -> dict[str, str | None]:
+        check_kv_keys(keys)
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT key, value FROM kv WHERE key IN ({', '.join('?' * len(keys))}) "
+                "AND (expires_at IS NULL OR expires_at > ?)",
+                (*keys, self._clock.now()),
+            ).fetchall()
+        found = {str(key): str(value) for key, value in rows}
+        return {key: found.get(key) for key in keys}
 
     async def put(self, key: str, value: str, *, expiration_ttl: int | None = None) -> None:
         check_kv_put(key, value, expiration_ttl)

@@ -9,7 +9,7 @@ Bindings arrive either raw or wrapped by the ``workers`` SDK's env wrapper; both
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Iterable
+from collections.abc import Coroutine, Iterable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -29,6 +29,7 @@ from shared.edge.ports import (
     OriginTimeout,
     OriginUnavailable,
     check_kv_key,
+    check_kv_keys,
     check_kv_list_limit,
     check_kv_put,
 )
@@ -87,6 +88,12 @@ class WorkersKv:
         check_kv_key(key)
         value = await self._binding.get(key)
         return None if _is_null(value) else str(value)
+
+    async def get_many(self, keys: Sequence[str]) -> dict[str, str | None]:
+        check_kv_keys(keys)
+        # An array of keys makes ``get`` a bulk read, answered with a Map (a missing key maps to null).
+        found = await self._binding.get(to_js(list(keys)))
+        return {key: None if _is_null(value := found.get(key)) else str(value) for key in keys}
 
     async def put(self, key: str, value: str, *, expiration_ttl: int | None = None) -> None:
         check_kv_put(key, value, expiration_ttl)

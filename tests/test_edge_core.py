@@ -8,7 +8,7 @@ import base64
 import hashlib
 import hmac
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -41,6 +41,9 @@ class MemoryKv:
 
     async def get(self, key: str) -> str | None:
         return self.values.get(key)
+
+    async def get_many(self, keys: Sequence[str]) -> dict[str, str | None]:
+        return {key: self.values.get(key) for key in keys}
 
     async def put(self, key: str, value: str, *, expiration_ttl: int | None = None) -> None:
         self.values[key], self.ttls[key] = value, expiration_ttl
@@ -317,18 +320,34 @@ def test_only_plain_200_answers_are_storable() -> None:
 
 
 def test_long_requests_are_hashed_into_the_key_and_short_ttls_expire_in_the_entry() -> None:
-    key = ResponseCache.key("events", "v1", "GET", "/api/events", "q=" + "x" * 400)
-    assert key.startswith("cache:events:v1:sha256:") and len(key) < 120
+    key = ResponseCache.key("events", "GET", "/api/events", "q=" + "x" * 400)
+    assert key.startswith("cache:events:sha256:") and len(key) < 100
     clock, kv = FakeClock(), MemoryKv()
     cache = ResponseCache(kv, clock, FixedRandom())
-    run(cache.store("k", EdgeResponse(200, Headers({"etag": '"1"', "x-secret": "no"}), b"body"), 5))
+    run(cache.store("k", "0", EdgeResponse(200, Headers({"etag": '"1"', "x-secret": "no"}), b"body"), 5))
     assert kv.ttls["k"] == 60
-    hit = run(cache.lookup("k"))
-    assert hit is not None and hit.response.body == b"body" and hit.response.headers.items() == [("etag", '"1"')]
+    hit = run(cache.lookup("events", "k"))
+    assert hit.response is not None and hit.response.body == b"body"
+    assert hit.response.headers.items() == [("etag", '"1"')]
     clock.current += 5
-    assert run(cache.lookup("k")) is None
+    expired = run(cache.lookup("events", "k"))
+    assert expired.response is None and expired.version == "0"
+
+
+def test_an_entry_of_another_version_of_its_family_is_a_miss() -> None:
+    clock, kv = FakeClock(), MemoryKv()
+    cache = ResponseCache(kv, clock, FixedRandom())
+    run(cache.store("k", "0", EdgeResponse(200, Headers(), b"old"), 300))
     run(cache.bump("events"))
-    assert run(cache.version("events")) == "abababababababab"
+    after_write = run(cache.lookup("events", "k"))
+    assert after_write.response is None and after_write.version == "abababababababab"
+    # An answer fetched before the write but stored after it carries the old version: still a miss.
+    run(cache.store("k", "0", EdgeResponse(200, Headers(), b"raced"), 300))
+    assert run(cache.lookup("events", "k")).response is None
+    run(cache.store("k", after_write.version, EdgeResponse(200, Headers(), b"new"), 300))
+    current = run(cache.lookup("events", "k")).response
+    assert current is not None and current.body == b"new"
+    assert run(cache.lookup("tickets", "k")).response is None  # another family's version
 
 
 # --- flags -----------------------------------------------------------------------------------------

@@ -70,6 +70,20 @@ def test_expired_keys_are_invisible(kv: SqliteKv, clock: FakeClock) -> None:
     assert run(kv.get("session:a")) == "again"
 
 
+def test_bulk_reads_answer_every_key_in_order_and_hide_expired_ones(kv: SqliteKv, clock: FakeClock) -> None:
+    run(kv.put("a", "1"))
+    run(kv.put("b", "2", expiration_ttl=60))
+    assert run(kv.get_many(["b", "missing", "a"])) == {"b": "2", "missing": None, "a": "1"}
+    clock.current += 60
+    assert run(kv.get_many(["a", "b"])) == {"a": "1", "b": None}
+    with pytest.raises(KvError):
+        run(kv.get_many([]))
+    with pytest.raises(KvError):
+        run(kv.get_many([f"k{n}" for n in range(101)]))  # Workers KV reads at most 100 keys at once
+    with pytest.raises(KvError):
+        run(kv.get_many(["a", ""]))
+
+
 def test_list_reports_expiration_as_epoch_seconds(kv: SqliteKv, clock: FakeClock) -> None:
     run(kv.put("a", "1", expiration_ttl=120))
     run(kv.put("b", "2"))

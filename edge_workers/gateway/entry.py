@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from workers import DurableObject, Response, WorkerEntrypoint
+from workers import DurableObject, WorkerEntrypoint
 
 from edge_workers.workers_adapters import WorkersObjectStorage, respond
 from shared.edge.context import GatewayDeps
@@ -22,8 +22,9 @@ class Default(WorkerEntrypoint):  # type: ignore[misc]  # the SDK is untyped out
     # Built by ``respond`` on the isolate's first request and reused.
     deps: ClassVar[GatewayDeps | None] = None
 
-    async def fetch(self, request: Any) -> Response:
-        return Response(await respond(self, request, "gateway"))
+    async def fetch(self, request: Any) -> Any:
+        # A JS Response: the runtime hands it back as it is (a workers.Response would be unwrapped).
+        return await respond(self, request, "gateway")
 
 
 class RateLimiterObject(DurableObject):  # type: ignore[misc]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from workers import Response, WorkerEntrypoint
+from workers import WorkerEntrypoint
 
 from edge_workers.workers_adapters import respond
 from shared.edge.context import GatewayDeps
@@ -19,5 +19,6 @@ class Default(WorkerEntrypoint):  # type: ignore[misc]  # the SDK is untyped out
     # Built by ``respond`` on the isolate's first request and reused.
     deps: ClassVar[GatewayDeps | None] = None
 
-    async def fetch(self, request: Any) -> Response:
-        return Response(await respond(self, request, "push"))
+    async def fetch(self, request: Any) -> Any:
+        # A JS Response: the runtime hands it back as it is (a workers.Response would be unwrapped).
+        return await respond(self, request, "push")

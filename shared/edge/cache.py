@@ -1,10 +1,12 @@
 """The API response cache in API_CACHE_KV, for GET and HEAD on routes that allow it.
 
-Keys: ``cache:{family}:{version}:{METHOD} {path}?{sorted query}`` (the request part hashed when
-long), where ``version`` is the value of ``ver:{family}``. A write through the gateway to a family
-replaces its version with a new random value, so every cached read of that family misses from then
-on (the seed's versioned keys; old entries simply expire). Other writers, such as the image
-pipeline, invalidate the same way by writing ``ver:{family}``.
+Keys: ``cache:{family}:{METHOD} {path}?{sorted query}`` (the request part hashed when long). Each
+entry records the version of its family, the value of ``ver:{family}``, when it was stored; a read
+fetches the version and the entry in one bulk KV read and serves the entry only when the two agree.
+A write through the gateway replaces the family's version with a new random value, so every cached
+read of that family misses from then on (the seed's versioned keys; the next miss overwrites the
+stale entry). Other writers, such as the image pipeline, invalidate the same way by writing
+``ver:{family}``.
 
 TTL: the origin's ``s-maxage``, else ``max-age``, else 300 s (the seed's default). Never stored: a
 status other than 200, ``Set-Cookie``, ``private``/``no-store``/``no-cache``, ``Vary`` on a request
@@ -19,7 +21,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from dataclasses import dataclass
 
 from shared.edge.http import EdgeResponse, Headers
 from shared.edge.ports import KV_MIN_EXPIRATION_TTL, Clock, KeyValueStore, RandomSource
@@ -63,10 +64,18 @@ def storable_ttl(response: EdgeResponse) -> int | None:
     return cache_ttl(response.headers.get("cache-control"))
 
 
-@dataclass(frozen=True)
-class CachedResponse:
-    response: EdgeResponse
-    age: int
+NO_VERSION = "0"  # the version of a family that was never written
+
+
+class CacheLookup:
+    """A family's current version, and the cached answer when there is one of that version."""
+
+    __slots__ = ("age", "response", "version")
+
+    def __init__(self, version: str, response: EdgeResponse | None = None, age: int = 0) -> None:
+        self.version = version
+        self.response = response
+        self.age = age
 
 
 class ResponseCache:
@@ -75,23 +84,25 @@ class ResponseCache:
         self._clock = clock
         self._random = random
 
-    async def version(self, family: str) -> str:
-        return await self._kv.get(VERSION_PREFIX + family) or "0"
-
     @staticmethod
-    def key(family: str, version: str, method: str, path: str, query: str) -> str:
+    def key(family: str, method: str, path: str, query: str) -> str:
         request = f"{method} {path}" + (f"?{query}" if query else "")
         if len(request.encode("utf-8")) > MAX_PLAIN_KEY_BYTES:
             request = "sha256:" + hashlib.sha256(request.encode("utf-8")).hexdigest()
-        return f"{CACHE_PREFIX}{family}:{version}:{request}"
+        return f"{CACHE_PREFIX}{family}:{request}"
 
-    async def lookup(self, key: str) -> CachedResponse | None:
-        raw = await self._kv.get(key)
+    async def lookup(self, family: str, key: str) -> CacheLookup:
+        version_key = VERSION_PREFIX + family
+        values = await self._kv.get_many([version_key, key])
+        version = values[version_key] or NO_VERSION
+        raw = values[key]
         if raw is None:
-            return None
+            return CacheLookup(version)
         try:
             entry = json.loads(raw)
             stored_at, ttl = float(entry["stored_at"]), int(entry["ttl"])
+            if entry["version"] != version:
+                return CacheLookup(version)
             response = EdgeResponse(
                 status=int(entry["status"]),
                 headers=Headers([(str(name), str(value)) for name, value in entry["headers"]]),
@@ -99,15 +110,18 @@ class ResponseCache:
             )
         except (ValueError, KeyError, TypeError):
             # Not an entry this code wrote: a miss, and the next store replaces it.
-            return None
+            return CacheLookup(version)
         age = self._clock.now() - stored_at
         if age >= ttl:
-            return None
-        return CachedResponse(response, max(0, int(age)))
+            return CacheLookup(version)
+        return CacheLookup(version, response, max(0, int(age)))
 
-    async def store(self, key: str, response: EdgeResponse, ttl: int) -> None:
+    async def store(self, key: str, version: str, response: EdgeResponse, ttl: int) -> None:
+        """Keep ``response`` as of ``version``: the family's version read before the origin was asked,
+        so that an answer racing with a write is stored as already stale."""
         headers = [[name, value] for name, value in response.headers.items() if name in STORED_HEADERS]
         entry = {
+            "version": version,
             "status": response.status,
             "headers": headers,
             "body": base64.b64encode(response.body).decode("ascii"),

@@ -266,21 +266,20 @@ async def _proxy(exchange: Exchange, deps: GatewayDeps, body: bytes) -> EdgeResp
     method = exchange.request.method
     resource = family(route.upstream_path(exchange.path))
     cache_key: str | None = None
+    cached_version = ""
     if route.cache is not None and method in _READS:
         credentials = "authorization" in exchange.request.headers or exchange.session is not None
         if (credentials and not route.cache.public) or not (await deps.flags.get()).cache:
             exchange.cache = "BYPASS"
         else:
-            version = await deps.cache.version(resource)
-            cache_key = deps.cache.key(
-                resource, version, method, exchange.path, canonical_query(exchange.request.raw_query)
-            )
-            hit = await deps.cache.lookup(cache_key)
-            if hit is not None:
+            cache_key = deps.cache.key(resource, method, exchange.path, canonical_query(exchange.request.raw_query))
+            lookup = await deps.cache.lookup(resource, cache_key)
+            if lookup.response is not None:
                 exchange.cache = "HIT"
-                hit.response.headers.set("age", str(hit.age))
-                return _conditional(exchange, hit.response)
+                lookup.response.headers.set("age", str(lookup.age))
+                return _conditional(exchange, lookup.response)
             exchange.cache = "MISS"
+            cached_version = lookup.version
     upstream = await call_origin(
         deps,
         exchange,
@@ -298,7 +297,7 @@ async def _proxy(exchange: Exchange, deps: GatewayDeps, body: bytes) -> EdgeResp
     if cache_key is not None:
         ttl = storable_ttl(upstream)
         if ttl is not None:
-            exchange.defer(deps.cache.store(cache_key, response, ttl))
+            exchange.defer(deps.cache.store(cache_key, cached_version, response, ttl))
     elif route.cache is not None and method not in _READS and response.status < 400:
         exchange.defer(deps.cache.bump(resource))
     return _conditional(exchange, response)

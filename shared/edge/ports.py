@@ -11,7 +11,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -22,6 +22,7 @@ KV_MIN_EXPIRATION_TTL = 60
 KV_MAX_KEY_BYTES = 512
 KV_MAX_VALUE_BYTES = 25 * 1024 * 1024
 KV_MAX_LIST_LIMIT = 1000
+KV_MAX_BULK_KEYS = 100  # keys per bulk read (``get`` with an array of keys)
 
 # Every KV binding either worker may have (the seed's five, plus feature flags).
 KV_BINDINGS = ("SESSION_KV", "RATE_LIMIT_KV", "API_CACHE_KV", "PUSH_SUBS_KV", "USER_PREFS_KV", "FLAGS_KV")
@@ -53,6 +54,10 @@ class KeyValueStore(Protocol):
 
     async def get(self, key: str) -> str | None: ...
 
+    async def get_many(self, keys: Sequence[str]) -> dict[str, str | None]:
+        """Several keys in one read (Workers KV's bulk read): every key maps to its value or None."""
+        ...
+
     async def put(self, key: str, value: str, *, expiration_ttl: int | None = None) -> None: ...
 
     async def delete(self, key: str) -> None: ...
@@ -67,6 +72,13 @@ def check_kv_key(key: str) -> None:
         raise KvError(f"invalid KV key {key!r}")
     if len(key.encode("utf-8")) > KV_MAX_KEY_BYTES:
         raise KvError(f"KV keys are at most {KV_MAX_KEY_BYTES} bytes")
+
+
+def check_kv_keys(keys: Sequence[str]) -> None:
+    if not 1 <= len(keys) <= KV_MAX_BULK_KEYS:
+        raise KvError(f"a bulk read takes 1 to {KV_MAX_BULK_KEYS} keys; got {len(keys)}")
+    for key in keys:
+        check_kv_key(key)
 
 
 def check_kv_put(key: str, value: str, expiration_ttl: int | None) -> None:

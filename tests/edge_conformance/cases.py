@@ -120,6 +120,7 @@ def session_record(expires_in: float, created_ago: float = 80000) -> dict[str, A
 
 def cache_entry(body: bytes, stored_ago: float, ttl: int) -> dict[str, Any]:
     return {
+        "version": "0",
         "status": 200,
         "headers": [["content-type", "application/json"], ["etag", '"seeded"']],
         "body": base64.b64encode(body).decode(),
@@ -933,7 +934,7 @@ CASES: list[dict[str, Any]] = [
         "kv": [
             {
                 "ns": "API_CACHE_KV",
-                "key": "cache:events:0:GET /api/events?a=1&b=2",
+                "key": "cache:events:GET /api/events?a=1&b=2",
                 "value": {"status": 200, "ttl": 300},
             },
             {"ns": "API_CACHE_KV", "prefix": "cache:", "count": 2},
@@ -1022,7 +1023,9 @@ CASES: list[dict[str, Any]] = [
         ],
         "kv": [
             {"ns": "API_CACHE_KV", "key": "ver:events", "value": Re(r"[0-9a-f]{16}")},
-            {"ns": "API_CACHE_KV", "prefix": "cache:events:", "count": 2},
+            # The entry stored before the write was replaced by one of the new version.
+            {"ns": "API_CACHE_KV", "prefix": "cache:events:", "count": 1},
+            {"ns": "API_CACHE_KV", "key": "cache:events:GET /api/events/1", "value": {"version": Re(r"[0-9a-f]{16}")}},
         ],
     },
     {
@@ -1030,13 +1033,13 @@ CASES: list[dict[str, Any]] = [
         "seed": [
             {
                 "ns": "API_CACHE_KV",
-                "key": "cache:events:0:GET /api/events/fresh",
+                "key": "cache:events:GET /api/events/fresh",
                 "value": cache_entry(b'{"seeded":"fresh"}', 10, 300),
                 "ttl": 300,
             },
             {
                 "ns": "API_CACHE_KV",
-                "key": "cache:events:0:GET /api/events/stale",
+                "key": "cache:events:GET /api/events/stale",
                 "value": cache_entry(b'{"seeded":"stale"}', 400, 300),
                 "ttl": 300,
             },

@@ -31,7 +31,14 @@ class KvNamespace {
     }
     return entry;
   }
-  async get(key) { const entry = this.live(key); return entry === undefined ? null : entry.value; }
+  async get(key) {
+    if (Array.isArray(key)) { // a bulk read: a Map of every key, null where missing
+      if (key.length < 1 || key.length > 100) throw new Error("KV GET_BULK failed: 400 between 1 and 100 keys");
+      return new Map(key.map((name) => [name, this.live(name)?.value ?? null]));
+    }
+    const entry = this.live(key);
+    return entry === undefined ? null : entry.value;
+  }
   async put(key, value, options) {
     const ttl = options ? options.expirationTtl : undefined;
     if (ttl !== undefined && (!Number.isInteger(ttl) || ttl < 60)) {
@@ -85,6 +92,7 @@ class DurableObjectNamespace {
 }
 
 let py;
+let callMethod; // how workerd calls a method of an entrypoint instance (see boot)
 const entries = {};
 let env;
 let logLines = [];
@@ -114,6 +122,23 @@ async function boot({ pyodide, wheel, bundles }) {
   const sdkStarted = performance.now();
   py.runPython("import workers");
   const sdkImportMs = performance.now() - sdkStarted;
+  // workerd calls an entrypoint's methods through its introspection module's wrapper_func: arguments
+  // through the SDK's python_from_rpc (a JS Request becomes a workers.Request), fetch with a relaxed
+  // call, and the result through python_to_rpc (a workers.Response, or a JS Response as it is).
+  callMethod = py.runPython(`
+from inspect import isawaitable
+from pyodide.code import relaxed_call
+from workers.rpc import python_from_rpc, python_to_rpc
+
+async def wrapper_func(relaxed, inst, prop, *args):
+    method = getattr(inst, prop)
+    py_args = [python_from_rpc(arg) for arg in args]
+    result = relaxed_call(method, *py_args) if relaxed else method(*py_args)
+    if isawaitable(result):
+        return python_to_rpc(await result)
+    return python_to_rpc(result)
+
+wrapper_func`);
   const importMs = {};
   for (const [worker, dir] of Object.entries(bundles)) {
     copyTree(dir, `/bundles/${worker}`);
@@ -147,7 +172,7 @@ function reset({ env: vars, kv, ratelimits }) {
   for (const [name, quota] of Object.entries(ratelimits)) env[name] = new Ratelimit(quota);
   env.RATE_LIMITER = new DurableObjectNamespace((name) => {
     const instance = entries.gateway.RateLimiterObject({ storage: new DurableObjectStorage(), id: { name } }, env);
-    return { hit: (limit, windowMs) => instance.hit(limit, windowMs) };
+    return { hit: (limit, windowMs) => callMethod(false, instance, "hit", limit, windowMs) };
   });
   // A new isolate: the composition roots build their dependencies again from this env.
   for (const entry of Object.values(entries)) entry.Default.deps = undefined; // Python None
@@ -160,7 +185,7 @@ async function fetchOnce({ worker, method, url, headers, body_b64 }) {
   const init = { method, headers };
   if (body_b64 !== null && body_b64 !== undefined) init.body = Buffer.from(body_b64, "base64");
   const instance = entries[worker].Default(ctx, env);
-  const response = (await instance.fetch(new Request(url, init))).js_object;
+  const response = await callMethod(true, instance, "fetch", new Request(url, init));
   const bytes = Buffer.from(await response.arrayBuffer());
   await Promise.allSettled(pending);
   instance.destroy();
