@@ -3,7 +3,8 @@
 //
 // One process serves a whole test session: Pyodide is loaded once, then JSON commands arrive one per
 // line on stdin and each answer is one JSON line on stdout (everything else goes to stderr):
-//   boot      {pyodide, wheel, bundles: {gateway, push}}      load Pyodide, the SDK and both entries
+//   boot      {pyodide, wheel, bundles: {gateway, push}, restore_rounds}   load Pyodide, the SDK and both entries,
+//             then serve from an isolate restored from a memory snapshot of that (see boot)
 //   reset     {env, kv: [names], ratelimits: {NAME: {limit, period}}}
 //             a fresh isolate: new bindings, and the entries' cached dependencies dropped
 //   fetch     {worker, method, url, headers: [[n, v]], body_b64}  one request through Default.fetch;
@@ -97,31 +98,92 @@ const entries = {};
 let env;
 let logLines = [];
 
-async function boot({ pyodide, wheel, bundles }) {
-  const { loadPyodide } = await import(pathToFileURL(path.join(pyodide, "pyodide.mjs")).href);
-  const started = performance.now();
-  py = await loadPyodide({
+// The two modules the Workers runtime provides to the SDK, reduced to what the SDK touches.
+const entrypointHelper = {
+  cloudflareWorkersModule: {},
+  doAnImport: async () => ({}),
+  patch_env_helper: (x) => x,
+  patchWaitUntil: (x) => x,
+};
+
+// Pyodide with the SDK installed (unpacked into site-packages: loadPackage leaves JS state that a
+// memory snapshot cannot hold) and imported, as a worker's isolate has it before the worker's code.
+async function loadRuntime(loadPyodide, pyodide, wheel, options) {
+  const runtime = await loadPyodide({
     indexURL: pyodide + path.sep,
     stdout: (line) => logLines.push(line),
     stderr: (line) => process.stderr.write(line + "\n"),
+    ...options,
   });
+  if (options._loadSnapshot) return runtime;
+  runtime.FS.writeFile("/tmp/sdk.whl", fs.readFileSync(wheel));
+  runtime.runPython("import site, zipfile; zipfile.ZipFile('/tmp/sdk.whl').extractall(site.getsitepackages()[0])");
+  runtime.FS.mkdirTree("/runtime");
+  runtime.FS.writeFile("/runtime/_cloudflare_compat_flags.py", "def __getattr__(name):\n    return False\n");
+  runtime.registerJsModule("_pyodide_entrypoint_helper", entrypointHelper);
+  runtime.runPython("import sys; sys.path.insert(0, '/runtime'); import workers");
+  return runtime;
+}
+
+function importEntry(runtime, worker, dir) {
+  copyTree(runtime, dir, `/bundles/${worker}`);
+  // Each bundle's entry.py is imported from its own bundle root, as its own worker would.
+  runtime.runPython(`
+import importlib.util, sys
+sys.path.insert(0, "/bundles/${worker}")
+spec = importlib.util.spec_from_file_location("${worker}_entry", "/bundles/${worker}/entry.py")
+module = importlib.util.module_from_spec(spec)
+sys.modules["${worker}_entry"] = module
+spec.loader.exec_module(module)
+sys.path.remove("/bundles/${worker}")`);
+}
+
+// A memory snapshot of an isolate, as workerd takes a dedicated snapshot at deploy (the default for
+// our compatibility date): the only JS values it may hold are ones reached by a path from globalThis,
+// and the entrypoint helper, which the runtime supplies again on restore.
+function snapshotOf(runtime) {
+  return runtime.makeMemorySnapshot({
+    serializer: (value) => {
+      if (value === entrypointHelper) return { entrypointHelper: true };
+      throw new Error("a top-level variable holds a JS value a snapshot cannot keep: " + String(value).slice(0, 200));
+    },
+  });
+}
+
+function restore(loadPyodide, pyodide, wheel, snapshot) {
+  return loadRuntime(loadPyodide, pyodide, wheel, {
+    _loadSnapshot: snapshot,
+    _snapshotDeserializer: () => entrypointHelper,
+  });
+}
+
+// boot: import each entry from source into a fresh isolate (timed), take a snapshot of it, and serve
+// from an isolate restored from that snapshot, as production does. Also timed: restoring a snapshot
+// taken before any entry was imported, so the difference is what the entries add to a cold start.
+async function boot({ pyodide, wheel, bundles, restore_rounds: restoreRounds = 1 }) {
+  const { loadPyodide } = await import(pathToFileURL(path.join(pyodide, "pyodide.mjs")).href);
+  const started = performance.now();
+  const bare = await loadRuntime(loadPyodide, pyodide, wheel, { _makeSnapshot: true });
   const loaded = performance.now();
-  const failures = [];
-  await py.loadPackage(wheel, { messageCallback: () => {}, errorCallback: (m) => failures.push(m) });
-  if (failures.length) throw new Error("loading the SDK wheel failed: " + failures.join("; "));
-  // The two modules the Workers runtime provides to the SDK, reduced to what the SDK touches.
-  py.FS.mkdirTree("/runtime");
-  py.FS.writeFile("/runtime/_cloudflare_compat_flags.py", "def __getattr__(name):\n    return False\n");
-  py.registerJsModule("_pyodide_entrypoint_helper", {
-    cloudflareWorkersModule: {},
-    doAnImport: async () => ({}),
-    patch_env_helper: (x) => x,
-    patchWaitUntil: (x) => x,
-  });
-  py.runPython("import sys; sys.path.insert(0, '/runtime')");
-  const sdkStarted = performance.now();
-  py.runPython("import workers");
-  const sdkImportMs = performance.now() - sdkStarted;
+  const sdkOnly = snapshotOf(bare);
+  const importMs = {};
+  const building = await loadRuntime(loadPyodide, pyodide, wheel, { _makeSnapshot: true });
+  for (const [worker, dir] of Object.entries(bundles)) {
+    const t0 = performance.now();
+    importEntry(building, worker, dir);
+    importMs[worker] = performance.now() - t0;
+  }
+  const withEntries = snapshotOf(building);
+  const restoreMs = { sdk_only: [], with_entries: [] };
+  for (let round = 0; round < restoreRounds; round++) {
+    for (const [name, snapshot] of [["sdk_only", sdkOnly], ["with_entries", withEntries]]) {
+      const t0 = performance.now();
+      py = await restore(loadPyodide, pyodide, wheel, snapshot);
+      restoreMs[name].push(performance.now() - t0);
+    }
+  }
+  // py is now an isolate restored from the snapshot with the entries imported.
+  for (const worker of Object.keys(bundles)) entries[worker] = py.runPython(`import sys; sys.modules["${worker}_entry"]`);
   // workerd calls an entrypoint's methods through its introspection module's wrapper_func: arguments
   // through the SDK's python_from_rpc (a JS Request becomes a workers.Request), fetch with a relaxed
   // call, and the result through python_to_rpc (a workers.Response, or a JS Response as it is).
@@ -139,30 +201,15 @@ async def wrapper_func(relaxed, inst, prop, *args):
     return python_to_rpc(result)
 
 wrapper_func`);
-  const importMs = {};
-  for (const [worker, dir] of Object.entries(bundles)) {
-    copyTree(dir, `/bundles/${worker}`);
-    const t0 = performance.now();
-    // Each bundle's entry.py is imported from its own bundle root, as its own worker would.
-    entries[worker] = py.runPython(`
-import importlib.util, sys
-sys.path.insert(0, "/bundles/${worker}")
-spec = importlib.util.spec_from_file_location("${worker}_entry", "/bundles/${worker}/entry.py")
-module = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(module)
-sys.path.remove("/bundles/${worker}")
-module`);
-    importMs[worker] = performance.now() - t0;
-  }
-  return { pyodide_load_ms: loaded - started, sdk_import_ms: sdkImportMs, import_ms: importMs };
+  return { pyodide_load_ms: loaded - started, import_ms: importMs, snapshot_restore_ms: restoreMs };
 }
 
-function copyTree(source, target) {
-  py.FS.mkdirTree(target);
+function copyTree(runtime, source, target) {
+  runtime.FS.mkdirTree(target);
   for (const item of fs.readdirSync(source, { withFileTypes: true })) {
     const from = path.join(source, item.name);
-    if (item.isDirectory()) copyTree(from, `${target}/${item.name}`);
-    else py.FS.writeFile(`${target}/${item.name}`, fs.readFileSync(from));
+    if (item.isDirectory()) copyTree(runtime, from, `${target}/${item.name}`);
+    else runtime.FS.writeFile(`${target}/${item.name}`, fs.readFileSync(from));
   }
 }
 

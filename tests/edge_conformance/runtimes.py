@@ -213,7 +213,7 @@ def rate_limit_bindings(env: Mapping[str, str]) -> dict[str, dict[str, int]]:
 class PyodideRuntime:
     name = "pyodide"
 
-    def __init__(self, node: str, extra_bundles: Mapping[str, Path] | None = None) -> None:
+    def __init__(self, node: str, extra_bundles: Mapping[str, Path] | None = None, restore_rounds: int = 1) -> None:
         self._staging = Path(tempfile.mkdtemp(prefix="edge-bundles-"))
         bundles = stage_bundles(self._staging)
         bundles.update({name: str(path) for name, path in (extra_bundles or {}).items()})
@@ -228,7 +228,13 @@ class PyodideRuntime:
             cwd=REPO_ROOT,
         )
         self.boot = self._call(
-            {"op": "boot", "pyodide": str(PYODIDE_DIR), "wheel": str(sdk_wheel()), "bundles": bundles}
+            {
+                "op": "boot",
+                "pyodide": str(PYODIDE_DIR),
+                "wheel": str(sdk_wheel()),
+                "bundles": bundles,
+                "restore_rounds": restore_rounds,
+            }
         )
 
     def _call(self, message: Mapping[str, Any]) -> Any:
