@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import parse_qsl, quote, unquote, urlencode
 
 from shared.errors import Unauthorized
@@ -27,8 +27,7 @@ DEFAULT_MAX_SKEW_SECONDS = 60
 ROLES = ("user", "customer", "admin")
 
 
-@dataclass(frozen=True)
-class Identity:
+class Identity(NamedTuple):
     """Who made a request, as established at the edge from a session or a token."""
 
     user_id: str

@@ -19,7 +19,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -82,7 +82,7 @@ class _OriginHandler(BaseHTTPRequestHandler):
         echo = {
             "method": self.command,
             "path": self.path,
-            "identity": asdict(identity) if identity else None,
+            "identity": identity._asdict() if identity else None,
             "headers": headers,
             "body": body.decode("utf-8"),
         }

@@ -10,7 +10,7 @@ message naming what is missing, not later on some code path.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from shared.edge.config import ConfigurationError, GatewayConfig
 from shared.edge.context import GatewayDeps
@@ -35,8 +35,7 @@ LIMITER_OBJECTS_BINDING = "RATE_LIMITER"
 LIMITER_OBJECT_CLASS = "RateLimiterObject"
 
 
-@dataclass(frozen=True)
-class WorkerSpec:
+class WorkerSpec(NamedTuple):
     name: str
     routes: tuple[Route, ...]
     kv: tuple[str, ...]  # required; FLAGS_KV is optional everywhere (no document means the defaults)

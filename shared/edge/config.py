@@ -7,7 +7,7 @@ Both workers read the same variables; each checks the ones it needs (``require``
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from shared.edge.b64 import b64url_decode, is_p256_public_key
@@ -97,27 +97,39 @@ def _origins_list(raw: str) -> tuple[str, ...]:
     return tuple(origins)
 
 
-@dataclass(frozen=True)
-class JwtSettings:
-    secret: str = field(repr=False)
+def _redacted_repr(name: str, fields: dict[str, Any], secrets: tuple[str, ...]) -> str:
+    shown = (
+        f"{field}={'<redacted>' if field in secrets and value is not None else repr(value)}"
+        for field, value in fields.items()
+    )
+    return f"{name}({', '.join(shown)})"
+
+
+class JwtSettings(NamedTuple):
+    secret: str
     issuer: str
     audience: str
     leeway_seconds: int = DEFAULT_JWT_LEEWAY_SECONDS
 
+    def __repr__(self) -> str:
+        return _redacted_repr("JwtSettings", self._asdict(), ("secret",))
 
-@dataclass(frozen=True)
-class GatewayConfig:
-    signing_secret: str = field(repr=False)
+
+class GatewayConfig(NamedTuple):
+    signing_secret: str
     origins: Mapping[str, str]
     session_ttl_seconds: int = DEFAULT_SESSION_TTL_SECONDS
     origin_timeout_seconds: float = DEFAULT_ORIGIN_TIMEOUT_SECONDS
     rate_limit_backend: str = "binding"
     jwt: JwtSettings | None = None
-    turnstile_secret: str | None = field(default=None, repr=False)
+    turnstile_secret: str | None = None
     siteverify_url: str = SITEVERIFY_URL
     cors_allowed_origins: tuple[str, ...] = ()
     vapid_public_key: str | None = None
     flags_cache_seconds: float = DEFAULT_FLAGS_CACHE_SECONDS
+
+    def __repr__(self) -> str:
+        return _redacted_repr("GatewayConfig", self._asdict(), ("signing_secret", "turnstile_secret"))
 
     @classmethod
     def from_mapping(cls, env: Mapping[str, str]) -> GatewayConfig:

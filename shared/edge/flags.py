@@ -11,19 +11,17 @@ propagation (about 60 s). A missing or malformed document means the defaults bel
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from shared.edge.ports import Clock, KeyValueStore
 
 FLAGS_KEY = "flags"
 
 
-@dataclass(frozen=True)
-class Flags:
+class Flags(NamedTuple):
     read_only: bool = False
     cache: bool = True
-    public: dict[str, bool | int | float | str] = field(default_factory=dict)
+    public: dict[str, bool | int | float | str] = {}  # shared by default instances: never mutated
 
 
 def parse_flags(raw: str | None) -> Flags:

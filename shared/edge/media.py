@@ -11,7 +11,7 @@ AVIF to a client that asked for JPEG. Only the widths the pipeline produces exis
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from shared.edge.context import Exchange, GatewayDeps
 from shared.edge.http import EdgeResponse, Headers, OutboundRequest
@@ -26,8 +26,7 @@ IMMUTABLE = "public, max-age=31536000, immutable"
 MISSING_CACHE_CONTROL = "public, max-age=60"  # a variant may appear once processing finishes
 
 
-@dataclass(frozen=True)
-class ImageFormat:
+class ImageFormat(NamedTuple):
     media_type: str
     extension: str
 

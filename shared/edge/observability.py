@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from shared.edge.http import Headers
 from shared.edge.ports import RandomSource
@@ -26,8 +26,7 @@ def request_id(headers: Headers, random: RandomSource, trace: Trace) -> str:
     return trace.trace_id if trace.started_here else random.token_hex(16)
 
 
-@dataclass(frozen=True)
-class Trace:
+class Trace(NamedTuple):
     trace_id: str
     span_id: str  # the edge's own span: the parent of whatever the origin does
     flags: str

@@ -12,8 +12,7 @@ import os
 import sys
 import time
 from collections.abc import Coroutine, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from shared.edge.http import EdgeResponse, OutboundRequest
 
@@ -36,14 +35,12 @@ class MissingBinding(LookupError):
     """The worker was deployed without a binding that the code path in use needs."""
 
 
-@dataclass(frozen=True)
-class KvKey:
+class KvKey(NamedTuple):
     name: str
     expiration: int | None = None  # seconds since the epoch, as Workers KV reports it
 
 
-@dataclass(frozen=True)
-class KvListResult:
+class KvListResult(NamedTuple):
     keys: list[KvKey]
     list_complete: bool
     cursor: str | None = None

@@ -22,8 +22,7 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from shared.edge.ports import (
     KV_MIN_EXPIRATION_TTL,
@@ -42,8 +41,7 @@ _IPV4 = re.compile(r"^(0|[1-9][0-9]{0,2})(\.(0|[1-9][0-9]{0,2})){3}$")
 _STORAGE_KEY = "hits"
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(NamedTuple):
     policy: str
     limit: int
     period: int

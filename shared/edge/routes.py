@@ -9,8 +9,8 @@ Routes are matched on the normalised path (``shared.edge.paths``), never on the 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from enum import Enum
+from typing import NamedTuple
 
 from shared.errors import MethodNotAllowed, NotFound
 
@@ -39,18 +39,23 @@ class Handler(Enum):
     VAPID_KEY = "vapid_key"
 
 
-@dataclass(frozen=True)
-class Quota:
+class _QuotaFields(NamedTuple):
     limit: int
     period: int  # seconds
 
-    def __post_init__(self) -> None:
-        if self.limit < 1 or self.period not in BINDING_PERIODS:
-            raise ValueError(f"a quota is a positive limit per {BINDING_PERIODS} seconds; got {self}")
+
+class Quota(_QuotaFields):
+    # A NamedTuple cannot define __new__ itself; a subclass can, to validate.
+    __slots__ = ()
+
+    def __new__(cls, limit: int, period: int) -> Quota:
+        quota = super().__new__(cls, limit, period)
+        if limit < 1 or period not in BINDING_PERIODS:
+            raise ValueError(f"a quota is a positive limit per {BINDING_PERIODS} seconds; got {quota}")
+        return quota
 
 
-@dataclass(frozen=True)
-class RateLimitPolicy:
+class RateLimitPolicy(NamedTuple):
     """A named limit: per client IP, and (when given) a separate, usually higher one per signed-in user."""
 
     name: str
@@ -83,15 +88,13 @@ PUSH_POLICY = RateLimitPolicy("push", Quota(10, 60), per_user=Quota(10, 60))
 MEDIA_POLICY = RateLimitPolicy("media", Quota(600, 60))
 
 
-@dataclass(frozen=True)
-class Access:
+class Access(NamedTuple):
     auth: Auth
     rate_limit: RateLimitPolicy | None = API_POLICY
     turnstile: bool = False
 
 
-@dataclass(frozen=True)
-class CachePolicy:
+class CachePolicy(NamedTuple):
     """GET/HEAD answers of this route may be kept in API_CACHE_KV.
 
     ``public``: the answer is the same for everyone, so it is cached even for requests that carry a
@@ -101,8 +104,7 @@ class CachePolicy:
     public: bool = False
 
 
-@dataclass(frozen=True)
-class Route:
+class Route(NamedTuple):
     path: str
     handler: Handler
     methods: Mapping[str, Access]
@@ -136,8 +138,7 @@ class RouteMethodNotAllowed(MethodNotAllowed):
         self.allow = route.allow
 
 
-@dataclass(frozen=True)
-class RouteMatch:
+class RouteMatch(NamedTuple):
     route: Route
     access: Access
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from shared.edge.ports import Clock, KeyValueStore, RandomSource
 from shared.envelope import Identity
@@ -23,8 +23,7 @@ _ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{43}$")  # what token_urlsafe(32) produ
 _COOKIE_ATTRIBUTES = "Path=/; HttpOnly; Secure; SameSite=Lax"
 
 
-@dataclass(frozen=True)
-class Session:
+class Session(NamedTuple):
     id: str
     identity: Identity
     created_at: int

@@ -23,7 +23,7 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl
@@ -153,7 +153,7 @@ class _Handler(BaseHTTPRequestHandler):
         except Unauthorized as exc:
             self._json(401, exc.body())
             return
-        record["identity"] = asdict(identity) if identity else None
+        record["identity"] = identity._asdict() if identity else None
         bare = path.partition("?")[0]
         route = _ORIGIN_ROUTES.get((self.command, bare))
         if route is not None:
