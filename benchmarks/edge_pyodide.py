@@ -229,6 +229,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--restore-rounds", type=int, default=7, help="snapshot restores of each kind")
     args = parser.parse_args()
+    if args.restore_rounds < 1:
+        parser.error("--restore-rounds must be at least 1")
     node = shutil.which("node")
     if node is None:
         raise SystemExit("node is not on PATH: the Pyodide figures need Node 20")

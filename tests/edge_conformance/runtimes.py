@@ -213,7 +213,7 @@ def rate_limit_bindings(env: Mapping[str, str]) -> dict[str, dict[str, int]]:
 class PyodideRuntime:
     name = "pyodide"
 
-    def __init__(self, node: str, extra_bundles: Mapping[str, Path] | None = None, restore_rounds: int = 1) -> None:
+    def __init__(self, node: str, extra_bundles: Mapping[str, Path] | None = None, restore_rounds: int = 0) -> None:
         self._staging = Path(tempfile.mkdtemp(prefix="edge-bundles-"))
         bundles = stage_bundles(self._staging)
         bundles.update({name: str(path) for name, path in (extra_bundles or {}).items()})
