@@ -16,9 +16,9 @@ import psycopg
 from psycopg import sql
 
 from devstack.services import start_postgres, start_redis
-from functions.adapters.postgres import DATABASES
-from functions.config import Settings
-from functions.migrations import migrate_all
+from functions.platform.adapters.postgres import DATABASES
+from functions.platform.config import Settings
+from functions.platform.migrations import migrate_all
 
 SIGNING_SECRET = "benchmark-signing-secret-" + "x" * 32
 

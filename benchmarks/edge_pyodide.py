@@ -40,9 +40,9 @@ from pathlib import Path
 from typing import Any
 
 from devstack.edge_server import EdgeServer
-from shared.edge.composition import GATEWAY, required_rate_limit_bindings, route_table
-from shared.edge.config import GatewayConfig
-from tests.edge_conformance.runtimes import EDGE_HOST, PyodideRuntime
+from edge_workers.core.composition import GATEWAY, required_rate_limit_bindings, route_table
+from edge_workers.core.config import GatewayConfig
+from tests.edge.conformance.runtimes import EDGE_HOST, PyodideRuntime
 
 SIGNING_SECRET = "benchmark-edge-signing-secret-" + "x" * 32
 STUB_ORIGIN = "https://origin.bench.example"

@@ -26,8 +26,8 @@ import psycopg
 
 from benchmarks._common import SIGNING_SECRET, environment, percentile, spread
 from devstack.services import free_port
-from functions.composition import configure
-from functions.config import Settings
+from functions.platform.config import Settings
+from functions.stepperslife.composition import configure
 from shared import envelope
 
 # A vocabulary of 16 real words and 144 made-up ones, so that a two-word query is about as selective
@@ -136,7 +136,7 @@ def main() -> None:
     from chalice.config import Config
     from chalice.local import ChaliceRequestHandler, create_local_server
 
-    from functions.app import app
+    from functions.stepperslife.app import app
 
     # One access-log line per request on stderr would measure the terminal, not the API.
     ChaliceRequestHandler.log_message = lambda *args: None

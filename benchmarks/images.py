@@ -42,7 +42,7 @@ ONE_VCPU_MB = 1769
 
 
 def _ours(data: bytes) -> tuple[int, int]:
-    from functions.services import images
+    from functions.stepperslife.services import images
 
     result = images.process(data)
     return len(result.variants), sum(len(variant.data) for variant in result.variants)
@@ -82,7 +82,7 @@ def _vips(data: bytes) -> tuple[int, int]:
 
 
 def _baseline(data: bytes) -> tuple[int, int]:
-    from functions.services import images
+    from functions.stepperslife.services import images
 
     images.sniff(data[:64])  # imports and the file in memory, no pixels: the floor of every child
     return 0, 0
@@ -157,7 +157,7 @@ def make_budget_png(directory: Path) -> Path:
 
 
 def make_photo(width: int, height: int, directory: Path) -> Path:
-    from tests.images_fixtures import encode, photo_like
+    from tests.stepperslife.images_fixtures import encode, photo_like
 
     path = directory / f"photo-{width}x{height}.jpg"
     path.write_bytes(encode(photo_like(width, height), "JPEG", quality=90))

@@ -20,8 +20,8 @@ from typing import Any
 import psycopg
 
 from benchmarks._common import environment, spread
-from functions.adapters.postgres import Database
-from functions.services.registrations import RegistrationService
+from functions.platform.adapters.postgres import Database
+from functions.stepperslife.services.registrations import RegistrationService
 from shared.envelope import Identity
 
 POOL_SIZE = 20

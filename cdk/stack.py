@@ -235,6 +235,7 @@ class AgistackStack(cdk.Stack):
         source_dir = stage_chalice_project(
             repo_root,
             work / "project",
+            product="stepperslife",
             stage=chalice_stage,
             environment={"AGISTACK_STAGE": self.app_stage, "LOG_LEVEL": "INFO"},
             stage_settings={

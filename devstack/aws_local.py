@@ -9,7 +9,7 @@ import logging
 import threading
 from typing import Any
 
-from functions.config import Settings
+from functions.platform.config import Settings
 
 log = logging.getLogger("agistack.dev.aws")
 

@@ -42,7 +42,7 @@ def _dev(args: argparse.Namespace) -> int:
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    from functions.migrations import migrate_all
+    from functions.platform.migrations import migrate_all
 
     url = os.environ.get("DATABASE_URL")
     if not url:
@@ -56,8 +56,8 @@ def _migrate(args: argparse.Namespace) -> int:
 def _configure_from_running_stack(data_dir: Path) -> None:
     """Point this process at the running dev stack's services (or the configured ones)."""
     from devstack.stack import read_state, signing_secret
-    from functions.composition import configure
-    from functions.config import Settings
+    from functions.platform.config import Settings
+    from functions.stepperslife.composition import configure
 
     env = dict(os.environ)
     state = read_state(data_dir) or {}
@@ -73,7 +73,7 @@ def _configure_from_running_stack(data_dir: Path) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from devstack import aws_local, handlers
-    from functions.app import app
+    from functions.stepperslife.app import app
 
     schedules = {h.name: h for h in handlers.scheduled_handlers(app)}
     queues = {h.name: h for h in handlers.sqs_handlers(app)}
@@ -87,7 +87,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.name in schedules:
         print(f"{args.name}: {handlers.fire(schedules[args.name])}")
         return 0
-    from functions.composition import container
+    from functions.stepperslife.composition import container
 
     settings = container().settings
     handler = queues[args.name]
@@ -109,7 +109,7 @@ def _smoke(args: argparse.Namespace) -> int:
 
 
 def _user_role(args: argparse.Namespace) -> int:
-    from functions.composition import container
+    from functions.stepperslife.composition import container
 
     _configure_from_running_stack(Path(args.data_dir))
     user = container().users.set_role(email=args.email, role=args.role)
@@ -121,7 +121,7 @@ def _user_role(args: argparse.Namespace) -> int:
 
 
 def _vapid_generate(args: argparse.Namespace) -> int:
-    from functions.adapters.webpush import generate_vapid_keys
+    from functions.platform.adapters.webpush import generate_vapid_keys
 
     private_key, public_key = generate_vapid_keys()
     print(f"VAPID_PUBLIC_KEY={public_key}\nVAPID_PRIVATE_KEY={private_key}")

@@ -1,6 +1,6 @@
 """The edge workers' core on CPython: local adapters for their ports and an HTTP server around them.
 
-``agistack dev`` and the tests serve the same ``shared.edge.gateway.handle`` that the workers run:
+``agistack dev`` and the tests serve the same ``edge_workers.core.gateway.handle`` that the workers run:
 KV namespaces persist in SQLite files with Workers KV semantics, outbound fetch is urllib (in a
 thread, never following redirects), the Rate Limiting binding is an in-memory fixed window, the
 rate-limit Durable Object is the same ``SlidingWindowObject`` over in-memory storage (one object per
@@ -31,12 +31,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from shared.edge.composition import GATEWAY, PUSH, WorkerSpec, build, required_rate_limit_bindings, route_table
-from shared.edge.config import GatewayConfig
-from shared.edge.context import GatewayDeps
-from shared.edge.gateway import handle, reject
-from shared.edge.http import EdgeRequest, EdgeResponse, Headers, OutboundRequest
-from shared.edge.ports import (
+from edge_workers.core.composition import GATEWAY, PUSH, WorkerSpec, build, required_rate_limit_bindings, route_table
+from edge_workers.core.config import GatewayConfig
+from edge_workers.core.context import GatewayDeps
+from edge_workers.core.gateway import handle, reject
+from edge_workers.core.http import EdgeRequest, EdgeResponse, Headers, OutboundRequest
+from edge_workers.core.ports import (
     KV_BINDINGS,
     KV_MAX_LIST_LIMIT,
     Clock,
@@ -52,9 +52,9 @@ from shared.edge.ports import (
     check_kv_list_limit,
     check_kv_put,
 )
-from shared.edge.ratelimit import SlidingWindowObject
-from shared.edge.routes import Quota
-from shared.edge.turnstile import HttpSiteverify, OfflineTestKeys
+from edge_workers.core.ratelimit import SlidingWindowObject
+from edge_workers.core.routes import Quota
+from edge_workers.core.turnstile import HttpSiteverify, OfflineTestKeys
 from shared.errors import AppError, BadRequest, PayloadTooLarge
 
 log = logging.getLogger("agistack.edge")

@@ -19,10 +19,10 @@ from typing import Any
 
 from devstack import aws_local, handlers
 from devstack.services import RunningService, start_moto, start_postgres, start_redis
-from functions.adapters.postgres import redact
-from functions.composition import configure
-from functions.config import Settings
-from functions.migrations import migrate_all
+from functions.platform.adapters.postgres import redact
+from functions.platform.config import Settings
+from functions.platform.migrations import migrate_all
+from functions.stepperslife.composition import configure
 
 log = logging.getLogger("agistack.dev")
 
@@ -74,7 +74,7 @@ def vapid_keys(env: Mapping[str, str], data_dir: Path) -> dict[str, str]:
     """VAPID_* from the environment, or a key pair generated once, so that web push works locally."""
     if env.get("VAPID_PRIVATE_KEY") and env.get("VAPID_PUBLIC_KEY"):
         return {name: env[name] for name in ("VAPID_PRIVATE_KEY", "VAPID_PUBLIC_KEY", "VAPID_SUBJECT") if env.get(name)}
-    from functions.adapters.webpush import generate_vapid_keys
+    from functions.platform.adapters.webpush import generate_vapid_keys
 
     def make() -> str:
         private_key, public_key = generate_vapid_keys()
@@ -169,7 +169,7 @@ class DevStack:
         from chalice.config import Config
         from chalice.local import create_local_server
 
-        from functions.app import app
+        from functions.stepperslife.app import app
 
         server = create_local_server(
             app, Config.create(chalice_app=app, stage="dev"), self.options.host, self.options.api_port
@@ -179,11 +179,13 @@ class DevStack:
         self._stops.append(server.server.server_close)
         self._stops.append(server.server.shutdown)
         log.info(
-            "functions api (Chalice app functions.app:app) on http://%s:%s", self.options.host, self.options.api_port
+            "functions api (Chalice app functions.stepperslife.app:app) on http://%s:%s",
+            self.options.host,
+            self.options.api_port,
         )
 
     def _wire_handlers(self, queue_urls: dict[str, str]) -> None:
-        from functions.app import app
+        from functions.stepperslife.app import app
 
         assert self.settings is not None
         for handler in handlers.sqs_handlers(app):
@@ -209,7 +211,7 @@ class DevStack:
 
     def _start_edge(self, secret: str, aws_url: str) -> None:
         from devstack.edge_server import EdgeServer
-        from shared.edge.config import GatewayConfig
+        from edge_workers.core.config import GatewayConfig
 
         assert self.settings is not None
         api = f"http://{self.options.host}:{self.options.api_port}"

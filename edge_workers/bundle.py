@@ -3,7 +3,7 @@
 Python Workers import modules relative to the main module's directory, and the main module must sit
 at the bundle's root. Each worker's wrangler.toml runs this as its ``[build]`` command from the
 worker's directory; the staged ``build/`` holds ``entry.py`` and, for example,
-``shared/edge/gateway.py`` at the same relative paths as in the repository, found by walking the
+``edge_workers/core/gateway.py`` at the same relative paths as in the repository, found by walking the
 imports (standard library and runtime modules are left out).
 
     python3 ../bundle.py [--entry entry.py] [--out build]

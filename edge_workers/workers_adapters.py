@@ -17,12 +17,18 @@ from urllib.parse import urlsplit
 import js
 from pyodide.ffi import JsException, create_once_callable, to_js
 
-from shared.edge.composition import LIMITER_OBJECTS_BINDING, WORKERS, build, required_rate_limit_bindings, route_table
-from shared.edge.config import ENV_VARIABLES, GatewayConfig
-from shared.edge.context import GatewayDeps
-from shared.edge.gateway import handle, reject
-from shared.edge.http import EdgeRequest, EdgeResponse, Headers, OutboundRequest
-from shared.edge.ports import (
+from edge_workers.core.composition import (
+    LIMITER_OBJECTS_BINDING,
+    WORKERS,
+    build,
+    required_rate_limit_bindings,
+    route_table,
+)
+from edge_workers.core.config import ENV_VARIABLES, GatewayConfig
+from edge_workers.core.context import GatewayDeps
+from edge_workers.core.gateway import handle, reject
+from edge_workers.core.http import EdgeRequest, EdgeResponse, Headers, OutboundRequest
+from edge_workers.core.ports import (
     KV_BINDINGS,
     KV_MAX_LIST_LIMIT,
     KvKey,
@@ -34,7 +40,7 @@ from shared.edge.ports import (
     check_kv_list_limit,
     check_kv_put,
 )
-from shared.edge.turnstile import HttpSiteverify
+from edge_workers.core.turnstile import HttpSiteverify
 from shared.errors import BadRequest, PayloadTooLarge
 
 try:

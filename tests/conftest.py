@@ -27,11 +27,11 @@ from psycopg.types.json import Jsonb
 
 from devstack.aws_local import ensure_resources
 from devstack.services import RunningService, start_moto, start_postgres, start_redis
-from functions.adapters.postgres import DATABASES
-from functions.app import app
-from functions.composition import configure
-from functions.config import Settings
-from functions.migrations import migrate_all
+from functions.platform.adapters.postgres import DATABASES
+from functions.platform.config import Settings
+from functions.platform.migrations import migrate_all
+from functions.stepperslife.app import app
+from functions.stepperslife.composition import configure
 from shared import envelope
 from shared.envelope import Identity
 

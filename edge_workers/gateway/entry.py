@@ -12,10 +12,10 @@ from typing import Any, ClassVar
 
 from workers import DurableObject, WorkerEntrypoint
 
+from edge_workers.core.context import GatewayDeps
+from edge_workers.core.ports import SystemClock
+from edge_workers.core.ratelimit import SlidingWindowObject
 from edge_workers.workers_adapters import WorkersObjectStorage, respond
-from shared.edge.context import GatewayDeps
-from shared.edge.ports import SystemClock
-from shared.edge.ratelimit import SlidingWindowObject
 
 
 class Default(WorkerEntrypoint):  # type: ignore[misc]  # the SDK is untyped outside Pyodide

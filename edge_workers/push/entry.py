@@ -11,8 +11,8 @@ from typing import Any, ClassVar
 
 from workers import WorkerEntrypoint
 
+from edge_workers.core.context import GatewayDeps
 from edge_workers.workers_adapters import respond
-from shared.edge.context import GatewayDeps
 
 
 class Default(WorkerEntrypoint):  # type: ignore[misc]  # the SDK is untyped outside Pyodide

@@ -1,0 +1,112 @@
+"""``GET /img/{event_id}/{image_id}/{width}``: an event image variant in the best format the client takes.
+
+The format is negotiated from ``Accept`` (RFC 9110 q-values; the most specific matching range
+decides each format's weight): AVIF, else WebP, else JPEG on ties, and JPEG when nothing matches or
+no ``Accept`` was sent (every client decodes it). The variant is read from the public media prefix
+(``MEDIA_PUBLIC_BASE_URL`` + ``public/{event_id}/{image_id}/{width}.{ext}``); variants never change
+once written, so the answer is cacheable for a year, and ``Vary: Accept`` keeps caches from handing
+AVIF to a client that asked for JPEG. Only the widths the pipeline produces exist.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+from edge_workers.core.context import Exchange, GatewayDeps
+from edge_workers.core.http import EdgeResponse, Headers, OutboundRequest
+from edge_workers.core.upstream import fetch
+from shared.errors import NotFound, UpstreamUnavailable
+
+WIDTHS = ("320", "640", "1280", "1920")
+# Ids as the pipeline writes them (canonical UUIDs); matched rather than parsed with ``uuid``, whose
+# import costs tens of milliseconds of isolate start-up under Pyodide.
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+IMMUTABLE = "public, max-age=31536000, immutable"
+MISSING_CACHE_CONTROL = "public, max-age=60"  # a variant may appear once processing finishes
+
+
+class ImageFormat(NamedTuple):
+    media_type: str
+    extension: str
+
+
+AVIF = ImageFormat("image/avif", "avif")
+WEBP = ImageFormat("image/webp", "webp")
+JPEG = ImageFormat("image/jpeg", "jpg")
+PREFERENCE = (AVIF, WEBP, JPEG)
+
+
+def _accept_ranges(accept: str) -> list[tuple[str, float]]:
+    ranges = []
+    for item in accept.split(","):
+        media_range, *parameters = (part.strip() for part in item.split(";"))
+        if not media_range:
+            continue
+        weight = 1.0
+        for parameter in parameters:
+            name, _, value = parameter.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    weight = min(1.0, max(0.0, float(value)))
+                except ValueError:
+                    weight = 0.0
+        ranges.append((media_range.lower(), weight))
+    return ranges
+
+
+def _weight(media_type: str, ranges: list[tuple[str, float]]) -> float:
+    kind = media_type.split("/", maxsplit=1)[0]
+    for candidate in (media_type, f"{kind}/*", "*/*"):
+        weights = [weight for media_range, weight in ranges if media_range == candidate]
+        if weights:
+            return max(weights)
+    return 0.0
+
+
+def choose_format(accept: str | None) -> ImageFormat:
+    if not accept:
+        return JPEG
+    ranges = _accept_ranges(accept)
+    best = max(PREFERENCE, key=lambda image_format: _weight(image_format.media_type, ranges))
+    return best if _weight(best.media_type, ranges) > 0 else JPEG
+
+
+def variant_key(path: str, image_format: ImageFormat) -> str:
+    """``public/{event_id}/{image_id}/{width}.{ext}`` for ``/img/{event_id}/{image_id}/{width}``."""
+    segments = path.split("/")
+    if len(segments) != 5 or segments[1] != "img" or segments[4] not in WIDTHS:
+        raise NotFound("no such image", code="not_found")
+    event_id, image_id = segments[2].lower(), segments[3].lower()
+    if not (_UUID.match(event_id) and _UUID.match(image_id)):
+        raise NotFound("no such image", code="not_found")
+    return f"public/{event_id}/{image_id}/{segments[4]}.{image_format.extension}"
+
+
+async def handle_image(exchange: Exchange, deps: GatewayDeps, body: bytes) -> EdgeResponse:
+    route = exchange.route
+    if route is None or route.origin is None:
+        raise RuntimeError("the image route must name the media origin")
+    image_format = choose_format(exchange.request.headers.get("accept"))
+    key = variant_key(exchange.path, image_format)
+    request = OutboundRequest(
+        exchange.request.method,
+        f"{deps.config.origins[route.origin]}/{key}",
+        Headers({"accept": image_format.media_type}),
+        b"",
+        deps.config.origin_timeout_seconds,
+    )
+    stored = await fetch(deps, request)
+    if stored.status in (403, 404):
+        # S3 answers 403 for a missing key when the reader may not list the bucket.
+        missing = EdgeResponse.json(404, NotFound("no such image").body(), Headers({"vary": "Accept"}))
+        missing.headers.set("cache-control", MISSING_CACHE_CONTROL)
+        return missing
+    if stored.status != 200:
+        raise UpstreamUnavailable(f"the media store answered {stored.status}")
+    headers = Headers({"content-type": image_format.media_type, "cache-control": IMMUTABLE, "vary": "Accept"})
+    for name in ("etag", "last-modified"):
+        value = stored.headers.get(name)
+        if value is not None:
+            headers.set(name, value)
+    return EdgeResponse(200, headers, stored.body)

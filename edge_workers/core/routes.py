@@ -1,0 +1,268 @@
+"""The declarative route tables: which paths exist at the edge, and what each method requires.
+
+A route names its handler, its origin and the prefix stripped before forwarding, its body limit and
+cache policy; each method has its own access rule (authentication, rate-limit policy, Turnstile).
+The most specific route wins: an exact route beats a prefix route, a longer prefix a shorter one.
+Routes are matched on the normalised path (``edge_workers.core.paths``), never on the raw one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from enum import Enum
+from typing import NamedTuple
+
+from shared.errors import MethodNotAllowed, NotFound
+
+DEFAULT_BODY_LIMIT = 1024 * 1024
+SMALL_BODY_LIMIT = 16 * 1024
+# The periods the Workers Rate Limiting binding supports; the other backends keep to them too, so
+# that a policy means the same thing whichever backend enforces it.
+BINDING_PERIODS = (10, 60)
+
+
+class Auth(Enum):
+    ANONYMOUS = "anonymous"  # credentials are not looked at; forwarded without an identity
+    OPTIONAL = "optional"  # the identity is forwarded when there is one
+    REQUIRED = "required"  # no valid session or bearer token: 401
+
+
+class Handler(Enum):
+    PROXY = "proxy"
+    LOGIN = "login"
+    LOGOUT = "logout"
+    HEALTH = "health"
+    PREFERENCES = "preferences"
+    FLAGS = "flags"
+    IMAGE = "image"
+    PUSH_SUBSCRIPTION = "push_subscription"
+    VAPID_KEY = "vapid_key"
+
+
+class _QuotaFields(NamedTuple):
+    limit: int
+    period: int  # seconds
+
+
+class Quota(_QuotaFields):
+    # A NamedTuple cannot define __new__ itself; a subclass can, to validate.
+    __slots__ = ()
+
+    def __new__(cls, limit: int, period: int) -> Quota:
+        quota = super().__new__(cls, limit, period)
+        if limit < 1 or period not in BINDING_PERIODS:
+            raise ValueError(f"a quota is a positive limit per {BINDING_PERIODS} seconds; got {quota}")
+        return quota
+
+
+class RateLimitPolicy(NamedTuple):
+    """A named limit: per client IP, and (when given) a separate, usually higher one per signed-in user."""
+
+    name: str
+    per_ip: Quota
+    per_user: Quota | None = None
+
+    def quota(self, by_user: bool) -> Quota:
+        return self.per_user if by_user and self.per_user is not None else self.per_ip
+
+    def keyed_by_user(self, has_user: bool) -> bool:
+        return has_user and self.per_user is not None
+
+    def binding(self, by_user: bool) -> str:
+        """The Workers Rate Limiting binding that enforces this quota (declared in wrangler.toml)."""
+        return f"RL_{self.name.upper()}_{'USER' if by_user else 'IP'}"
+
+    def bindings(self) -> dict[str, Quota]:
+        found = {self.binding(False): self.per_ip}
+        if self.per_user is not None:
+            found[self.binding(True)] = self.per_user
+        return found
+
+
+LOGIN_POLICY = RateLimitPolicy("login", Quota(5, 60))
+FORMS_POLICY = RateLimitPolicy("forms", Quota(10, 60))
+API_POLICY = RateLimitPolicy("api", Quota(100, 60), per_user=Quota(300, 60))
+# Preferences are written to KV, which takes one write per second per key: keep writers well below.
+PREFS_POLICY = RateLimitPolicy("prefs", Quota(10, 60), per_user=Quota(10, 60))
+PUSH_POLICY = RateLimitPolicy("push", Quota(10, 60), per_user=Quota(10, 60))
+MEDIA_POLICY = RateLimitPolicy("media", Quota(600, 60))
+
+
+class Access(NamedTuple):
+    auth: Auth
+    rate_limit: RateLimitPolicy | None = API_POLICY
+    turnstile: bool = False
+
+
+class CachePolicy(NamedTuple):
+    """GET/HEAD answers of this route may be kept in API_CACHE_KV.
+
+    ``public``: the answer is the same for everyone, so it is cached even for requests that carry a
+    session or Authorization (which otherwise bypass the cache).
+    """
+
+    public: bool = False
+
+
+class Route(NamedTuple):
+    path: str
+    handler: Handler
+    methods: Mapping[str, Access]
+    exact: bool = False
+    origin: str | None = None
+    strip_prefix: str = ""
+    body_limit: int = DEFAULT_BODY_LIMIT
+    cache: CachePolicy | None = None
+
+    def matches(self, path: str) -> bool:
+        return path == self.path if self.exact else path.startswith(self.path)
+
+    def upstream_path(self, path: str) -> str:
+        stripped = path[len(self.strip_prefix) :] if path.startswith(self.strip_prefix) else path
+        return stripped if stripped.startswith("/") else "/" + stripped
+
+    @property
+    def allow(self) -> str:
+        return ", ".join(sorted(self.methods))
+
+
+def family(upstream_path: str) -> str:
+    """The resource family a path belongs to (``/events/1/registrations`` -> ``events``): writes to a
+    family invalidate every cached read of it."""
+    return upstream_path.strip("/").split("/", 1)[0] or "root"
+
+
+class RouteMethodNotAllowed(MethodNotAllowed):
+    def __init__(self, route: Route, method: str) -> None:
+        super().__init__(f"{method} is not allowed here", details={"allow": sorted(route.methods)})
+        self.allow = route.allow
+
+
+class RouteMatch(NamedTuple):
+    route: Route
+    access: Access
+
+
+def _reads(access: Access) -> dict[str, Access]:
+    return {"GET": access, "HEAD": access}
+
+
+_WRITES = ("POST", "PUT", "PATCH", "DELETE")
+STEPPERSLIFE = "stepperslife"
+AGISTAFFERS = "agistaffers"
+MEDIA = "media"
+
+GATEWAY_ROUTES: tuple[Route, ...] = (
+    Route("/healthz", Handler.HEALTH, _reads(Access(Auth.ANONYMOUS)), exact=True),
+    Route(
+        "/api/auth/login",
+        Handler.LOGIN,
+        {"POST": Access(Auth.ANONYMOUS, LOGIN_POLICY, turnstile=True)},
+        exact=True,
+        origin=STEPPERSLIFE,
+        strip_prefix="/api",
+        body_limit=SMALL_BODY_LIMIT,
+    ),
+    # Logout needs the cookie's id only, not the session behind it.
+    Route(
+        "/api/auth/logout",
+        Handler.LOGOUT,
+        {"POST": Access(Auth.ANONYMOUS)},
+        exact=True,
+        body_limit=SMALL_BODY_LIMIT,
+    ),
+    # Sign-up is the one write that needs no session; bots are kept out by Turnstile.
+    Route(
+        "/api/users",
+        Handler.PROXY,
+        {**_reads(Access(Auth.OPTIONAL)), "POST": Access(Auth.OPTIONAL, FORMS_POLICY, turnstile=True)},
+        exact=True,
+        origin=STEPPERSLIFE,
+        strip_prefix="/api",
+        body_limit=SMALL_BODY_LIMIT,
+    ),
+    Route(
+        "/api/contact",
+        Handler.PROXY,
+        {"POST": Access(Auth.OPTIONAL, FORMS_POLICY, turnstile=True)},
+        exact=True,
+        origin=STEPPERSLIFE,
+        strip_prefix="/api",
+        body_limit=SMALL_BODY_LIMIT,
+    ),
+    Route(
+        "/api/me/preferences",
+        Handler.PREFERENCES,
+        {**_reads(Access(Auth.REQUIRED)), "PUT": Access(Auth.REQUIRED, PREFS_POLICY)},
+        exact=True,
+        origin=STEPPERSLIFE,
+        strip_prefix="/api",
+        body_limit=4 * 1024,
+    ),
+    Route("/api/flags", Handler.FLAGS, _reads(Access(Auth.ANONYMOUS)), exact=True),
+    Route(
+        "/api/agi/",
+        Handler.PROXY,
+        {**_reads(Access(Auth.OPTIONAL)), **dict.fromkeys(_WRITES, Access(Auth.REQUIRED))},
+        origin=AGISTAFFERS,
+        strip_prefix="/api/agi",
+        cache=CachePolicy(),
+    ),
+    Route(
+        "/api/",
+        Handler.PROXY,
+        {**_reads(Access(Auth.OPTIONAL)), **dict.fromkeys(_WRITES, Access(Auth.REQUIRED))},
+        origin=STEPPERSLIFE,
+        strip_prefix="/api",
+        cache=CachePolicy(),
+    ),
+    Route("/img/", Handler.IMAGE, _reads(Access(Auth.ANONYMOUS, MEDIA_POLICY)), origin=MEDIA),
+)
+
+# The push router is deployed on the gateway's host under /push/ (a more specific Workers route), so
+# the host-only __Host-session cookie reaches it.
+PUSH_ROUTES: tuple[Route, ...] = (
+    Route(
+        "/push/subscriptions",
+        Handler.PUSH_SUBSCRIPTION,
+        {
+            "POST": Access(Auth.REQUIRED, PUSH_POLICY, turnstile=True),
+            "DELETE": Access(Auth.REQUIRED, PUSH_POLICY),
+        },
+        exact=True,
+        origin=STEPPERSLIFE,
+        body_limit=8 * 1024,
+    ),
+    Route("/push/vapid-public-key", Handler.VAPID_KEY, _reads(Access(Auth.ANONYMOUS)), exact=True),
+)
+
+
+class RouteTable:
+    def __init__(self, routes: Iterable[Route] = GATEWAY_ROUTES) -> None:
+        # Most specific first, so that the first match is the right one.
+        self.routes = sorted(routes, key=lambda route: (not route.exact, -len(route.path)))
+
+    @classmethod
+    def for_origins(cls, routes: Iterable[Route], origins: Iterable[str]) -> RouteTable:
+        """The routes whose origin is configured (an unconfigured optional origin drops its routes)."""
+        available = set(origins)
+        return cls(route for route in routes if route.origin is None or route.origin in available)
+
+    def origins(self) -> set[str]:
+        return {route.origin for route in self.routes if route.origin is not None}
+
+    def policies(self) -> set[RateLimitPolicy]:
+        return {access.rate_limit for route in self.routes for access in route.methods.values() if access.rate_limit}
+
+    def find(self, path: str) -> Route:
+        for route in self.routes:
+            if route.matches(path):
+                return route
+        raise NotFound("no such route", code="not_found")
+
+    def match(self, path: str, method: str) -> RouteMatch:
+        route = self.find(path)
+        access = route.methods.get(method)
+        if access is None:
+            raise RouteMethodNotAllowed(route, method)
+        return RouteMatch(route, access)

@@ -1,0 +1,237 @@
+"""The Chalice side of HTTP: envelope check, access rules, body parsing and the one place where
+errors become responses. Route handlers stay thin: parse, call a service, shape the output."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import quote, urlencode
+
+from chalice.app import Blueprint, Chalice, Response
+from pydantic import BaseModel
+from pydantic import ValidationError as PydanticValidationError
+
+from functions.platform import jsonable
+from functions.platform.idempotency import request_hash
+from functions.stepperslife.composition import container
+from shared import envelope
+from shared.envelope import Identity
+from shared.errors import (
+    AppError,
+    BadRequest,
+    Forbidden,
+    PayloadTooLarge,
+    Unauthorized,
+    UnsupportedMediaType,
+    ValidationFailed,
+    internal_error_body,
+)
+
+log = logging.getLogger("agistack.api")
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+# How long the edge may keep a public read: the seed's API-response TTL.
+PUBLIC_S_MAXAGE = 300
+ANYONE: frozenset[str] = frozenset()
+AUTHENTICATED = frozenset({"user", "customer", "admin"})
+ORGANIZERS = frozenset({"user", "admin"})
+# Broad on purpose: Chalice answers unlisted types itself, in its own error format; we answer 415 ours.
+ACCEPTED_CONTENT_TYPES = [
+    "application/json",
+    "text/plain",
+    "application/x-www-form-urlencoded",
+    "multipart/form-data",
+    "application/xml",
+    "text/xml",
+    "text/html",
+]
+
+
+def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        body=jsonable.dumps(body),
+        status_code=status,
+        headers={"Content-Type": "application/json", "Cache-Control": "no-store", **(headers or {})},
+    )
+
+
+def public_read_response(call: Call, body: Any, *, cache_hit: bool | None = None) -> Response:
+    """A GET answer the edge may cache: ETag, Cache-Control and 304 for anonymous readers; a reader
+    with an identity may see drafts, so their answer is private."""
+    payload = jsonable.dumps(body)
+    headers: dict[str, str | list[str]] = {"Content-Type": "application/json"}
+    if cache_hit is not None:
+        headers["X-Origin-Cache"] = "HIT" if cache_hit else "MISS"
+    if call.identity is not None:
+        headers["Cache-Control"] = "private, no-store"
+        return Response(body=payload, status_code=200, headers=headers)
+    etag = '"' + hashlib.sha256(payload.encode("utf-8")).hexdigest()[:32] + '"'
+    headers.update({"ETag": etag, "Cache-Control": f"public, max-age=60, s-maxage={PUBLIC_S_MAXAGE}"})
+    if etag in [tag.strip() for tag in call.headers.get("if-none-match", "").split(",")]:
+        return Response(body="", status_code=304, headers=headers)
+    return Response(body=payload, status_code=200, headers=headers)
+
+
+@dataclass(frozen=True)
+class Call:
+    """One verified request, as a handler sees it."""
+
+    identity: Identity | None
+    target: str  # the path with its query, as signed
+    params: dict[str, str]
+    query: list[tuple[str, str]]
+    headers: dict[str, str]
+    body: bytes
+
+    def require_identity(self) -> Identity:
+        if self.identity is None:
+            raise Unauthorized("sign in first", code="authentication_required")
+        return self.identity
+
+    def json(self, model: type[ModelT]) -> ModelT:
+        content_type = self.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+        if content_type != "application/json":
+            raise UnsupportedMediaType("send the body as application/json")
+        try:
+            data = json.loads(self.body or b"null")
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise BadRequest("the body is not valid JSON", code="malformed_json") from exc
+        return validate(model, data)
+
+    def query_model(self, model: type[ModelT]) -> ModelT:
+        values: dict[str, str] = {}
+        for name, value in self.query:
+            if name in values:
+                raise ValidationFailed("a query parameter is repeated", details=[{"loc": [name]}])
+            values[name] = value
+        return validate(model, values)
+
+
+def validate(model: type[ModelT], data: Any) -> ModelT:
+    try:
+        return model.model_validate(data)
+    except PydanticValidationError as exc:
+        details = [
+            {"loc": list(error["loc"]), "msg": error["msg"], "type": error["type"]}
+            for error in exc.errors(include_url=False, include_input=False, include_context=False)
+        ]
+        raise ValidationFailed("the request is not valid", details=details) from exc
+
+
+Handler = Callable[[Call], Any]
+
+
+def route(
+    app: Chalice | Blueprint,
+    path: str,
+    *,
+    methods: list[str],
+    roles: frozenset[str],
+    status: int = 200,
+    signed: bool = True,
+    idempotent: bool = False,
+) -> Callable[[Handler], Handler]:
+    """Register ``handler`` for ``path``. ``roles`` is the route's access rule: ``ANYONE`` or the roles
+    allowed. ``signed=False`` only for health checks, which disclose nothing. ``idempotent`` honours an
+    ``Idempotency-Key`` header from an identified caller."""
+
+    def register(handler: Handler) -> Handler:
+        def view(**uri_params: str) -> Response:
+            started = time.perf_counter()
+            request = app.current_request
+            assert request is not None  # Chalice sets it before calling a view
+            try:
+                call = _verified_call(request, uri_params, signed=signed)
+                if roles and call.identity is None:
+                    raise Unauthorized("sign in first", code="authentication_required")
+                if roles and call.identity is not None and call.identity.role not in roles:
+                    raise Forbidden("your role may not do this", code="role_forbidden")
+                key = call.headers.get("idempotency-key")
+                if idempotent and key and call.identity is not None:
+                    response = _run_once(call, f"{request.method} {path}", key, handler, status)
+                else:
+                    response = _run(call, handler, status)
+            except AppError as exc:
+                response = json_response(exc.status, exc.body())
+            except Exception:
+                log.exception("unhandled error in %s %s", request.method, path)
+                response = json_response(500, internal_error_body())
+            log.info(
+                json.dumps(
+                    {
+                        "route": f"{request.method} {path}",
+                        "status": response.status_code,
+                        "request_id": request.headers.get("x-request-id", ""),
+                        "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                    }
+                )
+            )
+            return response
+
+        view.__name__ = handler.__name__
+        app.route(path, methods=methods, content_types=ACCEPTED_CONTENT_TYPES)(view)
+        return handler
+
+    return register
+
+
+def _run(call: Call, handler: Handler, status: int) -> Response:
+    result = handler(call)
+    return result if isinstance(result, Response) else json_response(status, result)
+
+
+def _run_once(call: Call, route_name: str, key: str, handler: Handler, status: int) -> Response:
+    """Run ``handler`` at most once per (user, route, key); a retry gets the first answer again."""
+    assert call.identity is not None
+    store = container().idempotency
+    user_id = call.identity.user_id
+    stored = store.claim(user_id, route_name, key, request_hash(route_name, call.target, call.body))
+    if stored is not None:
+        return json_response(stored.status, stored.body, {"Idempotent-Replayed": "true"})
+    try:
+        result = handler(call)
+    except AppError as exc:
+        store.complete(user_id, route_name, key, exc.status, exc.body())
+        raise
+    except Exception:
+        store.release(user_id, route_name, key)
+        raise
+    if isinstance(result, Response):
+        store.complete(user_id, route_name, key, result.status_code, None)
+        return result
+    store.complete(user_id, route_name, key, status, jsonable.json_ready(result))
+    return json_response(status, result)
+
+
+def _verified_call(request: Any, uri_params: dict[str, str], *, signed: bool) -> Call:
+    settings = container().settings
+    raw = request.raw_body or b""
+    body = raw.encode("utf-8") if isinstance(raw, str) else bytes(raw)
+    if len(body) > settings.max_request_bytes:
+        raise PayloadTooLarge(f"the body is larger than {settings.max_request_bytes} bytes")
+    query: list[tuple[str, str]] = []
+    if request.query_params:
+        for name in request.query_params:
+            query.extend((name, value) for value in request.query_params.getlist(name))
+    headers = {name.lower(): value for name, value in request.headers.items()}
+    path = request.path
+    for name, value in uri_params.items():
+        path = path.replace("{" + name + "}", value)
+    target = f"{path}?{urlencode(query, quote_via=quote)}" if query else path
+    identity = None
+    if signed:
+        identity = envelope.verify(
+            settings.edge_signing_secret,
+            method=request.method,
+            path=target,
+            headers=headers,
+            body=body,
+            now=int(time.time()),
+            max_skew_seconds=settings.edge_max_skew_seconds,
+        )
+    return Call(identity=identity, target=target, params=uri_params, query=query, headers=headers, body=body)

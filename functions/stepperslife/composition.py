@@ -1,0 +1,234 @@
+"""The composition root of the functions: configuration in, concrete adapters and services out.
+
+Nothing below this module reads the environment or constructs a client. Heavy clients (boto3) are
+built on first use so that a handler that does not need them does not pay for them at cold start.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+from functions.platform.adapters.cloudflare_kv import (
+    CloudflareEdgeCache,
+    CloudflareKvNamespace,
+    CloudflareKvPruner,
+    LoggingEdgeCache,
+    LoggingKvPruner,
+)
+from functions.platform.adapters.messaging import EventBridgePublisher, SqsPublisher
+from functions.platform.adapters.object_store import S3ObjectStore
+from functions.platform.adapters.postgres import Database
+from functions.platform.cache import Cache
+from functions.platform.config import ConfigurationError, Settings
+from functions.platform.idempotency import IdempotencyStore
+from functions.platform.outbox_relay import MessagePublisher, OutboxRelay
+from functions.platform.ports import EdgeCache
+from functions.platform.processing import EventProcessor
+from functions.platform.push import KvPruner, PushSender, PushService
+from functions.stepperslife.adapters.flowise import FlowiseEnhancer
+from functions.stepperslife.services.engagement import EngagementService
+from functions.stepperslife.services.enhancement import ContentEnhancementService, ContentEnhancer, OfflineEnhancer
+from functions.stepperslife.services.events import EventService
+from functions.stepperslife.services.recommendations import RecommendationService
+from functions.stepperslife.services.registrations import RegistrationService
+from functions.stepperslife.services.uploads import UploadService
+from functions.stepperslife.services.users import UserService
+from shared.net import check_public_https_url
+
+
+def _read_secret_from_aws(arn: str) -> str:
+    import boto3  # lazily: only Lambda, where secrets come from Secrets Manager, needs it
+
+    value = boto3.client("secretsmanager").get_secret_value(SecretId=arn)["SecretString"]
+    return str(value)
+
+
+def _aws_client(settings: Settings, service: str) -> Any:
+    import boto3  # lazily: built on first use, not at cold start
+
+    session = boto3.session.Session(region_name=settings.aws_region)
+    return session.client(service, endpoint_url=settings.aws_endpoint_url)  # type: ignore[call-overload]
+
+
+@dataclass
+class Container:
+    settings: Settings
+
+    @cached_property
+    def stepperslife_db(self) -> Database:
+        return Database(self.settings.database_url_for("stepperslife"), name="stepperslife")
+
+    @cached_property
+    def redis(self) -> Any:
+        import redis
+
+        if not self.settings.redis_url:
+            return None
+        return redis.Redis.from_url(self.settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
+
+    @cached_property
+    def cache(self) -> Cache:
+        return Cache(self.redis)
+
+    @cached_property
+    def idempotency(self) -> IdempotencyStore:
+        return IdempotencyStore(self.stepperslife_db)
+
+    @cached_property
+    def recommendations(self) -> RecommendationService:
+        return RecommendationService(self.stepperslife_db, self.cache)
+
+    @cached_property
+    def users(self) -> UserService:
+        return UserService(self.stepperslife_db)
+
+    @cached_property
+    def events(self) -> EventService:
+        return EventService(self.stepperslife_db, self.cache)
+
+    @cached_property
+    def registrations(self) -> RegistrationService:
+        return RegistrationService(self.stepperslife_db)
+
+    @cached_property
+    def media_store(self) -> S3ObjectStore:
+        return S3ObjectStore(
+            self.settings.media_bucket, region=self.settings.aws_region, endpoint_url=self.settings.aws_endpoint_url
+        )
+
+    @cached_property
+    def uploads(self) -> UploadService:
+        return UploadService(self.stepperslife_db, self.media_store, self.cache, edge_cache=self.edge_cache)
+
+    @cached_property
+    def message_publisher(self) -> MessagePublisher:
+        if self.settings.domain_events_via == "eventbridge":
+            return EventBridgePublisher(lambda: _aws_client(self.settings, "events"), self.settings.event_bus_name)
+        return SqsPublisher(lambda: _aws_client(self.settings, "sqs"), self.settings.domain_events_queue)
+
+    @cached_property
+    def outbox_relay(self) -> OutboxRelay:
+        return OutboxRelay(self.stepperslife_db, self.message_publisher)
+
+    @cached_property
+    def content_enhancer(self) -> ContentEnhancer:
+        offline = OfflineEnhancer()
+        settings = self.settings
+        if not (settings.flowise_url and settings.flowise_chatflow_id):
+            return offline
+        return FlowiseEnhancer(
+            base_url=settings.flowise_url,
+            chatflow_id=settings.flowise_chatflow_id,
+            api_key=settings.flowise_api_key,
+            timeout_seconds=settings.flowise_timeout_seconds,
+            fallback=offline,
+        )
+
+    @cached_property
+    def enhancement(self) -> ContentEnhancementService:
+        return ContentEnhancementService(
+            self.stepperslife_db, self.content_enhancer, self.redis, self.settings.site_url
+        )
+
+    @cached_property
+    def push_sender(self) -> PushSender | None:
+        settings = self.settings
+        if not (settings.vapid_private_key and settings.vapid_subject):
+            return None
+        from functions.platform.adapters.webpush import WebPushSender  # cryptography: only where push is configured
+
+        sender = WebPushSender(private_key=settings.vapid_private_key, subject=settings.vapid_subject)
+        if settings.vapid_public_key and settings.vapid_public_key.rstrip("=") != sender.public_key:
+            raise ConfigurationError("VAPID_PUBLIC_KEY is not the public half of VAPID_PRIVATE_KEY")
+        return sender
+
+    @cached_property
+    def kv_pruner(self) -> KvPruner:
+        namespace = self._cloudflare_kv(self.settings.push_subs_kv_id)
+        return CloudflareKvPruner(namespace) if namespace else LoggingKvPruner()
+
+    @cached_property
+    def edge_cache(self) -> EdgeCache:
+        namespace = self._cloudflare_kv(self.settings.api_cache_kv_id)
+        return CloudflareEdgeCache(namespace) if namespace else LoggingEdgeCache()
+
+    def _cloudflare_kv(self, namespace_id: str | None) -> CloudflareKvNamespace | None:
+        settings = self.settings
+        if not (settings.cloudflare_account_id and settings.cloudflare_api_token and namespace_id):
+            return None
+        return CloudflareKvNamespace(
+            api_base=settings.cloudflare_api_base,
+            account_id=settings.cloudflare_account_id,
+            namespace_id=namespace_id,
+            api_token=settings.cloudflare_api_token,
+        )
+
+    @cached_property
+    def push(self) -> PushService:
+        allow_hosts = self.settings.push_allow_hosts
+        return PushService(
+            self.stepperslife_db,
+            sender=self.push_sender,
+            pruner=self.kv_pruner,
+            check_endpoint=lambda url: check_public_https_url(url, allow_hosts=allow_hosts),
+            site_url=self.settings.site_url,
+            concurrency=self.settings.push_concurrency,
+        )
+
+    @cached_property
+    def engagement(self) -> EngagementService:
+        return EngagementService(self.stepperslife_db, self.recommendations, self.push, self.settings.site_url)
+
+    @cached_property
+    def event_processor(self) -> EventProcessor:
+        return EventProcessor(self.stepperslife_db, enhancer=self.enhancement, cache=self.cache, notifier=self.push)
+
+    def health(self) -> dict[str, str]:
+        """Each dependency's state; a failure is named, never explained (no internals to clients)."""
+        checks: dict[str, str] = {}
+        try:
+            self.stepperslife_db.ping()
+            checks["postgres"] = "up"
+        except Exception:
+            checks["postgres"] = "down"
+        if self.redis is None:
+            checks["redis"] = "not configured"
+        else:
+            try:
+                self.redis.ping()
+                checks["redis"] = "up"
+            except Exception:
+                checks["redis"] = "down"
+        return checks
+
+    def close(self) -> None:
+        if "stepperslife_db" in self.__dict__:
+            self.stepperslife_db.close()
+
+
+class _Installed:
+    """The process-wide container (one per Lambda execution environment or dev-stack process)."""
+
+    lock = threading.Lock()
+    current: Container | None = None
+
+
+def configure(settings: Settings) -> Container:
+    """Install the container built from ``settings`` (the dev stack and tests call this)."""
+    with _Installed.lock:
+        if _Installed.current is not None:
+            _Installed.current.close()
+        _Installed.current = Container(settings)
+        return _Installed.current
+
+
+def container() -> Container:
+    """The process-wide container, built from the environment on first use (how Lambda starts)."""
+    with _Installed.lock:
+        if _Installed.current is None:
+            _Installed.current = Container(Settings.from_env(os.environ, read_secret=_read_secret_from_aws))
+        return _Installed.current

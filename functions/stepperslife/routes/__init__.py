@@ -1,0 +1,1 @@
+"""Chalice blueprints, one per area; ``functions.stepperslife.app`` registers them on the one app."""

@@ -1,0 +1,38 @@
+"""Domain events: the outbox relay's schedule and the queue handler that runs each event's steps."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chalice.app import Blueprint, CloudWatchEvent, Rate, SQSEvent
+
+from functions.platform.config import DOMAIN_EVENTS_QUEUE
+from functions.platform.processing import PoisonMessage
+from functions.platform.queues import process_batch
+from functions.stepperslife.composition import container
+
+bp = Blueprint(__name__)
+
+# SQS keeps a message 14 days at most: no redelivery can need a record older than that.
+RETENTION_DAYS = 14
+
+
+@bp.on_sqs_message(queue=DOMAIN_EVENTS_QUEUE, batch_size=10)
+def process_domain_events(event: SQSEvent) -> dict[str, Any]:
+    """Enhance, invalidate, notify; only the messages that failed come back (batchItemFailures)."""
+    return process_batch(event, container().event_processor.handle, permanent=PoisonMessage)
+
+
+@bp.schedule(Rate(1, unit=Rate.MINUTES))
+def relay_outbox(event: CloudWatchEvent) -> dict[str, int]:
+    """Sends what the requests' own flush left behind (a crash, a transport outage)."""
+    return {"published": container().outbox_relay.flush_all()}
+
+
+@bp.schedule(Rate(1, unit=Rate.DAYS))
+def prune_domain_event_records(event: CloudWatchEvent) -> dict[str, int]:
+    """Keeps the outbox and the step records from growing without bound."""
+    return {
+        "outbox": container().outbox_relay.prune(RETENTION_DAYS),
+        "processed_steps": container().event_processor.prune(RETENTION_DAYS),
+    }
