@@ -24,18 +24,30 @@ SIGNATURE_HEADER = "x-agistack-signature"
 ENVELOPE_HEADERS = (TIMESTAMP_HEADER, IDENTITY_HEADER, SIGNATURE_HEADER)
 SIGNATURE_VERSION = "v1"
 DEFAULT_MAX_SKEW_SECONDS = 60
-ROLES = ("user", "customer", "admin")
+STEPPERSLIFE = "stepperslife"
+AGISTAFFERS = "agistaffers"
+# Each product is a separate business with its own accounts: an identity belongs to exactly one, and
+# its role is one of that product's roles.
+ROLES_BY_PRODUCT: dict[str, tuple[str, ...]] = {
+    STEPPERSLIFE: ("user", "customer", "admin"),
+    AGISTAFFERS: ("owner", "member", "admin"),
+}
+ROLES = ROLES_BY_PRODUCT[STEPPERSLIFE]
 
 
 class Identity(NamedTuple):
-    """Who made a request, as established at the edge from a session or a token."""
+    """Who made a request, as established at the edge from a session or a token, and for which product."""
 
     user_id: str
     role: str
     email: str = ""
+    # Sessions stored before products were told apart carry no product: they were SteppersLife's.
+    product: str = STEPPERSLIFE
 
     def to_json(self) -> str:
-        return json.dumps({"user_id": self.user_id, "role": self.role, "email": self.email}, sort_keys=True)
+        return json.dumps(
+            {"user_id": self.user_id, "role": self.role, "email": self.email, "product": self.product}, sort_keys=True
+        )
 
     @classmethod
     def from_json(cls, text: str) -> Identity:
@@ -43,9 +55,12 @@ class Identity(NamedTuple):
         if not isinstance(data, dict):
             raise ValueError("identity must be an object")
         user_id, role, email = data.get("user_id"), data.get("role"), data.get("email", "")
-        if not isinstance(user_id, str) or not user_id or role not in ROLES or not isinstance(email, str):
+        product = data.get("product", STEPPERSLIFE)
+        if not isinstance(user_id, str) or not user_id or not isinstance(email, str):
             raise ValueError("identity is malformed")
-        return cls(user_id=user_id, role=role, email=email)
+        if not isinstance(product, str) or role not in ROLES_BY_PRODUCT.get(product, ()):
+            raise ValueError("identity is malformed")
+        return cls(user_id=user_id, role=role, email=email, product=product)
 
 
 def _b64encode(raw: bytes) -> str:

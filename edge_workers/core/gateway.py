@@ -168,6 +168,10 @@ async def _dispatch(exchange: Exchange, deps: GatewayDeps) -> EdgeResponse:
 
     if access.auth is not Auth.ANONYMOUS:
         await _authenticate(exchange, deps)
+        identity = exchange.identity
+        if identity is not None and route.product is not None and identity.product != route.product:
+            # Another product's session: on this product's routes the caller is nobody.
+            exchange.identity = None
     if access.rate_limit is not None:
         policy = access.rate_limit
         by_user = policy.keyed_by_user(exchange.identity is not None)
@@ -330,7 +334,10 @@ async def _login(exchange: Exchange, deps: GatewayDeps, body: bytes) -> EdgeResp
     response = await _proxy(exchange, deps, body)
     if response.status != 200:
         return response
-    new_session = await deps.sessions.create(_login_identity(response.body))
+    route = exchange.route
+    if route is None or route.product is None:
+        raise RuntimeError("a login route must name its product's origin")
+    new_session = await deps.sessions.create(_login_identity(response.body, route.product))
     old_session_id = session_id_from_cookies(exchange.request.headers.get_all("cookie"))
     if old_session_id is not None:
         # The pre-login id dies with the login, so a planted cookie is worth nothing.
@@ -347,15 +354,18 @@ async def _logout(exchange: Exchange, deps: GatewayDeps, body: bytes) -> EdgeRes
     return EdgeResponse(204, Headers({"set-cookie": cleared_cookie(), "cache-control": "no-store"}))
 
 
-def _login_identity(body: bytes) -> Identity:
-    """The identity in the origin's login answer ``{"user": {"id", "email", "name", "role"}}``."""
+def _login_identity(body: bytes, product: str) -> Identity:
+    """The identity in the origin's login answer ``{"user": {"id", "email", "name", "role"}}``; the
+    product is the route's, never the origin's word, so one product cannot mint another's sessions."""
     try:
         user = json.loads(body)["user"]
         user_id = user["id"]
         if isinstance(user_id, bool) or not isinstance(user_id, str | int):
             raise TypeError("user id")
         return Identity.from_json(
-            json.dumps({"user_id": str(user_id), "role": user["role"], "email": user.get("email") or ""})
+            json.dumps(
+                {"user_id": str(user_id), "role": user["role"], "email": user.get("email") or "", "product": product}
+            )
         )
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise UpstreamUnavailable("the origin's login answer is malformed", code="upstream_invalid") from exc

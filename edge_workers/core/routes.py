@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from enum import Enum
 from typing import NamedTuple
 
+from shared.envelope import AGISTAFFERS, ROLES_BY_PRODUCT, STEPPERSLIFE
 from shared.errors import MethodNotAllowed, NotFound
 
 DEFAULT_BODY_LIMIT = 1024 * 1024
@@ -125,6 +126,11 @@ class Route(NamedTuple):
     def allow(self) -> str:
         return ", ".join(sorted(self.methods))
 
+    @property
+    def product(self) -> str | None:
+        """The product whose accounts this route serves: only that product's sessions count here."""
+        return self.origin if self.origin in ROLES_BY_PRODUCT else None
+
 
 def family(upstream_path: str) -> str:
     """The resource family a path belongs to (``/events/1/registrations`` -> ``events``): writes to a
@@ -148,8 +154,6 @@ def _reads(access: Access) -> dict[str, Access]:
 
 
 _WRITES = ("POST", "PUT", "PATCH", "DELETE")
-STEPPERSLIFE = "stepperslife"
-AGISTAFFERS = "agistaffers"
 MEDIA = "media"
 
 GATEWAY_ROUTES: tuple[Route, ...] = (
@@ -200,6 +204,43 @@ GATEWAY_ROUTES: tuple[Route, ...] = (
         body_limit=4 * 1024,
     ),
     Route("/api/flags", Handler.FLAGS, _reads(Access(Auth.ANONYMOUS)), exact=True),
+    # AGI Staffers: its own accounts, signed in through the same session machinery; a session says
+    # which product it belongs to and counts only on that product's routes.
+    Route(
+        "/api/agi/auth/login",
+        Handler.LOGIN,
+        {"POST": Access(Auth.ANONYMOUS, LOGIN_POLICY, turnstile=True)},
+        exact=True,
+        origin=AGISTAFFERS,
+        strip_prefix="/api/agi",
+        body_limit=SMALL_BODY_LIMIT,
+    ),
+    Route(
+        "/api/agi/auth/logout",
+        Handler.LOGOUT,
+        {"POST": Access(Auth.ANONYMOUS)},
+        exact=True,
+        body_limit=SMALL_BODY_LIMIT,
+    ),
+    # The writes that need no session: a new customer, and a team member accepting an invitation.
+    Route(
+        "/api/agi/signup",
+        Handler.PROXY,
+        {"POST": Access(Auth.OPTIONAL, FORMS_POLICY, turnstile=True)},
+        exact=True,
+        origin=AGISTAFFERS,
+        strip_prefix="/api/agi",
+        body_limit=SMALL_BODY_LIMIT,
+    ),
+    Route(
+        "/api/agi/invitations/accept",
+        Handler.PROXY,
+        {"POST": Access(Auth.OPTIONAL, FORMS_POLICY, turnstile=True)},
+        exact=True,
+        origin=AGISTAFFERS,
+        strip_prefix="/api/agi",
+        body_limit=SMALL_BODY_LIMIT,
+    ),
     Route(
         "/api/agi/",
         Handler.PROXY,

@@ -13,7 +13,7 @@ from typing import Any
 
 from edge_workers.core.b64 import b64url_decode
 from edge_workers.core.config import JwtSettings
-from shared.envelope import ROLES, Identity
+from shared.envelope import ROLES_BY_PRODUCT, STEPPERSLIFE, Identity
 
 MAX_TOKEN_LENGTH = 8192
 
@@ -85,6 +85,9 @@ def _identity(claims: dict[str, Any], settings: JwtSettings, now: float) -> Iden
     if settings.audience not in audiences:
         raise InvalidToken("the token audience is not accepted")
     subject, role, email = claims.get("sub"), claims.get("role", "user"), claims.get("email", "")
-    if not isinstance(subject, str) or not subject or role not in ROLES or not isinstance(email, str):
+    product = claims.get("product", STEPPERSLIFE)
+    if not isinstance(subject, str) or not subject or not isinstance(email, str):
         raise InvalidToken("the token subject, role or email is malformed")
-    return Identity(user_id=subject, role=role, email=email)
+    if not isinstance(product, str) or role not in ROLES_BY_PRODUCT.get(product, ()):
+        raise InvalidToken("the token product or role is malformed")
+    return Identity(user_id=subject, role=role, email=email, product=product)

@@ -9,7 +9,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import quote, urlencode
 
 from chalice.app import Blueprint, Chalice, Response
@@ -17,8 +17,8 @@ from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
 from functions.platform import jsonable
-from functions.platform.idempotency import request_hash
-from functions.stepperslife.composition import container
+from functions.platform.config import Settings
+from functions.platform.idempotency import IdempotencyStore, request_hash
 from shared import envelope
 from shared.envelope import Identity
 from shared.errors import (
@@ -38,8 +38,6 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 # How long the edge may keep a public read: the seed's API-response TTL.
 PUBLIC_S_MAXAGE = 300
 ANYONE: frozenset[str] = frozenset()
-AUTHENTICATED = frozenset({"user", "customer", "admin"})
-ORGANIZERS = frozenset({"user", "admin"})
 # Broad on purpose: Chalice answers unlisted types itself, in its own error format; we answer 415 ours.
 ACCEPTED_CONTENT_TYPES = [
     "application/json",
@@ -126,58 +124,107 @@ def validate(model: type[ModelT], data: Any) -> ModelT:
 Handler = Callable[[Call], Any]
 
 
-def route(
-    app: Chalice | Blueprint,
-    path: str,
-    *,
-    methods: list[str],
-    roles: frozenset[str],
-    status: int = 200,
-    signed: bool = True,
-    idempotent: bool = False,
-) -> Callable[[Handler], Handler]:
-    """Register ``handler`` for ``path``. ``roles`` is the route's access rule: ``ANYONE`` or the roles
-    allowed. ``signed=False`` only for health checks, which disclose nothing. ``idempotent`` honours an
-    ``Idempotency-Key`` header from an identified caller."""
+class HttpRuntime(Protocol):
+    """What the HTTP glue needs from a product's composition root."""
 
-    def register(handler: Handler) -> Handler:
-        def view(**uri_params: str) -> Response:
-            started = time.perf_counter()
-            request = app.current_request
-            assert request is not None  # Chalice sets it before calling a view
-            try:
-                call = _verified_call(request, uri_params, signed=signed)
-                if roles and call.identity is None:
-                    raise Unauthorized("sign in first", code="authentication_required")
-                if roles and call.identity is not None and call.identity.role not in roles:
-                    raise Forbidden("your role may not do this", code="role_forbidden")
-                key = call.headers.get("idempotency-key")
-                if idempotent and key and call.identity is not None:
-                    response = _run_once(call, f"{request.method} {path}", key, handler, status)
-                else:
-                    response = _run(call, handler, status)
-            except AppError as exc:
-                response = json_response(exc.status, exc.body())
-            except Exception:
-                log.exception("unhandled error in %s %s", request.method, path)
-                response = json_response(500, internal_error_body())
-            log.info(
-                json.dumps(
-                    {
-                        "route": f"{request.method} {path}",
-                        "status": response.status_code,
-                        "request_id": request.headers.get("x-request-id", ""),
-                        "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                    }
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def idempotency(self) -> IdempotencyStore: ...
+
+
+class Router:
+    """The route decorator of one product: only its identities count, its runtime serves the glue."""
+
+    def __init__(self, product: str, runtime: Callable[[], HttpRuntime]) -> None:
+        self.product = product
+        self._runtime = runtime
+
+    def __call__(
+        self,
+        app: Chalice | Blueprint,
+        path: str,
+        *,
+        methods: list[str],
+        roles: frozenset[str],
+        status: int = 200,
+        signed: bool = True,
+        idempotent: bool = False,
+    ) -> Callable[[Handler], Handler]:
+        """Register a handler for ``path``. ``roles`` is the route's access rule: ``ANYONE`` or the
+        roles allowed. ``signed=False`` only for health checks, which disclose nothing. ``idempotent``
+        honours an ``Idempotency-Key`` header from an identified caller."""
+
+        def register(handler: Handler) -> Handler:
+            def view(**uri_params: str) -> Response:
+                request = app.current_request
+                assert request is not None  # Chalice sets it before calling a view
+                return self._respond(
+                    request,
+                    uri_params,
+                    path=path,
+                    handler=handler,
+                    roles=roles,
+                    status=status,
+                    signed=signed,
+                    idempotent=idempotent,
                 )
+
+            view.__name__ = handler.__name__
+            app.route(path, methods=methods, content_types=ACCEPTED_CONTENT_TYPES)(view)
+            return handler
+
+        return register
+
+    def _respond(
+        self,
+        request: Any,
+        uri_params: dict[str, str],
+        *,
+        path: str,
+        handler: Handler,
+        roles: frozenset[str],
+        status: int,
+        signed: bool,
+        idempotent: bool,
+    ) -> Response:
+        started = time.perf_counter()
+        try:
+            runtime = self._runtime()
+            call = _verified_call(request, uri_params, runtime.settings, self.product, signed=signed)
+            if roles and call.identity is None:
+                raise Unauthorized("sign in first", code="authentication_required")
+            if roles and call.identity is not None and call.identity.role not in roles:
+                raise Forbidden("your role may not do this", code="role_forbidden")
+            key = call.headers.get("idempotency-key")
+            if idempotent and key and call.identity is not None:
+                response = _run_once(
+                    runtime.idempotency,
+                    call,
+                    route_name=f"{request.method} {path}",
+                    key=key,
+                    handler=handler,
+                    status=status,
+                )
+            else:
+                response = _run(call, handler, status)
+        except AppError as exc:
+            response = json_response(exc.status, exc.body())
+        except Exception:
+            log.exception("unhandled error in %s %s", request.method, path)
+            response = json_response(500, internal_error_body())
+        log.info(
+            json.dumps(
+                {
+                    "route": f"{request.method} {path}",
+                    "status": response.status_code,
+                    "request_id": request.headers.get("x-request-id", ""),
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                }
             )
-            return response
-
-        view.__name__ = handler.__name__
-        app.route(path, methods=methods, content_types=ACCEPTED_CONTENT_TYPES)(view)
-        return handler
-
-    return register
+        )
+        return response
 
 
 def _run(call: Call, handler: Handler, status: int) -> Response:
@@ -185,10 +232,11 @@ def _run(call: Call, handler: Handler, status: int) -> Response:
     return result if isinstance(result, Response) else json_response(status, result)
 
 
-def _run_once(call: Call, route_name: str, key: str, handler: Handler, status: int) -> Response:
+def _run_once(
+    store: IdempotencyStore, call: Call, *, route_name: str, key: str, handler: Handler, status: int
+) -> Response:
     """Run ``handler`` at most once per (user, route, key); a retry gets the first answer again."""
     assert call.identity is not None
-    store = container().idempotency
     user_id = call.identity.user_id
     stored = store.claim(user_id, route_name, key, request_hash(route_name, call.target, call.body))
     if stored is not None:
@@ -208,8 +256,7 @@ def _run_once(call: Call, route_name: str, key: str, handler: Handler, status: i
     return json_response(status, result)
 
 
-def _verified_call(request: Any, uri_params: dict[str, str], *, signed: bool) -> Call:
-    settings = container().settings
+def _verified_call(request: Any, uri_params: dict[str, str], settings: Settings, product: str, *, signed: bool) -> Call:
     raw = request.raw_body or b""
     body = raw.encode("utf-8") if isinstance(raw, str) else bytes(raw)
     if len(body) > settings.max_request_bytes:
@@ -234,4 +281,7 @@ def _verified_call(request: Any, uri_params: dict[str, str], *, signed: bool) ->
             now=int(time.time()),
             max_skew_seconds=settings.edge_max_skew_seconds,
         )
+    if identity is not None and identity.product != product:
+        # The edge forwards only this product's sessions; should another's arrive, it counts for nothing.
+        identity = None
     return Call(identity=identity, target=target, params=uri_params, query=query, headers=headers, body=body)

@@ -14,8 +14,9 @@ from uuid import UUID
 
 from chalice.app import Chalice, Rate, Response
 
-from functions.platform.http import ANYONE, AUTHENTICATED, ORGANIZERS, Call, json_response, public_read_response, route
+from functions.platform.http import ANYONE, Call, json_response, public_read_response
 from functions.stepperslife.composition import container
+from functions.stepperslife.http import AUTHENTICATED, ORGANIZERS, route
 from functions.stepperslife.routes import images, processing, push
 from functions.stepperslife.schemas import (
     AttendeeQuery,

@@ -279,7 +279,7 @@ def test_envelope_is_signed_and_anonymous_without_a_session(edge: Edge) -> None:
 def test_session_identity_is_forwarded_in_the_envelope(edge: Edge) -> None:
     cookie, _ = login(edge)
     read = call(edge.url, "GET", "/api/events/mine", {"Cookie": cookie}).json()
-    assert read["identity"] == {"user_id": "42", "role": "user", "email": "ada@example.com"}
+    assert read["identity"] == {"user_id": "42", "role": "user", "email": "ada@example.com", "product": "stepperslife"}
     write = call(
         edge.url, "POST", "/api/events", {"Cookie": cookie, "Content-Type": "application/json"}, b'{"title": "x"}'
     )
@@ -359,7 +359,12 @@ def test_login_sets_a_host_cookie_and_stores_the_session(edge: Edge) -> None:
     assert_security_headers(reply)
 
     record = json.loads(session_record(edge, cookie) or "null")
-    assert record["identity"] == {"user_id": "42", "role": "user", "email": "ada@example.com"}
+    assert record["identity"] == {
+        "user_id": "42",
+        "role": "user",
+        "email": "ada@example.com",
+        "product": "stepperslife",
+    }
     assert record["expires_at"] - record["created_at"] == 86400
 
 

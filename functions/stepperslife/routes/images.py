@@ -15,9 +15,10 @@ from uuid import UUID
 from chalice.app import Blueprint, SQSEvent, SQSRecord
 
 from functions.platform.config import IMAGE_UPLOADS_QUEUE
-from functions.platform.http import ORGANIZERS, Call, route
+from functions.platform.http import Call
 from functions.platform.queues import process_batch
 from functions.stepperslife.composition import container
+from functions.stepperslife.http import ORGANIZERS, route
 from functions.stepperslife.schemas import Strict
 from functions.stepperslife.services.uploads import BadNotification, parse_s3_notification
 from shared.errors import NotFound

@@ -12,8 +12,9 @@ from typing import Annotated
 from chalice.app import Blueprint, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from functions.platform.http import AUTHENTICATED, Call, json_response, route
+from functions.platform.http import Call, json_response
 from functions.stepperslife.composition import container
+from functions.stepperslife.http import AUTHENTICATED, route
 from shared.net import MAX_URL_LENGTH
 
 bp = Blueprint(__name__)

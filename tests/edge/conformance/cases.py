@@ -646,7 +646,14 @@ CASES: list[dict[str, Any]] = [
                 "json": {},
                 "expect": {
                     "status": 200,
-                    "origin": {"identity": {"user_id": "api-client-7", "role": "admin", "email": "ops@example.com"}},
+                    "origin": {
+                        "identity": {
+                            "user_id": "api-client-7",
+                            "role": "admin",
+                            "email": "ops@example.com",
+                            "product": "stepperslife",
+                        }
+                    },
                 },
             },
             # Within the leeway: expired 10 s ago, not before 10 s from now.
