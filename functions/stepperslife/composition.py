@@ -1,4 +1,4 @@
-"""The composition root of the functions: configuration in, concrete adapters and services out.
+"""SteppersLife's composition root: configuration in, concrete adapters and services out.
 
 Nothing below this module reads the environment or constructs a client. Heavy clients (boto3) are
 built on first use so that a handler that does not need them does not pay for them at cold start.
@@ -6,8 +6,6 @@ built on first use so that a handler that does not need them does not pay for th
 
 from __future__ import annotations
 
-import os
-import threading
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -23,6 +21,7 @@ from functions.platform.adapters.messaging import EventBridgePublisher, SqsPubli
 from functions.platform.adapters.object_store import S3ObjectStore
 from functions.platform.adapters.postgres import Database
 from functions.platform.cache import Cache
+from functions.platform.composition import Installed, aws_client, health, redis_client
 from functions.platform.config import ConfigurationError, Settings
 from functions.platform.idempotency import IdempotencyStore
 from functions.platform.outbox_relay import MessagePublisher, OutboxRelay
@@ -40,20 +39,6 @@ from functions.stepperslife.services.users import UserService
 from shared.net import check_public_https_url
 
 
-def _read_secret_from_aws(arn: str) -> str:
-    import boto3  # lazily: only Lambda, where secrets come from Secrets Manager, needs it
-
-    value = boto3.client("secretsmanager").get_secret_value(SecretId=arn)["SecretString"]
-    return str(value)
-
-
-def _aws_client(settings: Settings, service: str) -> Any:
-    import boto3  # lazily: built on first use, not at cold start
-
-    session = boto3.session.Session(region_name=settings.aws_region)
-    return session.client(service, endpoint_url=settings.aws_endpoint_url)  # type: ignore[call-overload]
-
-
 @dataclass
 class Container:
     settings: Settings
@@ -64,11 +49,7 @@ class Container:
 
     @cached_property
     def redis(self) -> Any:
-        import redis
-
-        if not self.settings.redis_url:
-            return None
-        return redis.Redis.from_url(self.settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        return redis_client(self.settings)
 
     @cached_property
     def cache(self) -> Cache:
@@ -107,8 +88,8 @@ class Container:
     @cached_property
     def message_publisher(self) -> MessagePublisher:
         if self.settings.domain_events_via == "eventbridge":
-            return EventBridgePublisher(lambda: _aws_client(self.settings, "events"), self.settings.event_bus_name)
-        return SqsPublisher(lambda: _aws_client(self.settings, "sqs"), self.settings.domain_events_queue)
+            return EventBridgePublisher(lambda: aws_client(self.settings, "events"), self.settings.event_bus_name)
+        return SqsPublisher(lambda: aws_client(self.settings, "sqs"), self.settings.domain_events_queue)
 
     @cached_property
     def outbox_relay(self) -> OutboxRelay:
@@ -188,47 +169,15 @@ class Container:
         return EventProcessor(self.stepperslife_db, enhancer=self.enhancement, cache=self.cache, notifier=self.push)
 
     def health(self) -> dict[str, str]:
-        """Each dependency's state; a failure is named, never explained (no internals to clients)."""
-        checks: dict[str, str] = {}
-        try:
-            self.stepperslife_db.ping()
-            checks["postgres"] = "up"
-        except Exception:
-            checks["postgres"] = "down"
-        if self.redis is None:
-            checks["redis"] = "not configured"
-        else:
-            try:
-                self.redis.ping()
-                checks["redis"] = "up"
-            except Exception:
-                checks["redis"] = "down"
-        return checks
+        return health({"postgres": self.stepperslife_db, "redis": self.redis})
 
     def close(self) -> None:
         if "stepperslife_db" in self.__dict__:
             self.stepperslife_db.close()
 
 
-class _Installed:
-    """The process-wide container (one per Lambda execution environment or dev-stack process)."""
-
-    lock = threading.Lock()
-    current: Container | None = None
-
-
-def configure(settings: Settings) -> Container:
-    """Install the container built from ``settings`` (the dev stack and tests call this)."""
-    with _Installed.lock:
-        if _Installed.current is not None:
-            _Installed.current.close()
-        _Installed.current = Container(settings)
-        return _Installed.current
-
-
-def container() -> Container:
-    """The process-wide container, built from the environment on first use (how Lambda starts)."""
-    with _Installed.lock:
-        if _Installed.current is None:
-            _Installed.current = Container(Settings.from_env(os.environ, read_secret=_read_secret_from_aws))
-        return _Installed.current
+_installed = Installed(Container)
+# The dev stack and tests install a container built from their settings; Lambda builds one from the
+# environment on first use.
+configure = _installed.configure
+container = _installed.get

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from PIL import Image, ImageDraw, ImageFilter
 
-from functions.platform.adapters.object_store import ObjectNotFound, ObjectTooLarge, PresignedPost
+from functions.platform.ports import ObjectNotFound, ObjectTooLarge, PresignedPost
 
 RED, GREEN, BLUE = (220, 20, 20), (20, 200, 40), (20, 40, 220)
 

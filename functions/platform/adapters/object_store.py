@@ -1,4 +1,4 @@
-"""Object storage: the port the image pipeline needs, and its S3 implementation (AWS, moto, MinIO).
+"""Object storage: the S3 implementation (AWS, moto, MinIO) of the port in ``functions.platform.ports``.
 
 boto3 is imported on first use, so a Lambda that never touches S3 does not pay for it at cold start.
 """
@@ -6,45 +6,12 @@ boto3 is imported on first use, so a Lambda that never touches S3 does not pay f
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
+
+from functions.platform.ports import ObjectNotFound, ObjectTooLarge, PresignedPost
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
-
-
-class ObjectNotFound(LookupError):
-    pass
-
-
-class ObjectTooLarge(ValueError):
-    pass
-
-
-@dataclass(frozen=True)
-class PresignedPost:
-    """Where and how a browser uploads one object: POST ``fields`` then the file, as multipart."""
-
-    url: str
-    fields: dict[str, str]
-
-
-class ObjectStore(Protocol):
-    def get(self, key: str, *, max_bytes: int) -> bytes:
-        """The object's bytes; ObjectNotFound, or ObjectTooLarge past ``max_bytes`` (read no further)."""
-        ...
-
-    def put(self, key: str, data: bytes, *, content_type: str, cache_control: str) -> None: ...
-
-    def copy(self, source_key: str, destination_key: str) -> None: ...
-
-    def delete(self, key: str) -> None:
-        """Remove ``key``; removing a missing key is not an error."""
-        ...
-
-    def presigned_post(self, key: str, *, content_type: str, max_bytes: int, expires_in_seconds: int) -> PresignedPost:
-        """An upload form for exactly ``key`` and ``content_type``, 1 to ``max_bytes`` bytes long."""
-        ...
 
 
 _CHUNK = 1024 * 1024

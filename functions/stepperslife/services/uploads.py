@@ -36,9 +36,8 @@ from urllib.parse import unquote_plus
 
 from psycopg import Connection
 
-from functions.platform.adapters.object_store import ObjectNotFound, ObjectStore, ObjectTooLarge
 from functions.platform.cache import Cache
-from functions.platform.ports import EdgeCache, Row, TransactionalDatabase
+from functions.platform.ports import EdgeCache, ObjectNotFound, ObjectStore, ObjectTooLarge, Row, TransactionalDatabase
 from functions.stepperslife.services import images
 from functions.stepperslife.services.events import CACHE_SERVICE, LIST_FAMILY, can_manage
 from shared.envelope import Identity

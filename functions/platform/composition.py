@@ -1,0 +1,88 @@
+"""Composition helpers every product's root uses: secrets, AWS clients, Redis, health, the installed
+container. Each product's ``composition.py`` is still the one place where it picks its adapters.
+
+Heavy clients (boto3, redis) are imported on first use so a handler that does not need them does not
+pay for them at cold start.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any, Generic, Protocol, TypeVar
+
+from functions.platform.config import Settings
+
+
+def read_secret_from_aws(arn: str) -> str:
+    import boto3  # lazily: only Lambda, where secrets come from Secrets Manager, needs it
+
+    value = boto3.client("secretsmanager").get_secret_value(SecretId=arn)["SecretString"]
+    return str(value)
+
+
+def aws_client(settings: Settings, service: str) -> Any:
+    import boto3  # lazily: built on first use, not at cold start
+
+    session = boto3.session.Session(region_name=settings.aws_region)
+    return session.client(service, endpoint_url=settings.aws_endpoint_url)  # type: ignore[call-overload]
+
+
+def redis_client(settings: Settings) -> Any:
+    """A Redis client with short timeouts (a cache that is down must not stall requests), or None."""
+    if not settings.redis_url:
+        return None
+    import redis
+
+    return redis.Redis.from_url(settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
+
+
+class Pingable(Protocol):
+    def ping(self) -> Any: ...
+
+
+def health(dependencies: Mapping[str, Pingable | None]) -> dict[str, str]:
+    """Each dependency's state; a failure is named, never explained (no internals to clients)."""
+    checks: dict[str, str] = {}
+    for name, dependency in dependencies.items():
+        if dependency is None:
+            checks[name] = "not configured"
+            continue
+        try:
+            dependency.ping()
+            checks[name] = "up"
+        except Exception:
+            checks[name] = "down"
+    return checks
+
+
+class Closeable(Protocol):
+    def close(self) -> None: ...
+
+
+ContainerT = TypeVar("ContainerT", bound=Closeable)
+
+
+class Installed(Generic[ContainerT]):
+    """The process-wide container of one product (one per Lambda execution environment or dev-stack
+    process): built from the environment on first use, as Lambda starts, or installed by the dev
+    stack and tests with ``configure``."""
+
+    def __init__(self, build: Callable[[Settings], ContainerT]) -> None:
+        self._build = build
+        self._lock = threading.Lock()
+        self._current: ContainerT | None = None
+
+    def configure(self, settings: Settings) -> ContainerT:
+        with self._lock:
+            if self._current is not None:
+                self._current.close()
+            self._current = self._build(settings)
+            return self._current
+
+    def get(self) -> ContainerT:
+        with self._lock:
+            if self._current is None:
+                self._current = self._build(Settings.from_env(os.environ, read_secret=read_secret_from_aws))
+            return self._current
