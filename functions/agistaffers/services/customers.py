@@ -97,7 +97,8 @@ class CustomerService:
     # Lifecycle (staff)
 
     def activate(self, actor: Actor, customer_id: Any) -> dict[str, Any]:
-        return self._transition(actor, customer_id, "active", None)
+        """pending -> active (a suspended customer comes back with reinstate())."""
+        return self._transition(actor, customer_id, "active", None, expect_from="pending")
 
     def suspend(self, actor: Actor, customer_id: Any, reason: str) -> dict[str, Any]:
         return self._transition(actor, customer_id, "suspended", _reason(reason))
@@ -118,7 +119,8 @@ class CustomerService:
             if current is None:
                 raise _not_found()
             was = current["status"]
-            # reinstate() is suspended -> active only: activating a pending customer is activate().
+            # Both activate() and reinstate() move to active; each from its own state only, so an
+            # operator's "reinstate" never silently activates a customer who was never approved.
             if (was, to) not in TRANSITIONS or (expect_from is not None and was != expect_from):
                 raise Conflict(
                     f"a {was} customer cannot become {to}",
