@@ -28,7 +28,7 @@ GOOD = [
     ("пример.рф", "xn--e1afmkfd.xn--p1ai"),
     ("example.xn--p1ai", "example.xn--p1ai"),
     # Full-width letters and the ideographic full stop map to their ASCII forms (UTS #46).
-    ("ＥＸＡＭＰＬＥ.com", "example.com"),
+    ("\uff25\uff38\uff21\uff2d\uff30\uff2c\uff25.com", "example.com"),  # full-width EXAMPLE
     ("example。com", "example.com"),
     ("me.github.io", "me.github.io"),
     ("a" * 63 + ".com", "a" * 63 + ".com"),
