@@ -21,6 +21,8 @@ INSERT INTO plans (name, max_sites, max_members, metrics_retention_days, min_che
 ALTER TABLE customers DROP CONSTRAINT customers_plan_check;
 ALTER TABLE customers
     ADD CONSTRAINT customers_plan_fkey FOREIGN KEY (plan) REFERENCES plans (name) ON UPDATE CASCADE ON DELETE RESTRICT;
+-- Serves the FK (a plan's deletion or rename checks its customers) and the staff listing's plan filter.
+CREATE INDEX customers_plan_idx ON customers (plan);
 
 -- customers.email is the contact address (the owner's at sign-up); the login identity is users.email,
 -- which is unique. Keeping customers.email unique would refuse a sign-up by someone whose address was
@@ -83,6 +85,10 @@ CREATE UNIQUE INDEX invitations_token_hash_key ON invitations (token_hash);
 -- is not immutable), so the service closes an expired one (revoked_at) before inviting that address again.
 CREATE UNIQUE INDEX invitations_open_key ON invitations (customer_id, email)
     WHERE accepted_at IS NULL AND revoked_at IS NULL;
+-- A customer's invitations newest first (the owner's list), and the FK's cascade.
+CREATE INDEX invitations_customer_idx ON invitations (customer_id, created_at DESC, id DESC);
+-- The FK's SET NULL when an inviter is removed.
+CREATE INDEX invitations_invited_by_idx ON invitations (invited_by);
 
 -- Sites: a display name the customer chooses, and deletion by marking.
 ALTER TABLE customer_sites
