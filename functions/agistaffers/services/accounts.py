@@ -351,15 +351,20 @@ class AccountService:
         # A first look without a lock, for the e-mail the password policy needs, so the slow hash is
         # computed before the row lock is taken; the locked read below decides.
         with self._db.transaction() as conn:
-            peek = conn.execute(f"SELECT i.email FROM invitations i WHERE {open_invitation}", (digest,)).fetchone()
+            peek = conn.execute(
+                f"SELECT i.email, i.customer_id FROM invitations i WHERE {open_invitation}", (digest,)
+            ).fetchone()
         if peek is None:
             raise not_found
         check_password(password, peek["email"])
         password_hash = hash_password(password)
         try:
             with self._db.transaction() as conn:
-                # FOR UPDATE: a concurrent accept of the same token waits here, then sees accepted_at
-                # set (READ COMMITTED re-checks the row it waited for) and finds nothing.
+                # The customer row first, as every team change takes it (invite() locks it and then
+                # touches invitations: the same order here cannot deadlock with it). A concurrent
+                # accept of the same token waits here, then sees accepted_at set (READ COMMITTED
+                # re-reads the row it waited for) and finds nothing.
+                conn.execute("SELECT 1 FROM customers WHERE id = %s FOR UPDATE", (peek["customer_id"],))
                 invitation = conn.execute(
                     "SELECT i.id, i.customer_id, i.email, i.role, c.status AS customer_status "
                     f"FROM invitations i JOIN customers c ON c.id = i.customer_id WHERE {open_invitation} "
