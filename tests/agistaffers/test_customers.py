@@ -10,8 +10,10 @@ from typing import Any
 import psycopg
 import pytest
 
+from functions.adapters.postgres import Database
 from functions.agistaffers.services.accounts import Actor
 from functions.agistaffers.services.customers import TRANSITIONS, CustomerService
+from functions.agistaffers.services.plans import PlanService
 from functions.agistaffers.services.sites import SiteService
 from shared.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from tests.agistaffers.conftest import Tenants
@@ -244,3 +246,17 @@ def test_service_calls_for_every_staff_only_action_refuse_customers(
         with pytest.raises(Forbidden) as caught:
             call()
         assert caught.value.code == "staff_only"
+
+
+def test_the_three_plans_are_seeded(agi_db: Database) -> None:
+    plans = PlanService(agi_db)
+    assert [(p["name"], p["max_sites"], p["max_members"]) for p in plans.list()] == [
+        ("starter", 3, 3),
+        ("business", 25, 10),
+        ("enterprise", 250, 50),
+    ]
+    assert plans.get("enterprise")["metrics_retention_days"] == 90
+    assert plans.get("starter")["min_check_interval_seconds"] == 300
+    with pytest.raises(ValidationFailed) as caught:
+        plans.get("free")
+    assert caught.value.code == "unknown_plan"
