@@ -1,0 +1,106 @@
+"""AGI Staffers fixtures: the services on the real (migrated) agistaffers database, emptied per test."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from functions.adapters.postgres import Database
+from functions.agistaffers.services.accounts import AccountService, Actor
+from functions.agistaffers.services.customers import CustomerService
+from functions.agistaffers.services.sites import SiteService
+from functions.config import Settings
+
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture(scope="session")
+def agistaffers_url(settings: Settings) -> str:
+    return settings.database_url_for("agistaffers")
+
+
+@pytest.fixture(scope="session")
+def agi_db(agistaffers_url: str) -> Iterator[Database]:
+    # Enough connections for the concurrency tests' threads to run at once.
+    db = Database(agistaffers_url, name="agistaffers", max_size=16)
+    yield db
+    db.close()
+
+
+@pytest.fixture(autouse=True)
+def clean_agistaffers(agistaffers_url: str) -> None:
+    # plans is seed data the migration owns: it stays.
+    with psycopg.connect(agistaffers_url, autocommit=True) as conn:
+        conn.execute("TRUNCATE invitations, users, monitoring_metrics, customer_sites, customers CASCADE")
+
+
+@pytest.fixture
+def sql(agistaffers_url: str) -> Iterator[psycopg.Connection[Any]]:
+    """A direct connection, for arranging states the services do not offer (expired, disabled)."""
+    with psycopg.connect(agistaffers_url, autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture
+def accounts(agi_db: Database) -> AccountService:
+    return AccountService(agi_db)
+
+
+@pytest.fixture
+def customers(agi_db: Database) -> CustomerService:
+    return CustomerService(agi_db)
+
+
+@pytest.fixture
+def sites(agi_db: Database) -> SiteService:
+    return SiteService(agi_db)
+
+
+@pytest.fixture
+def staff(accounts: AccountService) -> Actor:
+    user = accounts.ensure_staff("ops@agistaffers.example.com", "Ops", PASSWORD)
+    return accounts.actor(user["id"])
+
+
+class Tenants:
+    """Signs up customers and makes actors for them."""
+
+    def __init__(self, accounts: AccountService, customers: CustomerService, staff: Actor) -> None:
+        self.accounts = accounts
+        self.customers = customers
+        self.staff = staff
+
+    def owner(self, *, plan: str = "starter", status: str = "active", company: str | None = None) -> Actor:
+        """The owner of a new customer in ``status`` (reached through the real transitions)."""
+        email = f"owner-{secrets.token_hex(4)}@example.com"
+        signed = self.accounts.sign_up(company or f"Company {email}", email, PASSWORD, plan)
+        customer_id = signed["customer"]["id"]
+        path = {"pending": [], "active": ["activate"], "suspended": ["activate", "suspend"]}
+        path["cancelled"] = ["cancel"]
+        for step in path[status]:
+            if step in ("suspend", "cancel"):
+                getattr(self.customers, step)(self.staff, customer_id, "test")
+            else:
+                getattr(self.customers, step)(self.staff, customer_id)
+        if status == "cancelled":
+            # A cancelled customer's users have no session; tests of it build the Actor by hand.
+            return Actor(str(signed["user"]["id"]), "owner", str(customer_id), "cancelled", email)
+        return self.accounts.actor(signed["user"]["id"])
+
+    def member(self, owner: Actor, *, role: str = "member") -> Actor:
+        email = f"{role}-{secrets.token_hex(4)}@example.com"
+        token = self.accounts.invite(owner, email, role)["token"]
+        user = self.accounts.accept_invitation(token, role.title(), PASSWORD)
+        return self.accounts.actor(user["id"])
+
+    def refresh(self, actor: Actor) -> Actor:
+        return self.accounts.actor(actor.user_id)
+
+
+@pytest.fixture
+def tenants(accounts: AccountService, customers: CustomerService, staff: Actor) -> Tenants:
+    return Tenants(accounts, customers, staff)
