@@ -36,6 +36,7 @@ test: setup lint typecheck
 lint: setup
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/ruff format --check $(LINT_PATHS)
+	$(BIN)/lint-imports --no-cache
 
 typecheck: setup
 	$(BIN)/mypy $(LINT_PATHS)

@@ -16,7 +16,11 @@ LOG_FORMAT = "%(asctime)s %(levelname)-5s %(name)s: %(message)s"
 def _dev(args: argparse.Namespace) -> int:
     from devstack.stack import DevOptions, DevStack, PortInUse
 
-    stack = DevStack(DevOptions(data_dir=Path(args.data_dir), edge_port=args.edge_port, api_port=args.api_port))
+    stack = DevStack(
+        DevOptions(
+            data_dir=Path(args.data_dir), edge_port=args.edge_port, api_port=args.api_port, agi_port=args.agi_port
+        )
+    )
     stopping = threading.Event()
     try:
         stack.start()  # stops what it started if it fails or is interrupted
@@ -30,8 +34,9 @@ def _dev(args: argparse.Namespace) -> int:
     for stop_signal in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(stop_signal, lambda *_: stopping.set())
     print(
-        f"\nagistack is up.\n  edge (use this): {stack.urls['edge']}\n  api (signed requests only): "
-        f"{stack.urls['api']}\n  aws endpoint: {stack.urls['aws']}\nTry: agistack smoke --base-url "
+        f"\nagistack is up.\n  edge (use this): {stack.urls['edge']}\n  apis (signed requests only): "
+        f"{stack.urls['api']} (SteppersLife), {stack.urls['agi']} (AGI Staffers)\n"
+        f"  aws endpoint: {stack.urls['aws']}\nTry: agistack smoke --base-url "
         f"{stack.urls['edge']}\nCtrl-C stops everything.",
         flush=True,
     )
@@ -55,9 +60,9 @@ def _migrate(args: argparse.Namespace) -> int:
 
 def _configure_from_running_stack(data_dir: Path) -> None:
     """Point this process at the running dev stack's services (or the configured ones)."""
+    from devstack.products import PRODUCTS
     from devstack.stack import read_state, signing_secret
     from functions.platform.config import Settings
-    from functions.stepperslife.composition import configure
 
     env = dict(os.environ)
     state = read_state(data_dir) or {}
@@ -68,15 +73,17 @@ def _configure_from_running_stack(data_dir: Path) -> None:
     env.setdefault("EDGE_SIGNING_SECRET", signing_secret(env, data_dir))
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "local")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "local")
-    configure(Settings.from_env(env))
+    settings = Settings.from_env(env)
+    for product in PRODUCTS:
+        product.configure(settings)
 
 
 def _run(args: argparse.Namespace) -> int:
     from devstack import aws_local, handlers
-    from functions.stepperslife.app import app
+    from devstack.products import PRODUCTS
 
-    schedules = {h.name: h for h in handlers.scheduled_handlers(app)}
-    queues = {h.name: h for h in handlers.sqs_handlers(app)}
+    schedules = {h.name: h for product in PRODUCTS for h in handlers.scheduled_handlers(product.app())}
+    queues = {h.name: h for product in PRODUCTS for h in handlers.sqs_handlers(product.app())}
     if args.name not in schedules and args.name not in queues:
         print(
             f"agistack run: no handler {args.name!r}; known: {', '.join(sorted([*schedules, *queues]))}",
@@ -87,9 +94,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.name in schedules:
         print(f"{args.name}: {handlers.fire(schedules[args.name])}")
         return 0
-    from functions.stepperslife.composition import container
+    from devstack.products import STEPPERSLIFE
 
-    settings = container().settings
+    settings = STEPPERSLIFE.container().settings
     handler = queues[args.name]
     queue_url = aws_local.client(settings, "sqs").get_queue_url(QueueName=handler.queue)["QueueUrl"]
     pump = aws_local.QueuePump(settings, queue_url, handler.function, handler.name, handler.batch_size)
@@ -136,7 +143,8 @@ def parser() -> argparse.ArgumentParser:
     dev = commands.add_parser("dev", help="start the whole platform locally")
     dev.add_argument("--data-dir", default=".agistack")
     dev.add_argument("--edge-port", type=int, default=8787)
-    dev.add_argument("--api-port", type=int, default=8000)
+    dev.add_argument("--api-port", type=int, default=8000, help="SteppersLife's API")
+    dev.add_argument("--agi-port", type=int, default=8001, help="AGI Staffers' API")
     dev.set_defaults(handler=_dev)
 
     migrate = commands.add_parser("migrate", help="create and migrate the databases on DATABASE_URL")

@@ -1,4 +1,4 @@
-"""`agistack smoke`: a user's journey against a running stack, through the edge only."""
+"""`agistack smoke`: a user's journey through each product against a running stack, through the edge only."""
 
 from __future__ import annotations
 
@@ -183,8 +183,75 @@ class Journey:
         ]
 
 
+class AgiJourney:
+    """AGI Staffers: a customer signs up, logs in, adds a site and sees it provisioning; another
+    customer cannot read it; the AGI session is worth nothing on SteppersLife's routes."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self.edge = EdgeClient(base_url)
+        self.tag = secrets.token_hex(4)
+        self.email = f"smoke-agi-{self.tag}@example.com"
+        self.password = secrets.token_urlsafe(16)
+        self.state: dict[str, Any] = {}
+
+    def _customer(self, client: EdgeClient, email: str, company: str) -> dict[str, Any]:
+        body = {"company_name": company, "email": email, "password": self.password, "plan": "starter"}
+        created: dict[str, Any] = client.call("POST", "/api/agi/signup", body, 201)
+        client.call("POST", "/api/agi/auth/login", {"email": email, "password": self.password})
+        if SESSION_COOKIE not in client.cookies:
+            raise SmokeFailure("login set no session cookie")
+        return created
+
+    def sign_up_and_log_in(self) -> str:
+        created = self._customer(self.edge, self.email, f"Smoke Hosting {self.tag}")
+        if created["customer"]["status"] != "pending":
+            raise SmokeFailure(f"a new customer is {created['customer']['status']}")
+        return f"{self.email}, customer pending, session cookie set"
+
+    def me(self) -> str:
+        me = self.edge.call("GET", "/api/agi/me")
+        if me["user"]["role"] != "owner":
+            raise SmokeFailure(f"the new user is {me['user']['role']}")
+        return "owner of their customer"
+
+    def add_site(self) -> str:
+        domain = f"smoke-{self.tag}.example.com"
+        self.state["site"] = self.edge.call("POST", "/api/agi/sites", {"domain": domain}, 201)["site"]
+        return f"{domain} is {self.state['site']['status']}"
+
+    def listed(self) -> str:
+        items = self.edge.call("GET", "/api/agi/sites")["items"]
+        statuses = [item["status"] for item in items if item["id"] == self.state["site"]["id"]]
+        if statuses != ["provisioning"]:
+            raise SmokeFailure(f"the new site is listed as {statuses}")
+        return "listed as provisioning"
+
+    def other_customer_cannot_read(self) -> str:
+        other = EdgeClient(self.base_url)
+        self._customer(other, f"smoke-agi-other-{self.tag}@example.com", f"Other Hosting {self.tag}")
+        other.call("GET", f"/api/agi/sites/{self.state['site']['id']}", expect=404)
+        if any(item["id"] == self.state["site"]["id"] for item in other.call("GET", "/api/agi/sites")["items"]):
+            raise SmokeFailure("another customer sees the site in their listing")
+        return "404 for another customer, absent from their listing"
+
+    def session_stays_in_its_product(self) -> str:
+        self.edge.call("GET", "/api/me/registrations", expect=401)
+        return "401 on SteppersLife's routes"
+
+    def steps(self) -> list[tuple[str, Callable[[], str]]]:
+        return [
+            ("agi: sign up and log in", self.sign_up_and_log_in),
+            ("agi: me", self.me),
+            ("agi: add a site", self.add_site),
+            ("agi: list sites", self.listed),
+            ("agi: another customer cannot read it", self.other_customer_cannot_read),
+            ("agi: the session stays in its product", self.session_stays_in_its_product),
+        ]
+
+
 def journey(base_url: str, say: Callable[[str], None]) -> None:
-    steps = Journey(base_url).steps()
+    steps = Journey(base_url).steps() + AgiJourney(base_url).steps()
     for number, (name, step) in enumerate(steps, start=1):
         try:
             detail = step()

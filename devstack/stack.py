@@ -1,7 +1,7 @@
 """`agistack dev`: the whole platform on one machine, in one process tree.
 
 PostgreSQL, Redis and AWS come from DATABASE_URL / REDIS_URL / AWS_ENDPOINT_URL when set, else from
-embedded servers; the functions API is served from the same Chalice app object that Lambda runs; the
+embedded servers; each product's API is served from the same Chalice app object that Lambda runs; the
 gateway core is served by its CPython adapter; queues and schedules are wired as the cloud wires them.
 """
 
@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from devstack import aws_local, handlers
+from devstack.products import PRODUCTS, Product
 from devstack.services import RunningService, start_moto, start_postgres, start_redis
 from functions.platform.adapters.postgres import redact
 from functions.platform.config import Settings
 from functions.platform.migrations import migrate_all
-from functions.stepperslife.composition import configure
 
 log = logging.getLogger("agistack.dev")
 
@@ -40,7 +40,11 @@ class DevOptions:
     host: str = "127.0.0.1"
     edge_port: int = 8787
     api_port: int = 8000
+    agi_port: int = 8001
     scheduler: bool = True
+
+    def port(self, product: Product) -> int:
+        return self.agi_port if product.name == "agistaffers" else self.api_port
 
 
 def ensure_port_free(host: str, port: int, what: str) -> None:
@@ -98,6 +102,7 @@ class DevStack:
         options = self.options
         ensure_port_free(options.host, options.edge_port, "edge")
         ensure_port_free(options.host, options.api_port, "api")
+        ensure_port_free(options.host, options.agi_port, "agi")
         options.data_dir.mkdir(parents=True, exist_ok=True)
         try:
             self._start_all()
@@ -144,16 +149,16 @@ class DevStack:
             self.settings.backup_bucket,
             ", ".join(queue_urls),
         )
-        container = configure(self.settings)
-        self._stops.append(container.close)
-
-        self._start_api()
-        self._wire_handlers(queue_urls)
+        for product in PRODUCTS:
+            self._stops.append(product.configure(self.settings).close)
+            self._start_api(product)
+            self._wire_handlers(product, queue_urls)
         self._start_edge(secret, aws_url)
         self.urls.update(
             {
                 "edge": f"http://{options.host}:{options.edge_port}",
-                "api": f"http://{options.host}:{options.api_port}",
+                "api": self._api_url(PRODUCTS[0]),
+                "agi": self._api_url(PRODUCTS[1]),
                 "aws": aws_url,
             }
         )
@@ -163,30 +168,26 @@ class DevStack:
         state_path.chmod(0o600)
         self._stops.append(lambda: state_path.unlink(missing_ok=True))
 
-    def _start_api(self) -> None:
+    def _api_url(self, product: Product) -> str:
+        return f"http://{self.options.host}:{self.options.port(product)}"
+
+    def _start_api(self, product: Product) -> None:
         import threading
 
         from chalice.config import Config
         from chalice.local import create_local_server
 
-        from functions.stepperslife.app import app
-
-        server = create_local_server(
-            app, Config.create(chalice_app=app, stage="dev"), self.options.host, self.options.api_port
-        )
-        thread = threading.Thread(target=server.server.serve_forever, name="api", daemon=True)
+        app = product.app()
+        port = self.options.port(product)
+        server = create_local_server(app, Config.create(chalice_app=app, stage="dev"), self.options.host, port)
+        thread = threading.Thread(target=server.server.serve_forever, name=f"api-{product.name}", daemon=True)
         thread.start()
         self._stops.append(server.server.server_close)
         self._stops.append(server.server.shutdown)
-        log.info(
-            "functions api (Chalice app functions.stepperslife.app:app) on http://%s:%s",
-            self.options.host,
-            self.options.api_port,
-        )
+        log.info("%s api (%s.app:app) on %s", product.name, product.package, self._api_url(product))
 
-    def _wire_handlers(self, queue_urls: dict[str, str]) -> None:
-        from functions.stepperslife.app import app
-
+    def _wire_handlers(self, product: Product, queue_urls: dict[str, str]) -> None:
+        app = product.app()
         assert self.settings is not None
         for handler in handlers.sqs_handlers(app):
             pump = aws_local.QueuePump(
@@ -214,12 +215,15 @@ class DevStack:
         from edge_workers.core.config import GatewayConfig
 
         assert self.settings is not None
-        api = f"http://{self.options.host}:{self.options.api_port}"
+        origins = {
+            product.origin_variable: self.env.get(product.origin_variable) or self._api_url(product)
+            for product in PRODUCTS
+        }
         config = GatewayConfig.from_mapping(
             {
                 **self.env,
                 "EDGE_SIGNING_SECRET": secret,
-                "STEPPERSLIFE_ORIGIN": self.env.get("STEPPERSLIFE_ORIGIN") or api,
+                **origins,
                 # Cloudflare's documented always-pass test secret: the local adapter answers it offline.
                 "TURNSTILE_SECRET_KEY": self.env.get("TURNSTILE_SECRET_KEY") or LOCAL_TURNSTILE_SECRET,
                 # Mounts the push router under /push/ on the same server (production routes it so too).

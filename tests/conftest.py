@@ -191,6 +191,23 @@ def api(configured_app: Any, clean_stepperslife: None) -> Iterator[EdgeSignedCli
         yield EdgeSignedClient(client, SIGNING_SECRET)
 
 
+@pytest.fixture(scope="session")
+def configured_agi_app(settings: Settings) -> Iterator[Any]:
+    from functions.agistaffers.app import app as agi_app
+    from functions.agistaffers.composition import configure as configure_agi
+
+    container = configure_agi(settings)
+    yield agi_app
+    container.close()
+
+
+@pytest.fixture
+def agi_api(configured_agi_app: Any) -> Iterator[EdgeSignedClient]:
+    """AGI Staffers' real Chalice app, signed to like the edge (tests/agistaffers empties its tables)."""
+    with Client(configured_agi_app) as client:
+        yield EdgeSignedClient(client, SIGNING_SECRET)
+
+
 def add_user(conn: psycopg.Connection[Any], name: str, preferences: dict[str, Any] | None = None) -> str:
     """An account inserted straight into the database (for tests that do not go through the API)."""
     row = conn.execute(

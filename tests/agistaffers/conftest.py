@@ -9,11 +9,11 @@ from typing import Any
 import psycopg
 import pytest
 
-from functions.adapters.postgres import Database
 from functions.agistaffers.services.accounts import AccountService, Actor
 from functions.agistaffers.services.customers import CustomerService
 from functions.agistaffers.services.sites import SiteService
-from functions.config import Settings
+from functions.platform.adapters.postgres import Database
+from functions.platform.config import Settings
 
 PASSWORD = "correct horse battery"
 

@@ -10,11 +10,11 @@ from typing import Any
 import psycopg
 import pytest
 
-from functions.adapters.postgres import Database
 from functions.agistaffers.services.accounts import Actor
 from functions.agistaffers.services.customers import TRANSITIONS, CustomerService
 from functions.agistaffers.services.plans import PlanService
 from functions.agistaffers.services.sites import SiteService
+from functions.platform.adapters.postgres import Database
 from shared.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from tests.agistaffers.conftest import Tenants
 

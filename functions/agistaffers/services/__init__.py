@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from functions.services.ports import Row
+from functions.platform.ports import Row
 from shared.errors import ValidationFailed
 
 MAX_PAGE_SIZE = 100

@@ -25,8 +25,8 @@ from psycopg import Connection
 
 from functions.agistaffers.services import parse_uuid
 from functions.agistaffers.services.plans import PLAN_COLUMNS, Plan, load_plan
-from functions.services.passwords import dummy_hash, hash_password, verify_password
-from functions.services.ports import Row, TransactionalDatabase
+from functions.platform.passwords import dummy_hash, hash_password, verify_password
+from functions.platform.ports import Row, TransactionalDatabase
 from shared.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
 
 MIN_PASSWORD_LENGTH = 10

@@ -20,7 +20,7 @@ from psycopg import Connection
 from functions.agistaffers.services import decode_cursor, encode_cursor, like_pattern, page_size, parse_uuid
 from functions.agistaffers.services.accounts import Actor, check_writable, normalise_email, require_writable
 from functions.agistaffers.services.plans import load_plan
-from functions.services.ports import Row, TransactionalDatabase
+from functions.platform.ports import Row, TransactionalDatabase
 from shared.errors import Conflict, Forbidden, NotFound, ValidationFailed
 
 STATUSES = ("pending", "active", "suspended", "cancelled")

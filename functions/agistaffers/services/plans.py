@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 
 from psycopg import Connection
 
-from functions.services.ports import Row, TransactionalDatabase
+from functions.platform.ports import Row, TransactionalDatabase
 from shared.errors import ValidationFailed
 
 PLAN_COLUMNS = "name, max_sites, max_members, metrics_retention_days, min_check_interval_seconds"

@@ -24,7 +24,7 @@ from functions.agistaffers.services import decode_cursor, encode_cursor, like_pa
 from functions.agistaffers.services.accounts import Actor, check_writable, require_customer, require_writable
 from functions.agistaffers.services.domains import normalise_domain
 from functions.agistaffers.services.plans import load_plan
-from functions.services.ports import Row, TransactionalDatabase
+from functions.platform.ports import Row, TransactionalDatabase
 from shared.errors import Conflict, Forbidden, NotFound, ValidationFailed
 
 STATUSES = ("provisioning", "active", "suspended", "failed", "deleted")

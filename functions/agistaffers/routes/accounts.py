@@ -1,0 +1,49 @@
+"""Sign-up, login, the caller's own account, and the plans on offer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chalice.app import Blueprint, Response
+
+from functions.agistaffers.cache_keys import PLANS_KEY
+from functions.agistaffers.composition import container
+from functions.agistaffers.http import SIGNED_IN, caller, route
+from functions.agistaffers.schemas import Login, SignUp
+from functions.platform.cache import TTL_STATIC_METADATA
+from functions.platform.http import ANYONE, Call, json_response, public_read_response
+
+bp = Blueprint(__name__)
+
+
+@route(bp, "/healthz", methods=["GET"], roles=ANYONE, signed=False)
+def healthz(call: Call) -> Response:
+    checks = container().health()
+    healthy = all(state in ("up", "not configured") for state in checks.values())
+    return json_response(200 if healthy else 503, {"status": "ok" if healthy else "degraded", "checks": checks})
+
+
+@route(bp, "/signup", methods=["POST"], roles=ANYONE, status=201)
+def sign_up(call: Call) -> dict[str, Any]:
+    """A new customer (pending) and its owner; the edge has checked Turnstile."""
+    form = call.json(SignUp)
+    return container().accounts.sign_up(form.company_name, form.email, form.password, form.plan, name=form.name)
+
+
+@route(bp, "/auth/login", methods=["POST"], roles=ANYONE)
+def login(call: Call) -> dict[str, Any]:
+    """Checks the password and returns the identity; the edge puts it in an AGI Staffers session."""
+    form = call.json(Login)
+    return container().accounts.authenticate(form.email, form.password)
+
+
+@route(bp, "/me", methods=["GET"], roles=SIGNED_IN)
+def me(call: Call) -> dict[str, Any]:
+    return container().accounts.me(caller(call))
+
+
+@route(bp, "/plans", methods=["GET"], roles=ANYONE)
+def plans(call: Call) -> Response:
+    """The plans and their limits: the same for everyone, cached as static metadata."""
+    items, hit = container().cache.get_or_load(PLANS_KEY, TTL_STATIC_METADATA, container().plans.list)
+    return public_read_response(call, {"items": items}, cache_hit=hit)
