@@ -1,0 +1,1 @@
+"""AGI Staffers: hosting customers, their teams and their sites (the domain layer)."""
