@@ -17,7 +17,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, NamedTuple, TypeVar
 
-from functions.platform.claims import ClaimBusy, Claims, ClaimMismatch, Done
+from functions.platform.claims import ClaimBusy, ClaimMismatch, Claims, Done
 from shared.errors import Conflict, ValidationFailed
 
 FAMILY = "http"

@@ -15,6 +15,7 @@ dropped with a log line rather than retried into the DLQ.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -92,8 +93,9 @@ class StepEngine:
         """Run the message's remaining steps; raises when a step fails (the message is retried)."""
         event = self.parse(message.body)
         for name, run in self._steps[event.topic]:
+            work = functools.partial(run, event)
             outcome = self._claims.run_once(
-                SCOPE, f"{event.dedup_key}:{name}", lambda run=run: run(event), lease=self._lease, record=_nothing
+                SCOPE, f"{event.dedup_key}:{name}", work, lease=self._lease, record=_nothing
             )
             if isinstance(outcome, Done):
                 log.info("%s: step %s already done (delivery %d)", event.dedup_key, name, message.receive_count)

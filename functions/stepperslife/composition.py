@@ -23,8 +23,8 @@ from functions.platform.adapters.messaging import EventBridgePublisher, SqsPubli
 from functions.platform.adapters.object_store import S3ObjectStore
 from functions.platform.adapters.postgres import Database
 from functions.platform.cache import Cache
-from functions.platform.config import ConfigurationError, Settings
 from functions.platform.claims import Claims
+from functions.platform.config import ConfigurationError, Settings
 from functions.platform.idempotency import IdempotencyKeys
 from functions.platform.outbox_relay import MessagePublisher, OutboxRelay
 from functions.platform.ports import EdgeCache

@@ -4,7 +4,7 @@ failures, poison messages, and the DLQ through moto's real SQS server."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,9 +18,9 @@ from devstack import aws_local, handlers
 from devstack.services import start_moto
 from functions.platform.adapters.messaging import EventBridgePublisher, SqsPublisher
 from functions.platform.adapters.postgres import Database
+from functions.platform.claims import Claims
 from functions.platform.config import Settings
 from functions.platform.outbox_relay import DomainMessage, OutboxRelay
-from functions.platform.claims import Claims
 from functions.platform.processing import PoisonMessage, StepEngine
 from functions.platform.queues import QueueMessage
 from functions.stepperslife.app import app
@@ -247,14 +247,18 @@ def test_relay_schedule_flushes_the_outbox(configured_app: Any, db: Database, mo
     assert [m.dedup_key for m in publisher.sent] == ["a", "b"]
 
 
+def stopped_clock(at: datetime) -> Callable[[], datetime]:
+    return lambda: at
+
+
 def test_old_records_are_pruned_daily(configured_app: Any, db: Database) -> None:
     enqueue(db, "old", "recent", "unsent")
     with db.transaction() as conn:
         conn.execute("UPDATE outbox SET published_at = now() - interval '15 days' WHERE dedup_key = 'old'")
         conn.execute("UPDATE outbox SET published_at = now() - interval '13 days' WHERE dedup_key = 'recent'")
     for key, age in (("old:enhance", 15), ("recent:enhance", 13)):
-        then = datetime.now(UTC) - timedelta(days=age)
-        Claims(db, now=lambda then=then: then).run_once("step", key, lambda: None, lease=timedelta(seconds=90))
+        at = datetime.now(UTC) - timedelta(days=age)
+        Claims(db, now=stopped_clock(at)).run_once("step", key, lambda: None, lease=timedelta(seconds=90))
     with Client(configured_app) as client:
         event = client.events.generate_cw_event(
             source="aws.events", detail_type="Scheduled Event", detail={}, resources=[]
