@@ -16,9 +16,10 @@ from functions.agistaffers.services.plans import PlanService
 from functions.agistaffers.services.sites import SiteService
 from functions.platform.adapters.postgres import Database
 from functions.platform.cache import Cache
+from functions.platform.claims import Claims
 from functions.platform.composition import Installed, health, redis_client
 from functions.platform.config import Settings
-from functions.platform.idempotency import IdempotencyStore
+from functions.platform.idempotency import IdempotencyKeys
 
 
 @dataclass
@@ -38,8 +39,12 @@ class Container:
         return Cache(self.redis)
 
     @cached_property
-    def idempotency(self) -> IdempotencyStore:
-        return IdempotencyStore(self.agistaffers_db)
+    def claims(self) -> Claims:
+        return Claims(self.agistaffers_db)
+
+    @cached_property
+    def idempotency(self) -> IdempotencyKeys:
+        return IdempotencyKeys(self.claims)
 
     @cached_property
     def accounts(self) -> AccountService:

@@ -4,6 +4,7 @@ Keys follow ``{service}:{type}:{identifier}:{version}``. A family of keys (say e
 events) shares a version counter; a write bumps it, so later reads miss without scanning for keys.
 A miss is loaded by one caller while the others wait briefly (single-flight), so an expiry under load
 does not become a stampede on PostgreSQL. Redis being down is never an error: reads go to the loader.
+How long each kind of value lives is the product's choice (its ``cache_policy`` module).
 """
 
 from __future__ import annotations
@@ -19,17 +20,6 @@ from typing import Any, Protocol, TypeVar
 log = logging.getLogger("agistack.cache")
 
 T = TypeVar("T")
-
-# The seed's TTLs, in seconds.
-TTL_API_RESPONSE = 300
-TTL_QUERY_RESULT = 900
-TTL_STATIC_METADATA = 3600
-TTL_AI_RESPONSE = 3600
-TTL_RECOMMENDATIONS = 1800
-TTL_CHAT_COMPLETION = 900
-TTL_METRICS_AGGREGATE = 300
-TTL_DASHBOARD = 60
-TTL_ALERT_STATE = 30
 
 _LOCK_MS = 5000
 _WAIT_SECONDS = 2.0

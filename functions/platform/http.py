@@ -18,7 +18,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from functions.platform import jsonable
 from functions.platform.config import Settings
-from functions.platform.idempotency import IdempotencyStore, request_hash
+from functions.platform.idempotency import IdempotencyKeys, StoredResponse, request_hash
 from shared import envelope
 from shared.envelope import Identity
 from shared.errors import (
@@ -131,7 +131,7 @@ class HttpRuntime(Protocol):
     def settings(self) -> Settings: ...
 
     @property
-    def idempotency(self) -> IdempotencyStore: ...
+    def idempotency(self) -> IdempotencyKeys: ...
 
 
 class Router:
@@ -233,27 +233,25 @@ def _run(call: Call, handler: Handler, status: int) -> Response:
 
 
 def _run_once(
-    store: IdempotencyStore, call: Call, *, route_name: str, key: str, handler: Handler, status: int
+    store: IdempotencyKeys, call: Call, *, route_name: str, key: str, handler: Handler, status: int
 ) -> Response:
     """Run ``handler`` at most once per (user, route, key); a retry gets the first answer again."""
     assert call.identity is not None
-    user_id = call.identity.user_id
-    stored = store.claim(user_id, route_name, key, request_hash(route_name, call.target, call.body))
-    if stored is not None:
-        return json_response(stored.status, stored.body, {"Idempotent-Replayed": "true"})
-    try:
-        result = handler(call)
-    except AppError as exc:
-        store.complete(user_id, route_name, key, exc.status, exc.body())
-        raise
-    except Exception:
-        store.release(user_id, route_name, key)
-        raise
-    if isinstance(result, Response):
-        store.complete(user_id, route_name, key, result.status_code, None)
-        return result
-    store.complete(user_id, route_name, key, status, jsonable.json_ready(result))
-    return json_response(status, result)
+
+    def respond() -> tuple[Response, StoredResponse]:
+        try:
+            result = handler(call)
+        except AppError as exc:
+            return json_response(exc.status, exc.body()), StoredResponse(exc.status, exc.body())
+        if isinstance(result, Response):
+            return result, StoredResponse(result.status_code, None)
+        return json_response(status, result), StoredResponse(status, jsonable.json_ready(result))
+
+    fingerprint = request_hash(route_name, call.target, call.body)
+    answer = store.run_once(call.identity.user_id, route_name, key, fingerprint, respond)
+    if isinstance(answer, StoredResponse):
+        return json_response(answer.status, answer.body, {"Idempotent-Replayed": "true"})
+    return answer
 
 
 def _verified_call(request: Any, uri_params: dict[str, str], settings: Settings, product: str, *, signed: bool) -> Call:

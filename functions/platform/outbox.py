@@ -1,24 +1,33 @@
 """The transactional outbox: a domain event is written in the same transaction as the change it
 announces, so it is never lost and never sent for a change that rolled back. A relay moves rows to the
-queue afterwards (and again on a schedule, for anything a crash left behind)."""
+queue afterwards (and again on a schedule, for anything a crash left behind).
+
+Not a claim (``functions/platform/claims.py``): the outbox is a queue of rows to publish, each one
+sent at least once; a repeated ``dedup_key`` is refused by the table's unique index, in the caller's
+transaction, and consumers deduplicate what they receive twice. Each product names its own topics.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from psycopg import Connection
 
 from functions.platform.ports import Row
 
-TOPICS = ("event.published", "event.updated", "event.cancelled", "registration.promoted")
 
+class Outbox:
+    def __init__(self, topics: Iterable[str]) -> None:
+        self.topics = frozenset(topics)
 
-def enqueue(conn: Connection[Row], topic: str, payload: dict[str, Any], *, dedup_key: str) -> None:
-    """Record ``topic`` with ``payload`` inside the caller's transaction; a repeated ``dedup_key`` is a no-op."""
-    if topic not in TOPICS:
-        raise ValueError(f"unknown topic {topic!r}")
-    conn.execute(
-        "INSERT INTO outbox (topic, payload, dedup_key) VALUES (%s, %s::jsonb, %s) ON CONFLICT (dedup_key) DO NOTHING",
-        (topic, json.dumps(payload, default=str), dedup_key),
-    )
+    def enqueue(self, conn: Connection[Row], topic: str, payload: dict[str, Any], *, dedup_key: str) -> None:
+        """Record ``topic`` with ``payload`` inside the caller's transaction; a repeated ``dedup_key`` is a no-op."""
+        if topic not in self.topics:
+            raise ValueError(f"unknown topic {topic!r}")
+        conn.execute(
+            "INSERT INTO outbox (topic, payload, dedup_key) VALUES (%s, %s::jsonb, %s) "
+            "ON CONFLICT (dedup_key) DO NOTHING",
+            (topic, json.dumps(payload, default=str), dedup_key),
+        )

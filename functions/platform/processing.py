@@ -1,62 +1,55 @@
-"""Domain-event processing (the seed's Event_Processing): each topic runs its steps in order.
+"""The step engine: each domain event's topic runs its steps in order, each step at most once.
 
-A step that finished is recorded under the message's ``dedup_key`` once it completes, so a redelivered
-message (a retry after a later step failed, or SQS delivering twice) resumes where it stopped instead
-of repeating finished work. A crash between a step and its record repeats that one step, which is why
-each step is itself safe to repeat. A message that can never be processed (not JSON, unknown topic,
-no event id) is a ``PoisonMessage``: dropped with a log line rather than retried into the DLQ.
+The product supplies the table (topic → ordered ``(step name, callable)`` list) and, optionally, a
+payload check; the engine knows no topic of its own.
+
+Each step is a claim (``functions/platform/claims.py``) under scope ``step`` and key
+``<dedup_key>:<step>``: a redelivered message (a retry after a later step failed, or SQS delivering
+twice) resumes where it stopped instead of repeating finished work; a step that raises is released, so
+the retry runs it again; a step another delivery is running right now makes this delivery fail and
+come back later (``ClaimBusy``). A crash between a step and its record repeats that one step once the
+lease ran out, which is why each step must itself be safe to repeat. A message that can never be
+processed (not JSON, unknown topic, a payload the product's check refuses) is a ``PoisonMessage``:
+dropped with a log line rather than retried into the DLQ.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Protocol
-from uuid import UUID
+from collections.abc import Callable, Collection, Mapping, Sequence
+from datetime import timedelta
+from typing import Any, NamedTuple
 
-from functions.platform.ports import TransactionalDatabase
+from functions.platform.claims import Claims, Done
+from functions.platform.queues import QueueMessage
 
 log = logging.getLogger("agistack.processing")
 
-CACHE_SERVICE = "stepperslife"
-STEPS: dict[str, tuple[str, ...]] = {
-    "event.published": ("enhance", "invalidate", "notify"),
-    "event.updated": ("enhance", "invalidate"),
-    "event.cancelled": ("invalidate", "notify"),
-    "registration.promoted": ("invalidate", "notify"),
-}
+SCOPE = "step"
+# Longer than any step can run (a Lambda's timeout, 30 s), shorter than the queue's visibility timeout
+# (180 s), so that the redelivery after a crash finds the lease lapsed.
+STEP_LEASE = timedelta(seconds=90)
 
 
 class PoisonMessage(Exception):
     """A message that no retry can fix."""
 
 
-class Enhancer(Protocol):
-    def enhance_event(self, event_id: str) -> Any: ...
-
-
-class VersionBumper(Protocol):
-    def bump(self, service: str, family: str) -> int: ...
-
-
-class Notifier(Protocol):
-    def notify(self, topic: str, payload: Mapping[str, Any]) -> Any: ...
-
-
-@dataclass(frozen=True)
-class ReceivedEvent:
+class ReceivedEvent(NamedTuple):
     topic: str
     dedup_key: str
     payload: dict[str, Any]
 
-    @property
-    def event_id(self) -> str:
-        return str(self.payload["event_id"])
+
+StepFunction = Callable[[ReceivedEvent], object]
+Step = tuple[str, StepFunction]
+# Raises PoisonMessage for a payload the topic's steps cannot work with.
+PayloadCheck = Callable[[ReceivedEvent], None]
 
 
-def parse_message(body: str) -> ReceivedEvent:
+def parse_envelope(body: str, topics: Collection[str], check: PayloadCheck | None = None) -> ReceivedEvent:
     """The outbox envelope, sent to SQS directly or wrapped by EventBridge (its ``detail``)."""
     try:
         data = json.loads(body)
@@ -67,62 +60,51 @@ def parse_message(body: str) -> ReceivedEvent:
     if not isinstance(data, dict):
         raise PoisonMessage("the body is not an object")
     topic, dedup_key, payload = data.get("topic"), data.get("dedup_key"), data.get("payload")
-    if topic not in STEPS:
+    if topic not in topics:
         raise PoisonMessage(f"unknown topic {topic!r}")
     if not isinstance(dedup_key, str) or not 0 < len(dedup_key) <= 200:
         raise PoisonMessage("dedup_key is missing")
     if not isinstance(payload, dict):
         raise PoisonMessage("payload is missing")
-    try:
-        UUID(str(payload.get("event_id")))
-        if topic == "registration.promoted":
-            UUID(str(payload.get("user_id")))
-    except ValueError as exc:
-        raise PoisonMessage("the payload lacks a valid event_id (or user_id)") from exc
-    return ReceivedEvent(topic=str(topic), dedup_key=dedup_key, payload=payload)
+    event = ReceivedEvent(topic=str(topic), dedup_key=dedup_key, payload=payload)
+    if check is not None:
+        check(event)
+    return event
 
 
-class EventProcessor:
+class StepEngine:
     def __init__(
-        self, db: TransactionalDatabase, *, enhancer: Enhancer, cache: VersionBumper, notifier: Notifier
+        self,
+        claims: Claims,
+        steps: Mapping[str, Sequence[Step]],
+        *,
+        check: PayloadCheck | None = None,
+        lease: timedelta = STEP_LEASE,
     ) -> None:
-        self._db = db
-        self._enhancer = enhancer
-        self._cache = cache
-        self._notifier = notifier
+        self._claims = claims
+        self._steps = steps
+        self._check = check
+        self._lease = lease
 
-    def handle(self, body: str) -> None:
+    def parse(self, body: str) -> ReceivedEvent:
+        return parse_envelope(body, self._steps, self._check)
+
+    def handle(self, message: QueueMessage) -> None:
         """Run the message's remaining steps; raises when a step fails (the message is retried)."""
-        event = parse_message(body)
-        with self._db.transaction() as conn:
-            rows = conn.execute("SELECT step FROM processed_steps WHERE dedup_key = %s", (event.dedup_key,)).fetchall()
-        done = {row["step"] for row in rows}
-        for step in STEPS[event.topic]:
-            if step in done:
-                log.info("%s: step %s already done", event.dedup_key, step)
-                continue
-            self._run(step, event)
-            with self._db.transaction() as conn:
-                conn.execute(
-                    "INSERT INTO processed_steps (dedup_key, step) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-                    (event.dedup_key, step),
-                )
-
-    def prune(self, retention_days: int) -> int:
-        """Forget step records older than ``retention_days``; returns how many."""
-        with self._db.transaction() as conn:
-            cursor = conn.execute(
-                "DELETE FROM processed_steps WHERE completed_at < now() - make_interval(days => %s)", (retention_days,)
+        event = self.parse(message.body)
+        for name, run in self._steps[event.topic]:
+            work = functools.partial(run, event)
+            outcome = self._claims.run_once(
+                SCOPE, f"{event.dedup_key}:{name}", work, lease=self._lease, record=_nothing
             )
-            return cursor.rowcount
+            if isinstance(outcome, Done):
+                log.info("%s: step %s already done (delivery %d)", event.dedup_key, name, message.receive_count)
 
-    def _run(self, step: str, event: ReceivedEvent) -> None:
-        if step == "enhance":
-            self._enhancer.enhance_event(event.event_id)
-        elif step == "invalidate":
-            # After "enhance" changed the event's metadata cached reads must miss; it also covers a
-            # writer whose own bump was lost while Redis was down.
-            self._cache.bump(CACHE_SERVICE, "events")
-            self._cache.bump(CACHE_SERVICE, f"event:{event.event_id}")
-        elif step == "notify":
-            self._notifier.notify(event.topic, event.payload)
+    def prune(self, older_than: timedelta) -> int:
+        """Forget step records older than ``older_than``; returns how many."""
+        return self._claims.prune(older_than, family=SCOPE)
+
+
+def _nothing(value: object) -> None:
+    """A step's record says that it ran; its return value is not kept."""
+    return None

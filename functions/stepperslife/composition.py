@@ -21,17 +21,19 @@ from functions.platform.adapters.messaging import EventBridgePublisher, SqsPubli
 from functions.platform.adapters.object_store import S3ObjectStore
 from functions.platform.adapters.postgres import Database
 from functions.platform.cache import Cache
+from functions.platform.claims import Claims
 from functions.platform.composition import Installed, aws_client, health, redis_client
 from functions.platform.config import ConfigurationError, Settings
-from functions.platform.idempotency import IdempotencyStore
+from functions.platform.idempotency import IdempotencyKeys
 from functions.platform.outbox_relay import MessagePublisher, OutboxRelay
 from functions.platform.ports import EdgeCache
-from functions.platform.processing import EventProcessor
+from functions.platform.processing import StepEngine
 from functions.platform.push import KvPruner, PushSender, PushService
 from functions.stepperslife.adapters.flowise import FlowiseEnhancer
 from functions.stepperslife.services.engagement import EngagementService
 from functions.stepperslife.services.enhancement import ContentEnhancementService, ContentEnhancer, OfflineEnhancer
 from functions.stepperslife.services.events import EventService
+from functions.stepperslife.services.processing import event_processor
 from functions.stepperslife.services.recommendations import RecommendationService
 from functions.stepperslife.services.registrations import RegistrationService
 from functions.stepperslife.services.uploads import UploadService
@@ -56,8 +58,12 @@ class Container:
         return Cache(self.redis)
 
     @cached_property
-    def idempotency(self) -> IdempotencyStore:
-        return IdempotencyStore(self.stepperslife_db)
+    def claims(self) -> Claims:
+        return Claims(self.stepperslife_db)
+
+    @cached_property
+    def idempotency(self) -> IdempotencyKeys:
+        return IdempotencyKeys(self.claims)
 
     @cached_property
     def recommendations(self) -> RecommendationService:
@@ -162,11 +168,13 @@ class Container:
 
     @cached_property
     def engagement(self) -> EngagementService:
-        return EngagementService(self.stepperslife_db, self.recommendations, self.push, self.settings.site_url)
+        return EngagementService(
+            self.stepperslife_db, self.claims, self.recommendations, self.push, self.settings.site_url
+        )
 
     @cached_property
-    def event_processor(self) -> EventProcessor:
-        return EventProcessor(self.stepperslife_db, enhancer=self.enhancement, cache=self.cache, notifier=self.push)
+    def event_processor(self) -> StepEngine:
+        return event_processor(self.claims, enhancer=self.enhancement, cache=self.cache, notifier=self.push)
 
     def health(self) -> dict[str, str]:
         return health({"postgres": self.stepperslife_db, "redis": self.redis})

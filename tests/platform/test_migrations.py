@@ -1,16 +1,29 @@
-"""Migrations: ordered, recorded, idempotent, refusing edited files; and the schema's constraints."""
+"""Migrations: ordered, recorded, idempotent, refusing edited files and lower numbers; the platform's
+files on every database; and the schema's constraints."""
 
 from __future__ import annotations
 
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import psycopg
 import pytest
 from psycopg import sql
 
-from functions.platform.adapters.postgres import url_for_database
-from functions.platform.migrations import MigrationError, apply, discover, ensure_database, migrate_all
+from functions.platform.adapters.postgres import DATABASES, Database, url_for_database
+from functions.platform.claims import Claims, Done
+from functions.platform.idempotency import IdempotencyKeys, StoredResponse
+from functions.platform.migrations import (
+    MIGRATIONS_ROOT,
+    PLATFORM,
+    MigrationError,
+    apply,
+    discover,
+    ensure_database,
+    migrate_all,
+    plan,
+)
 
 
 @pytest.fixture
@@ -62,6 +75,86 @@ def test_badly_named_files_are_refused(tmp_path: Path, bad_name: str) -> None:
     write(tmp_path / "db", bad_name, "SELECT 1;")
     with pytest.raises(MigrationError):
         discover("db", tmp_path)
+
+
+def test_a_lower_number_added_later_is_refused(tmp_path: Path, scratch_db: str) -> None:
+    write(tmp_path / "db", "0001_create.sql", "CREATE TABLE d (id int);")
+    write(tmp_path / "db", "0003_more.sql", "ALTER TABLE d ADD COLUMN x int;")
+    assert apply(scratch_db, discover("db", tmp_path)) == ["0001", "0003"]
+    write(tmp_path / "db", "0002_late.sql", "ALTER TABLE d ADD COLUMN y int;")
+    with pytest.raises(MigrationError, match="numbers only grow"):
+        apply(scratch_db, discover("db", tmp_path))
+    write(tmp_path / "db", "0004_late.sql", (tmp_path / "db" / "0002_late.sql").read_text())
+    (tmp_path / "db" / "0002_late.sql").unlink()
+    assert apply(scratch_db, discover("db", tmp_path)) == ["0004"]
+
+
+def test_the_real_folders_number_their_files_upwards() -> None:
+    """Each folder's numbers are unique and only grow; a hole (stepperslife has no 0002) is fine."""
+    for folder in [PLATFORM, *DATABASES]:
+        numbers = [int(m.number) for m in discover(folder)]
+        assert numbers == sorted(set(numbers)) and numbers[0] == 1, folder
+
+
+def test_platform_files_come_before_a_database_s_own_and_are_recorded_apart(tmp_path: Path, scratch_db: str) -> None:
+    write(tmp_path / PLATFORM, "0001_things.sql", "CREATE TABLE things (id int PRIMARY KEY);")
+    write(tmp_path / "db", "0001_uses_things.sql", "CREATE TABLE parts (thing int REFERENCES things);")
+    migrations = plan("db", tmp_path)
+    assert [m.version for m in migrations] == ["platform/0001", "0001"]
+    assert apply(scratch_db, migrations) == ["platform/0001", "0001"]
+    with psycopg.connect(scratch_db) as conn:
+        rows = conn.execute("SELECT version, name FROM schema_migrations ORDER BY applied_at, version").fetchall()
+    assert rows == [("platform/0001", "things"), ("0001", "uses_things")]
+
+
+def test_stepperslife_files_from_before_the_platform_folder_run_first() -> None:
+    versions = [m.version for m in plan("stepperslife")]
+    assert versions[:6] == ["0001", "0003", "0004", "0005", "0006", "platform/0001"]
+    assert plan("agistaffers")[0].version == "platform/0001"
+
+
+def test_an_existing_stepperslife_database_keeps_what_its_old_tables_knew(scratch_db: str) -> None:
+    """A database at 0006 (outbox, idempotency_keys, processed_steps, digest_deliveries in use) moves to
+    the platform's tables: its outbox stays, and a retry after the deploy still finds its claim."""
+    apply(scratch_db, [m for m in discover("stepperslife") if m.version <= "0006"])
+    with psycopg.connect(scratch_db, autocommit=True) as conn:
+        user = conn.execute(
+            "INSERT INTO users (email, name, password_hash) VALUES ('o@b.co', 'O', 'scrypt$x') RETURNING id"
+        ).fetchone()
+        assert user is not None
+        user_id = str(user[0])
+        conn.execute("INSERT INTO outbox (topic, payload, dedup_key) VALUES ('event.updated', '{}', 'kept')")
+        conn.execute(
+            "INSERT INTO idempotency_keys (user_id, route, key, request_hash, status_code, response_body) "
+            "VALUES (%s, 'POST /events', 'k1', %s, 201, '{\"id\": 1}'), "
+            "(%s, 'POST /events', 'running', %s, NULL, NULL)",
+            (user_id, "a" * 64, user_id, "b" * 64),
+        )
+        conn.execute("INSERT INTO processed_steps (dedup_key, step) VALUES ('pub:1', 'enhance')")
+        conn.execute(
+            "INSERT INTO digest_deliveries (user_id, day, event_ids) VALUES (%s, '2030-05-01', '{}')", (user_id,)
+        )
+
+    assert apply(scratch_db, plan("stepperslife", MIGRATIONS_ROOT)) == ["platform/0001", "0007"]
+
+    with psycopg.connect(scratch_db) as conn:
+        assert conn.execute("SELECT dedup_key FROM outbox").fetchall() == [("kept",)]
+        gone = conn.execute(
+            "SELECT to_regclass('idempotency_keys'), to_regclass('processed_steps'), to_regclass('digest_deliveries')"
+        ).fetchone()
+        assert gone == (None, None, None)
+    db = Database(scratch_db)
+    try:
+        claims = Claims(db)
+        replayed = IdempotencyKeys(claims).run_once(
+            user_id, "POST /events", "k1", "a" * 64, lambda: ("ran", StoredResponse(200, None))
+        )
+        assert replayed == StoredResponse(201, {"id": 1})
+        assert claims.run_once("step", "pub:1:enhance", lambda: "ran", lease=timedelta(seconds=1)) == Done(None)
+        digest = claims.run_once("digest", f"2030-05-01:{user_id}", lambda: "ran", lease=timedelta(seconds=1))
+        assert digest == Done({"event_ids": []})
+    finally:
+        db.close()
 
 
 def test_real_migrations_are_idempotent(pg_server_url: str, db_prefix: str) -> None:

@@ -1,11 +1,12 @@
-"""Domain events: the outbox relay, the processing steps with their idempotency records, partial batch
+"""Domain events: the outbox relay, the processing steps with their claims, partial batch
 failures, poison messages, and the DLQ through moto's real SQS server."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -15,14 +16,17 @@ from chalice.test import Client
 
 from devstack import aws_local, handlers
 from devstack.services import start_moto
-from functions.platform import outbox
 from functions.platform.adapters.messaging import EventBridgePublisher, SqsPublisher
 from functions.platform.adapters.postgres import Database
+from functions.platform.claims import Claims
 from functions.platform.config import Settings
 from functions.platform.outbox_relay import DomainMessage, OutboxRelay
-from functions.platform.processing import EventProcessor, PoisonMessage, parse_message
+from functions.platform.processing import PoisonMessage, StepEngine
+from functions.platform.queues import QueueMessage
 from functions.stepperslife.app import app
 from functions.stepperslife.composition import container
+from functions.stepperslife.services.domain_events import TOPICS, outbox
+from functions.stepperslife.services.processing import event_processor, event_steps, parse_message
 from tests.conftest import add_user
 
 EVENT_ID = "8f1d2c3b-0000-4000-8000-000000000001"
@@ -34,10 +38,14 @@ def envelope(topic: str = "event.published", dedup_key: str = "k1", **payload: A
     return json.dumps(body)
 
 
+def delivered(body: str, receive_count: int = 1) -> QueueMessage:
+    return QueueMessage(body, message_id="m", receive_count=receive_count, attributes={}, message_attributes={})
+
+
 @pytest.fixture
 def db(stepperslife_url: str) -> Iterator[Database]:
     with psycopg.connect(stepperslife_url, autocommit=True) as conn:
-        conn.execute("TRUNCATE outbox, processed_steps")
+        conn.execute("TRUNCATE outbox, claims")
     database = Database(stepperslife_url)
     yield database
     database.close()
@@ -66,7 +74,7 @@ def test_poison_messages_are_recognised(body: str) -> None:
 def test_eventbridge_wrapping_is_unwrapped() -> None:
     wrapped = {"detail-type": "event.updated", "source": "agistack.stepperslife", "detail": json.loads(envelope())}
     event = parse_message(json.dumps(wrapped))
-    assert (event.topic, event.dedup_key, event.event_id) == ("event.published", "k1", EVENT_ID)
+    assert (event.topic, event.dedup_key, event.payload["event_id"]) == ("event.published", "k1", EVENT_ID)
 
 
 # --- the relay --------------------------------------------------------------------------------------------
@@ -153,9 +161,20 @@ class Recorder:
         self.calls.append(call)
 
 
-def processor(db: Database, fail_steps: set[str] | None = None) -> tuple[EventProcessor, Recorder]:
+def processor(db: Database, fail_steps: set[str] | None = None) -> tuple[StepEngine, Recorder]:
     recorder = Recorder([], fail_steps or set())
-    return EventProcessor(db, enhancer=recorder, cache=recorder, notifier=recorder), recorder
+    return event_processor(Claims(db), enhancer=recorder, cache=recorder, notifier=recorder), recorder
+
+
+def done_steps(db: Database) -> list[str]:
+    with db.transaction() as conn:
+        rows = conn.execute("SELECT key FROM claims WHERE scope = 'step' AND status = 'done' ORDER BY key").fetchall()
+    return [row["key"] for row in rows]
+
+
+def test_every_topic_the_outbox_accepts_has_its_steps() -> None:
+    recorder = Recorder([], set())
+    assert set(event_steps(enhancer=recorder, cache=recorder, notifier=recorder)) == set(TOPICS) == outbox.topics
 
 
 @pytest.mark.parametrize(
@@ -169,7 +188,7 @@ def processor(db: Database, fail_steps: set[str] | None = None) -> tuple[EventPr
 )
 def test_each_topic_runs_its_steps(db: Database, topic: str, expected: list[str]) -> None:
     handler, recorder = processor(db)
-    handler.handle(envelope(topic=topic, user_id=USER_ID))
+    handler.handle(delivered(envelope(topic=topic, user_id=USER_ID)))
     assert [call[0] for call in recorder.calls] == expected
     assert ("bump", "stepperslife", "events") in recorder.calls
     assert ("bump", "stepperslife", f"event:{EVENT_ID}") in recorder.calls
@@ -178,19 +197,17 @@ def test_each_topic_runs_its_steps(db: Database, topic: str, expected: list[str]
 def test_a_redelivery_resumes_after_the_finished_steps(db: Database) -> None:
     failing, first = processor(db, fail_steps={"notify"})
     with pytest.raises(RuntimeError):
-        failing.handle(envelope())
+        failing.handle(delivered(envelope()))
     assert [call[0] for call in first.calls] == ["enhance", "bump", "bump"]
 
     retry, second = processor(db)
-    retry.handle(envelope())
+    retry.handle(delivered(envelope(), receive_count=2))
     assert second.calls == [("notify", "event.published")]
 
     again, third = processor(db)
-    again.handle(envelope())  # SQS delivered it twice: nothing runs twice
+    again.handle(delivered(envelope(), receive_count=2))  # SQS delivered it twice: nothing runs twice
     assert third.calls == []
-    with db.transaction() as conn:
-        steps = conn.execute("SELECT step FROM processed_steps WHERE dedup_key = 'k1' ORDER BY step").fetchall()
-    assert [row["step"] for row in steps] == ["enhance", "invalidate", "notify"]
+    assert done_steps(db) == ["k1:enhance", "k1:invalidate", "k1:notify"]
 
 
 # --- the Chalice handlers ------------------------------------------------------------------------------------------
@@ -230,26 +247,28 @@ def test_relay_schedule_flushes_the_outbox(configured_app: Any, db: Database, mo
     assert [m.dedup_key for m in publisher.sent] == ["a", "b"]
 
 
+def stopped_clock(at: datetime) -> Callable[[], datetime]:
+    return lambda: at
+
+
 def test_old_records_are_pruned_daily(configured_app: Any, db: Database) -> None:
     enqueue(db, "old", "recent", "unsent")
     with db.transaction() as conn:
         conn.execute("UPDATE outbox SET published_at = now() - interval '15 days' WHERE dedup_key = 'old'")
         conn.execute("UPDATE outbox SET published_at = now() - interval '13 days' WHERE dedup_key = 'recent'")
-        conn.execute(
-            "INSERT INTO processed_steps (dedup_key, step, completed_at) VALUES "
-            "('old', 'enhance', now() - interval '15 days'), ('recent', 'enhance', now() - interval '13 days')"
-        )
+    for key, age in (("old:enhance", 15), ("recent:enhance", 13)):
+        at = datetime.now(UTC) - timedelta(days=age)
+        Claims(db, now=stopped_clock(at)).run_once("step", key, lambda: None, lease=timedelta(seconds=90))
     with Client(configured_app) as client:
         event = client.events.generate_cw_event(
             source="aws.events", detail_type="Scheduled Event", detail={}, resources=[]
         )
         response = client.lambda_.invoke("prune_domain_event_records", event)
-    assert response.payload == {"outbox": 1, "processed_steps": 1}
+    assert response.payload == {"outbox": 1, "step_claims": 1, "idempotency_keys": 0, "digest_claims": 0}
     with db.transaction() as conn:
         left = conn.execute("SELECT dedup_key FROM outbox ORDER BY dedup_key").fetchall()
-        steps = conn.execute("SELECT dedup_key FROM processed_steps").fetchall()
     assert [row["dedup_key"] for row in left] == ["recent", "unsent"]
-    assert [row["dedup_key"] for row in steps] == ["recent"]
+    assert done_steps(db) == ["recent:enhance"]
 
 
 # --- through moto's SQS: redelivery and the DLQ -------------------------------------------------------------------
@@ -330,10 +349,10 @@ def test_outbox_to_queue_to_steps(aws: Aws, configured_app: Any, db: Database, p
 
     with db.transaction() as conn:
         row = conn.execute("SELECT metadata FROM events WHERE id = %s", (published_event,)).fetchone()
-        steps = conn.execute("SELECT step FROM processed_steps ORDER BY step").fetchall()
     assert row is not None and row["metadata"]["enhanced"]["source"] == "offline"
     assert "Detroit Ballroom" in row["metadata"]["enhanced"]["meta_description"]
-    assert [s["step"] for s in steps] == ["enhance", "invalidate", "notify"]
+    key = f"pub:{published_event}"
+    assert done_steps(db) == [f"{key}:enhance", f"{key}:invalidate", f"{key}:notify"]
     assert cache.version("stepperslife", "events") > versions[0]
     assert cache.version("stepperslife", f"event:{published_event}") > versions[1]
     assert drained(aws, aws.queue_url) == [] and drained(aws, aws.dlq_url) == []

@@ -27,6 +27,7 @@ from functions.platform.adapters.cloudflare_kv import CloudflareEdgeCache, Cloud
 from functions.platform.adapters.postgres import Database
 from functions.platform.adapters.webpush import WebPushSender, generate_vapid_keys, load_private_key, public_key_of
 from functions.platform.cache import Cache
+from functions.platform.claims import Claims
 from functions.platform.config import ConfigurationError, Settings
 from functions.platform.push import (
     FanOutReport,
@@ -754,7 +755,7 @@ def test_daily_digest_goes_once_to_those_who_opted_in(harness: Harness, push_ser
     db = Database(harness.conn.info.dsn)
     try:
         engagement = EngagementService(
-            db, RecommendationService(db, Cache(None)), harness.service, "https://stepperslife.com"
+            db, Claims(db), RecommendationService(db, Cache(None)), harness.service, "https://stepperslife.com"
         )
         first = engagement.send_daily_digest(date(2030, 5, 1))
         again = engagement.send_daily_digest(date(2030, 5, 1))

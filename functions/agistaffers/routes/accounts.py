@@ -6,11 +6,10 @@ from typing import Any
 
 from chalice.app import Blueprint, Response
 
-from functions.agistaffers.cache_keys import PLANS_KEY
+from functions.agistaffers.cache_policy import PLANS_KEY, TTL_STATIC_METADATA
 from functions.agistaffers.composition import container
 from functions.agistaffers.http import SIGNED_IN, caller, route
 from functions.agistaffers.schemas import Login, SignUp
-from functions.platform.cache import TTL_STATIC_METADATA
 from functions.platform.http import ANYONE, Call, json_response, public_read_response
 
 bp = Blueprint(__name__)

@@ -7,16 +7,15 @@ partial batch failures and a dead-letter queue.
 
 from __future__ import annotations
 
-import functools
 import logging
 from typing import Any, Literal
 from uuid import UUID
 
-from chalice.app import Blueprint, SQSEvent, SQSRecord
+from chalice.app import Blueprint, SQSEvent
 
 from functions.platform.config import IMAGE_UPLOADS_QUEUE
 from functions.platform.http import Call
-from functions.platform.queues import process_batch
+from functions.platform.queues import QueueMessage, process_batch
 from functions.stepperslife.composition import container
 from functions.stepperslife.http import ORGANIZERS, route
 from functions.stepperslife.schemas import Strict
@@ -52,24 +51,14 @@ def start_image_upload(call: Call) -> dict[str, Any]:
     return container().uploads.start_upload(_event_id(call), call.require_identity(), form.content_type)
 
 
-def _process_uploads(body: str, *, attempt: int) -> None:
-    for upload in parse_s3_notification(body):
+def _process_uploads(message: QueueMessage) -> None:
+    """The message's receive count tells whether this is its last delivery before the DLQ."""
+    attempt = message.receive_count
+    for upload in parse_s3_notification(message.body):
         outcome = container().uploads.handle(upload, attempt=attempt, final_attempt=attempt >= MAX_DELIVERIES)
         log.info("upload %s: %s (delivery %d)", upload.key, outcome, attempt)
 
 
-def _receive_count(record: SQSRecord) -> int:
-    try:
-        return int(record.to_dict().get("attributes", {}).get("ApproximateReceiveCount", 1))
-    except (TypeError, ValueError):
-        return 1
-
-
 @bp.on_sqs_message(queue=IMAGE_UPLOADS_QUEUE, batch_size=BATCH_SIZE)
 def image_uploaded(event: SQSEvent) -> dict[str, Any]:
-    """Each message separately, so that its receive count tells whether it is its last delivery."""
-    failures: list[dict[str, str]] = []
-    for record in event:
-        handle = functools.partial(_process_uploads, attempt=_receive_count(record))
-        failures += process_batch([record], handle, permanent=BadNotification)["batchItemFailures"]
-    return {"batchItemFailures": failures}
+    return process_batch(event, _process_uploads, permanent=BadNotification)

@@ -1,7 +1,9 @@
-"""Domain events: the outbox relay's schedule and the queue handler that runs each event's steps."""
+"""Domain events: the outbox relay's schedule and the queue handler that runs each event's steps; the
+daily pruning of the outbox and of the claims (steps, Idempotency-Keys, digests)."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from chalice.app import Blueprint, CloudWatchEvent, Rate, SQSEvent
@@ -31,8 +33,10 @@ def relay_outbox(event: CloudWatchEvent) -> dict[str, int]:
 
 @bp.schedule(Rate(1, unit=Rate.DAYS))
 def prune_domain_event_records(event: CloudWatchEvent) -> dict[str, int]:
-    """Keeps the outbox and the step records from growing without bound."""
+    """Keeps the outbox and the claims from growing without bound."""
     return {
         "outbox": container().outbox_relay.prune(RETENTION_DAYS),
-        "processed_steps": container().event_processor.prune(RETENTION_DAYS),
+        "step_claims": container().event_processor.prune(timedelta(days=RETENTION_DAYS)),
+        "idempotency_keys": container().idempotency.prune(),
+        "digest_claims": container().engagement.prune(),
     }

@@ -26,8 +26,9 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from functions.platform.cache import TTL_AI_RESPONSE, RedisLike, cache_key
+from functions.platform.cache import RedisLike, cache_key
 from functions.platform.ports import Row, TransactionalDatabase
+from functions.stepperslife.cache_policy import TTL_AI_RESPONSE
 
 log = logging.getLogger("agistack.enhancement")
 

@@ -19,10 +19,11 @@ from uuid import UUID
 
 import psycopg
 
-from functions.platform import outbox
-from functions.platform.cache import TTL_API_RESPONSE, Cache, cache_key, digest
+from functions.platform.cache import Cache, cache_key, digest
 from functions.platform.jsonable import json_ready
 from functions.platform.ports import Row, TransactionalDatabase
+from functions.stepperslife.cache_policy import TTL_API_RESPONSE
+from functions.stepperslife.services.domain_events import outbox
 from shared.envelope import Identity
 from shared.errors import BadRequest, Conflict, Forbidden, NotFound
 

@@ -7,9 +7,10 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from functions.platform.cache import TTL_RECOMMENDATIONS, Cache, cache_key
+from functions.platform.cache import Cache, cache_key
 from functions.platform.jsonable import json_ready
 from functions.platform.ports import Row, TransactionalDatabase
+from functions.stepperslife.cache_policy import TTL_RECOMMENDATIONS
 from functions.stepperslife.services.events import EVENT_COLUMNS, public_event
 
 CANDIDATES = 500

@@ -13,8 +13,8 @@ from typing import Any
 
 import psycopg
 
-from functions.platform import outbox
 from functions.platform.ports import Row, TransactionalDatabase
+from functions.stepperslife.services.domain_events import outbox
 from functions.stepperslife.services.events import can_manage
 from shared.envelope import Identity
 from shared.errors import Conflict, Forbidden, NotFound

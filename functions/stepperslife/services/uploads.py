@@ -19,6 +19,11 @@ delivery leaves ``processing``: the DLQ alarm is the signal then.) A duplicate u
 of its own: the event already shows the picture.
 
 Every change to an entry makes the cached anonymous reads of the event and of the listings miss.
+
+Not a claim (``functions/platform/claims.py``): the entry is a state machine the event shows to its
+readers, and taking it (``processing`` with its ``claimed_at`` lease) is decided together with the
+duplicate check across the event's other entries, under the event's row lock, in one transaction. A
+separate claim row would be a second record of the same state, outside that transaction.
 """
 
 from __future__ import annotations
