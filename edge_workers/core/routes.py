@@ -126,12 +126,6 @@ class Route(NamedTuple):
         return ", ".join(sorted(self.methods))
 
 
-def family(upstream_path: str) -> str:
-    """The resource family a path belongs to (``/events/1/registrations`` -> ``events``): writes to a
-    family invalidate every cached read of it."""
-    return upstream_path.strip("/").split("/", 1)[0] or "root"
-
-
 class RouteMethodNotAllowed(MethodNotAllowed):
     def __init__(self, route: Route, method: str) -> None:
         super().__init__(f"{method} is not allowed here", details={"allow": sorted(route.methods)})

@@ -22,7 +22,6 @@ from functions.stepperslife.composition import container
 from functions.stepperslife.routes import images as image_routes
 from functions.stepperslife.services import images
 from functions.stepperslife.services.uploads import (
-    IMMUTABLE,
     BadNotification,
     ImageBusy,
     Outcome,
@@ -30,9 +29,9 @@ from functions.stepperslife.services.uploads import (
     UploadService,
     original_key,
     upload_key,
-    variant_key,
 )
 from shared.envelope import Identity
+from shared.media import IMMUTABLE, variant_key
 from tests.conftest import EdgeSignedClient
 from tests.stepperslife.images_fixtures import (
     BLUE,

@@ -1,9 +1,10 @@
 """Event pictures, from the upload form to published variants.
 
 1. ``start_upload`` hands the organizer a presigned POST for ``uploads/{event_id}/{image_id}``.
-2. S3 notifies the queue; ``handle`` turns the upload into variants under ``public/`` (served
-   with immutable caching: a key never changes content), copies the original to the private
-   ``originals/`` prefix, records the result in the event's ``images`` and removes the upload.
+2. S3 notifies the queue; ``handle`` turns the upload into variants under ``public/`` (the layout of
+   ``shared.media``, which the edge serves with immutable caching: a key never changes content),
+   copies the original to the private ``originals/`` prefix, records the result in the event's
+   ``images`` and removes the upload.
 
 S3 and SQS deliver at least once, and a Lambda can die half-way, so every step is safe to repeat:
 variant and original keys are fixed by (event, image, width, format) and rewritten whole; the upload
@@ -43,14 +44,12 @@ from functions.stepperslife.services import images
 from functions.stepperslife.services.events import CACHE_SERVICE, LIST_FAMILY, can_manage
 from shared.envelope import Identity
 from shared.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from shared.media import IMMUTABLE, variant_key
 
 log = logging.getLogger("agistack.uploads")
 
 UPLOADS_PREFIX = "uploads/"
 ORIGINALS_PREFIX = "originals/"
-# Served by the edge's GET /img/{event_id}/{image_id}/{width} (edge_workers/core/media.py).
-PUBLIC_PREFIX = "public/"
-IMMUTABLE = "public, max-age=31536000, immutable"
 _UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 UPLOAD_KEY = re.compile(rf"^uploads/(?P<event_id>{_UUID})/(?P<image_id>{_UUID})$")
 
@@ -113,11 +112,6 @@ def upload_key(event_id: str, image_id: str) -> str:
 
 def original_key(event_id: str, image_id: str) -> str:
     return f"{ORIGINALS_PREFIX}{event_id}/{image_id}"
-
-
-def variant_key(event_id: str, image_id: str, url_width: int, extension: str) -> str:
-    """What the edge's ``GET /img/{event_id}/{image_id}/{url_width}`` serves, per negotiated format."""
-    return f"{PUBLIC_PREFIX}{event_id}/{image_id}/{url_width}.{extension}"
 
 
 def _utc_now() -> datetime:
