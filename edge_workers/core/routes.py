@@ -165,18 +165,10 @@ GATEWAY_ROUTES: tuple[Route, ...] = (
         exact=True,
         body_limit=SMALL_BODY_LIMIT,
     ),
-    # Sign-up is the one write that needs no session; bots are kept out by Turnstile.
+    # Sign-up is the one write that needs no session; bots are kept out by Turnstile. The origin has
+    # no list of users to read here.
     Route(
         "/api/users",
-        Handler.PROXY,
-        {**_reads(Access(Auth.OPTIONAL)), "POST": Access(Auth.OPTIONAL, FORMS_POLICY, turnstile=True)},
-        exact=True,
-        origin=STEPPERSLIFE,
-        strip_prefix="/api",
-        body_limit=SMALL_BODY_LIMIT,
-    ),
-    Route(
-        "/api/contact",
         Handler.PROXY,
         {"POST": Access(Auth.OPTIONAL, FORMS_POLICY, turnstile=True)},
         exact=True,

@@ -69,7 +69,6 @@ def test_the_table_covers_both_workers_and_every_handler() -> None:
         "/api/auth/login",
         "/api/auth/logout",
         "/api/users",
-        "/api/contact",
         "/api/me/preferences",
         "/api/flags",
         "/api/events",

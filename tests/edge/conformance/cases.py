@@ -772,11 +772,11 @@ CASES: list[dict[str, Any]] = [
             },
             {
                 "method": "POST",
-                "path": "/api/contact",
-                "form": {"message": "hello", "cf-turnstile-response": "valid-form"},
+                "path": "/api/users",
+                "form": {"email": "form@example.com", "cf-turnstile-response": "valid-form"},
                 "expect": {
-                    "status": 202,
-                    "json": {"received": "message=hello"},
+                    "status": 201,
+                    "json": {"received": "email=form%40example.com"},
                     "siteverify": {"response": "valid-form"},
                 },
             },
