@@ -40,7 +40,9 @@ def _routes_with_origins() -> Iterator[Route]:
 
 def _app_routes(origin: str) -> Mapping[str, Mapping[str, Any]]:
     module_name = ORIGIN_APPS[origin]
-    if importlib.util.find_spec(module_name.rpartition(".")[0]) is None or importlib.util.find_spec(module_name) is None:
+    package = module_name.rpartition(".")[0]
+    # The package is checked first: find_spec of a module whose package is missing raises.
+    if importlib.util.find_spec(package) is None or importlib.util.find_spec(module_name) is None:
         pytest.skip(f"the {origin} origin's app module {module_name} does not exist yet")
     routes: Mapping[str, Mapping[str, Any]] = importlib.import_module(module_name).app.routes
     return routes
