@@ -16,11 +16,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from uuid import UUID
 
-from functions.platform.ports import TransactionalDatabase
+from functions.platform.ports import EventInvalidator, TransactionalDatabase
 
 log = logging.getLogger("agistack.processing")
 
-CACHE_SERVICE = "stepperslife"
 STEPS: dict[str, tuple[str, ...]] = {
     "event.published": ("enhance", "invalidate", "notify"),
     "event.updated": ("enhance", "invalidate"),
@@ -35,10 +34,6 @@ class PoisonMessage(Exception):
 
 class Enhancer(Protocol):
     def enhance_event(self, event_id: str) -> Any: ...
-
-
-class VersionBumper(Protocol):
-    def bump(self, service: str, family: str) -> int: ...
 
 
 class Notifier(Protocol):
@@ -84,11 +79,11 @@ def parse_message(body: str) -> ReceivedEvent:
 
 class EventProcessor:
     def __init__(
-        self, db: TransactionalDatabase, *, enhancer: Enhancer, cache: VersionBumper, notifier: Notifier
+        self, db: TransactionalDatabase, *, enhancer: Enhancer, invalidation: EventInvalidator, notifier: Notifier
     ) -> None:
         self._db = db
         self._enhancer = enhancer
-        self._cache = cache
+        self._invalidation = invalidation
         self._notifier = notifier
 
     def handle(self, body: str) -> None:
@@ -120,9 +115,8 @@ class EventProcessor:
         if step == "enhance":
             self._enhancer.enhance_event(event.event_id)
         elif step == "invalidate":
-            # After "enhance" changed the event's metadata cached reads must miss; it also covers a
-            # writer whose own bump was lost while Redis was down.
-            self._cache.bump(CACHE_SERVICE, "events")
-            self._cache.bump(CACHE_SERVICE, f"event:{event.event_id}")
+            # After "enhance" changed the event's metadata cached reads must miss, here and at the
+            # edge; it also covers a writer whose own bump was lost while Redis was down.
+            self._invalidation.invalidate_event(event.event_id)
         elif step == "notify":
             self._notifier.notify(event.topic, event.payload)

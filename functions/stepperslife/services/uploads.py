@@ -19,7 +19,8 @@ and keeps the upload, so a redrive from the DLQ can try again. (A Lambda killed 
 delivery leaves ``processing``: the DLQ alarm is the signal then.) A duplicate upload leaves no entry
 of its own: the event already shows the picture.
 
-Every change to an entry makes the cached anonymous reads of the event and of the listings miss.
+Every change to an entry makes the cached reads of the event and of the listings miss, at the origin
+and at the edge (``EventInvalidation``).
 """
 
 from __future__ import annotations
@@ -38,10 +39,10 @@ from urllib.parse import unquote_plus
 from psycopg import Connection
 
 from functions.platform.adapters.object_store import ObjectNotFound, ObjectStore, ObjectTooLarge
-from functions.platform.cache import Cache
-from functions.platform.ports import EdgeCache, Row, TransactionalDatabase
+from functions.platform.ports import Row, TransactionalDatabase
 from functions.stepperslife.services import images
-from functions.stepperslife.services.events import CACHE_SERVICE, LIST_FAMILY, can_manage
+from functions.stepperslife.services.events import can_manage
+from functions.stepperslife.services.invalidation import EventInvalidation
 from shared.envelope import Identity
 from shared.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from shared.media import IMMUTABLE, variant_key
@@ -138,9 +139,8 @@ class UploadService:
         self,
         db: TransactionalDatabase,
         store: ObjectStore,
-        cache: Cache,
+        invalidation: EventInvalidation,
         *,
-        edge_cache: EdgeCache | None = None,
         policy: images.ImagePolicy = images.DEFAULT_POLICY,
         upload_expiry_seconds: int = 300,
         claim_seconds: int = 10,
@@ -151,8 +151,7 @@ class UploadService:
         time, or the redelivery that follows a crash would find the claim still held."""
         self._db = db
         self._store = store
-        self._cache = cache
-        self._edge_cache = edge_cache
+        self._invalidation = invalidation
         self._policy = policy
         self._upload_expiry = upload_expiry_seconds
         self._claim_for = timedelta(seconds=claim_seconds)
@@ -279,7 +278,7 @@ class UploadService:
                 "created_at": entry["created_at"] if entry else now.isoformat(),
             }
             self._write(conn, event_id, _replaced(entries, claimed))
-        self._invalidate(event_id)
+        self._invalidation.invalidate_event(event_id)
         return None
 
     def _publish(self, event_id: str, image_id: str, processed: images.ProcessedImage) -> list[str]:
@@ -371,19 +370,8 @@ class UploadService:
             if unless_ready and current.get("status") == "ready":
                 return True
             self._write(conn, event_id, _replaced(entries, change(current)))
-        self._invalidate(event_id)
+        self._invalidation.invalidate_event(event_id)
         return True
-
-    def _invalidate(self, event_id: str) -> None:
-        """Cached anonymous reads of the event and of the listings must show the new state."""
-        self._cache.bump(CACHE_SERVICE, LIST_FAMILY)
-        self._cache.bump(CACHE_SERVICE, f"event:{event_id}")
-        if self._edge_cache is not None:
-            try:
-                self._edge_cache.invalidate("events")
-            except OSError:
-                # The entry is saved; the edge copy then expires by its s-maxage instead.
-                log.warning("could not invalidate the edge cache of events", exc_info=True)
 
     @staticmethod
     def _write(conn: Connection[Row], event_id: str, entries: list[dict[str, Any]]) -> None:
