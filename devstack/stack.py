@@ -210,8 +210,8 @@ class DevStack:
             log.info("schedule %s: %s", schedule.name, when)
 
     def _start_edge(self, secret: str, aws_url: str) -> None:
-        from devstack.edge_server import EdgeServer
         from edge_workers.core.config import GatewayConfig
+        from edge_workers.local import EdgeServer
 
         assert self.settings is not None
         api = f"http://{self.options.host}:{self.options.api_port}"

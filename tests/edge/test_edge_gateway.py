@@ -27,8 +27,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from devstack.edge_server import EdgeServer, SqliteKv
 from edge_workers.core.config import ConfigurationError, GatewayConfig
+from edge_workers.local import EdgeServer, SqliteKv
 from shared.envelope import Identity, verify
 from shared.errors import Unauthorized, internal_error_body
 from tests.shared.keys import b64url, p256_point

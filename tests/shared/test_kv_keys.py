@@ -13,10 +13,10 @@ from urllib.parse import unquote
 
 import pytest
 
-from devstack.edge_server import SqliteKv
 from edge_workers.core.cache import NO_VERSION, ResponseCache
 from edge_workers.core.http import EdgeResponse, Headers
 from edge_workers.core.ports import SystemClock, SystemRandom
+from edge_workers.local import SqliteKv
 from functions.platform.adapters.cloudflare_kv import CloudflareEdgeCache, CloudflareKvNamespace, CloudflareKvPruner
 from shared.kv_keys import endpoint_hash, family, push_subscription_key, version_key
 

@@ -1,6 +1,8 @@
 """The edge workers' core on CPython: local adapters for their ports and an HTTP server around them.
 
-``agistack dev`` and the tests serve the same ``edge_workers.core.gateway.handle`` that the workers run:
+The counterpart of ``edge_workers/workers_adapters.py`` (the Workers FFI adapters): ``agistack dev``
+(wired in ``devstack/edge_server.py``), the tests and the benchmarks serve the same
+``edge_workers.core.gateway.handle`` that the workers run:
 KV namespaces persist in SQLite files with Workers KV semantics, outbound fetch is urllib (in a
 thread, never following redirects), the Rate Limiting binding is an in-memory fixed window, the
 rate-limit Durable Object is the same ``SlidingWindowObject`` over in-memory storage (one object per
