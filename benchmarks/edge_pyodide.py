@@ -39,9 +39,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from devstack.edge_server import EdgeServer
 from edge_workers.core.composition import GATEWAY, required_rate_limit_bindings, route_table
 from edge_workers.core.config import GatewayConfig
+from edge_workers.local import EdgeServer
 from tests.edge.conformance.runtimes import EDGE_HOST, PyodideRuntime
 
 SIGNING_SECRET = "benchmark-edge-signing-secret-" + "x" * 32

@@ -21,6 +21,7 @@ import psycopg
 
 from benchmarks._common import environment, spread
 from functions.platform.adapters.postgres import Database
+from functions.stepperslife.composition import Container
 from functions.stepperslife.services.registrations import RegistrationService
 from shared.envelope import Identity
 
@@ -109,7 +110,9 @@ def main() -> None:
     with environment() as env:
         url = env.settings.database_url_for("stepperslife")
         pool = Database(url, max_size=POOL_SIZE)
-        service = RegistrationService(pool)
+        # Wired as in production: each registration also drops the attendee's cached recommendations.
+        wiring = Container(env.settings)
+        service = RegistrationService(pool, recommendations=wiring.recommendations, outbox=wiring.outbox_relay)
         registered_per_run: list[int] = []
         positions_ok: list[bool] = []
         rates: list[float] = []
@@ -128,6 +131,7 @@ def main() -> None:
                 naive_registered.append(outcome(url, naive_event)[0])
         finally:
             pool.close()
+            wiring.close()
     print(f"registrations/s: {spread(rates)}")
     print(f"naive check-then-insert, registered per run (should be {args.seats}): {naive_registered}")
     print(

@@ -27,7 +27,6 @@ from functions.platform.migrations import migrate_all
 log = logging.getLogger("agistack.dev")
 
 STATE_FILE = "stack.json"
-LOCAL_TURNSTILE_SECRET = "1x0000000000000000000000000000000AA"  # noqa: S105 - Cloudflare's public test key
 
 
 class PortInUse(RuntimeError):
@@ -211,29 +210,17 @@ class DevStack:
             log.info("schedule %s: %s", schedule.name, when)
 
     def _start_edge(self, secret: str, aws_url: str) -> None:
-        from devstack.edge_server import EdgeServer
-        from edge_workers.core.config import GatewayConfig
+        from devstack.edge_server import local_edge_config, start_local_edge
 
         assert self.settings is not None
-        origins = {
-            product.origin_variable: self.env.get(product.origin_variable) or self._api_url(product)
-            for product in PRODUCTS
-        }
-        config = GatewayConfig.from_mapping(
-            {
-                **self.env,
-                "EDGE_SIGNING_SECRET": secret,
-                **origins,
-                # Cloudflare's documented always-pass test secret: the local adapter answers it offline.
-                "TURNSTILE_SECRET_KEY": self.env.get("TURNSTILE_SECRET_KEY") or LOCAL_TURNSTILE_SECRET,
-                # Mounts the push router under /push/ on the same server (production routes it so too).
-                "VAPID_PUBLIC_KEY": self.settings.vapid_public_key or "",
-                "MEDIA_PUBLIC_BASE_URL": self.env.get("MEDIA_PUBLIC_BASE_URL")
-                or f"{aws_url}/{self.settings.media_bucket}",
-            }
+        config = local_edge_config(
+            self.env,
+            signing_secret=secret,
+            origins={product.origin_variable: self._api_url(product) for product in PRODUCTS},
+            media_base_url=f"{aws_url}/{self.settings.media_bucket}",
+            vapid_public_key=self.settings.vapid_public_key,
         )
-        edge = EdgeServer(self.options.host, self.options.edge_port, self.options.data_dir.resolve(), config)
-        edge.start()
+        edge = start_local_edge(self.options.host, self.options.edge_port, self.options.data_dir, config)
         self._stops.append(edge.stop)
         log.info("edge gateway and push router on %s (KV under %s)", edge.url, self.options.data_dir / "kv")
 

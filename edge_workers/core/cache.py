@@ -5,8 +5,8 @@ entry records the version of its family, the value of ``ver:{family}``, when it 
 fetches the version and the entry in one bulk KV read and serves the entry only when the two agree.
 A write through the gateway replaces the family's version with a new random value, so every cached
 read of that family misses from then on (the seed's versioned keys; the next miss overwrites the
-stale entry). Other writers, such as the image pipeline, invalidate the same way by writing
-``ver:{family}``.
+stale entry). Writers at the origin, such as the image pipeline, invalidate the same way: the
+version key and the family are the contract of ``shared.kv_keys``.
 
 TTL: the origin's ``s-maxage``, else ``max-age``, else 300 s (the seed's default). Never stored: a
 status other than 200, ``Set-Cookie``, ``private``/``no-store``/``no-cache``, ``Vary`` on a request
@@ -24,9 +24,9 @@ import json
 
 from edge_workers.core.http import EdgeResponse, Headers
 from edge_workers.core.ports import KV_MIN_EXPIRATION_TTL, Clock, KeyValueStore, RandomSource
+from shared.kv_keys import VERSION_TOKEN_BYTES, version_key
 
 CACHE_PREFIX = "cache:"
-VERSION_PREFIX = "ver:"
 DEFAULT_TTL_SECONDS = 300
 MAX_TTL_SECONDS = 86400
 MAX_BODY_BYTES = 512 * 1024
@@ -92,9 +92,9 @@ class ResponseCache:
         return f"{CACHE_PREFIX}{family}:{request}"
 
     async def lookup(self, family: str, key: str) -> CacheLookup:
-        version_key = VERSION_PREFIX + family
-        values = await self._kv.get_many([version_key, key])
-        version = values[version_key] or NO_VERSION
+        current = version_key(family)
+        values = await self._kv.get_many([current, key])
+        version = values[current] or NO_VERSION
         raw = values[key]
         if raw is None:
             return CacheLookup(version)
@@ -131,5 +131,4 @@ class ResponseCache:
         await self._kv.put(key, json.dumps(entry), expiration_ttl=max(ttl, KV_MIN_EXPIRATION_TTL))
 
     async def bump(self, family: str) -> None:
-        # A random value rather than a counter: no read-modify-write to race with concurrent writers.
-        await self._kv.put(VERSION_PREFIX + family, self._random.token_hex(8))
+        await self._kv.put(version_key(family), self._random.token_hex(VERSION_TOKEN_BYTES))

@@ -10,8 +10,9 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
-from edge_workers.core.b64 import b64url_decode, is_p256_public_key
 from edge_workers.core.ports import KV_MIN_EXPIRATION_TTL
+from shared.base64url import b64url_decode
+from shared.push_subscription import is_p256_point
 
 SIGNING_SECRET_MIN_LENGTH = 32
 JWT_SECRET_MIN_LENGTH = 32
@@ -200,6 +201,6 @@ def _vapid_key(value: str | None) -> str | None:
         raw = b64url_decode(value)
     except ValueError as exc:
         raise ConfigurationError("VAPID_PUBLIC_KEY must be base64url") from exc
-    if not is_p256_public_key(raw):
-        raise ConfigurationError("VAPID_PUBLIC_KEY must be an uncompressed P-256 public key (65 bytes)")
+    if not is_p256_point(raw):
+        raise ConfigurationError("VAPID_PUBLIC_KEY must be an uncompressed P-256 public key (65 bytes, on the curve)")
     return value.rstrip("=")

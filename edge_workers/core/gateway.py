@@ -25,7 +25,7 @@ from edge_workers.core.ports import Background, OriginUnavailable
 from edge_workers.core.preferences import handle_preferences
 from edge_workers.core.push import handle_subscription, handle_vapid_key
 from edge_workers.core.ratelimit import client_key
-from edge_workers.core.routes import Auth, Handler, Route, RouteMethodNotAllowed, family
+from edge_workers.core.routes import Auth, Handler, Route, RouteMethodNotAllowed
 from edge_workers.core.security import apply_cors, apply_security_headers, preflight
 from edge_workers.core.sessions import COOKIE_NAME, cleared_cookie, session_cookie, session_id_from_cookies
 from edge_workers.core.tokens import InvalidToken, verify_hs256
@@ -42,6 +42,7 @@ from shared.errors import (
     UpstreamUnavailable,
     internal_error_body,
 )
+from shared.kv_keys import family
 
 _CONTENT_LENGTH = re.compile(r"^[0-9]{1,15}$")
 HEALTH_TIMEOUT_SECONDS = 3.0

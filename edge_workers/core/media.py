@@ -3,38 +3,26 @@
 The format is negotiated from ``Accept`` (RFC 9110 q-values; the most specific matching range
 decides each format's weight): AVIF, else WebP, else JPEG on ties, and JPEG when nothing matches or
 no ``Accept`` was sent (every client decodes it). The variant is read from the public media prefix
-(``MEDIA_PUBLIC_BASE_URL`` + ``public/{event_id}/{image_id}/{width}.{ext}``); variants never change
-once written, so the answer is cacheable for a year, and ``Vary: Accept`` keeps caches from handing
-AVIF to a client that asked for JPEG. Only the widths the pipeline produces exist.
+(``MEDIA_PUBLIC_BASE_URL`` + the key of ``shared.media``, the layout the pipeline writes); variants
+never change once written, so the answer is cacheable for a year, and ``Vary: Accept`` keeps caches
+from handing AVIF to a client that asked for JPEG. Only the widths the pipeline produces exist.
 """
 
 from __future__ import annotations
 
 import re
-from typing import NamedTuple
 
 from edge_workers.core.context import Exchange, GatewayDeps
 from edge_workers.core.http import EdgeResponse, Headers, OutboundRequest
 from edge_workers.core.upstream import fetch
 from shared.errors import NotFound, UpstreamUnavailable
+from shared.media import FORMATS, IMMUTABLE, JPEG, VARIANT_WIDTHS, VariantFormat, variant_key
 
-WIDTHS = ("320", "640", "1280", "1920")
+_URL_WIDTHS = frozenset(str(width) for width in VARIANT_WIDTHS)
 # Ids as the pipeline writes them (canonical UUIDs); matched rather than parsed with ``uuid``, whose
 # import costs tens of milliseconds of isolate start-up under Pyodide.
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-IMMUTABLE = "public, max-age=31536000, immutable"
 MISSING_CACHE_CONTROL = "public, max-age=60"  # a variant may appear once processing finishes
-
-
-class ImageFormat(NamedTuple):
-    media_type: str
-    extension: str
-
-
-AVIF = ImageFormat("image/avif", "avif")
-WEBP = ImageFormat("image/webp", "webp")
-JPEG = ImageFormat("image/jpeg", "jpg")
-PREFERENCE = (AVIF, WEBP, JPEG)
 
 
 def _accept_ranges(accept: str) -> list[tuple[str, float]]:
@@ -64,23 +52,23 @@ def _weight(media_type: str, ranges: list[tuple[str, float]]) -> float:
     return 0.0
 
 
-def choose_format(accept: str | None) -> ImageFormat:
+def choose_format(accept: str | None) -> VariantFormat:
     if not accept:
         return JPEG
     ranges = _accept_ranges(accept)
-    best = max(PREFERENCE, key=lambda image_format: _weight(image_format.media_type, ranges))
+    best = max(FORMATS, key=lambda image_format: _weight(image_format.media_type, ranges))
     return best if _weight(best.media_type, ranges) > 0 else JPEG
 
 
-def variant_key(path: str, image_format: ImageFormat) -> str:
-    """``public/{event_id}/{image_id}/{width}.{ext}`` for ``/img/{event_id}/{image_id}/{width}``."""
+def stored_key(path: str, image_format: VariantFormat) -> str:
+    """The stored variant (``shared.media.variant_key``) for ``/img/{event_id}/{image_id}/{width}``."""
     segments = path.split("/")
-    if len(segments) != 5 or segments[1] != "img" or segments[4] not in WIDTHS:
+    if len(segments) != 5 or segments[1] != "img" or segments[4] not in _URL_WIDTHS:
         raise NotFound("no such image", code="not_found")
     event_id, image_id = segments[2].lower(), segments[3].lower()
     if not (_UUID.match(event_id) and _UUID.match(image_id)):
         raise NotFound("no such image", code="not_found")
-    return f"public/{event_id}/{image_id}/{segments[4]}.{image_format.extension}"
+    return variant_key(event_id, image_id, int(segments[4]), image_format.extension)
 
 
 async def handle_image(exchange: Exchange, deps: GatewayDeps, body: bytes) -> EdgeResponse:
@@ -88,7 +76,7 @@ async def handle_image(exchange: Exchange, deps: GatewayDeps, body: bytes) -> Ed
     if route is None or route.origin is None:
         raise RuntimeError("the image route must name the media origin")
     image_format = choose_format(exchange.request.headers.get("accept"))
-    key = variant_key(exchange.path, image_format)
+    key = stored_key(exchange.path, image_format)
     request = OutboundRequest(
         exchange.request.method,
         f"{deps.config.origins[route.origin]}/{key}",

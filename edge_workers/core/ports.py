@@ -1,7 +1,7 @@
 """Ports: what the runtime provides to the core, as protocols with Workers semantics.
 
 Two adapter sets implement them: the Workers FFI adapters (``edge_workers/workers_adapters.py``) and
-the local CPython adapters (``devstack/edge_server.py``). The core never learns which one it has.
+the local CPython adapters (``edge_workers/local.py``). The core never learns which one it has.
 """
 
 from __future__ import annotations

@@ -132,12 +132,6 @@ class Route(NamedTuple):
         return self.origin if self.origin in ROLES_BY_PRODUCT else None
 
 
-def family(upstream_path: str) -> str:
-    """The resource family a path belongs to (``/events/1/registrations`` -> ``events``): writes to a
-    family invalidate every cached read of it."""
-    return upstream_path.strip("/").split("/", 1)[0] or "root"
-
-
 class RouteMethodNotAllowed(MethodNotAllowed):
     def __init__(self, route: Route, method: str) -> None:
         super().__init__(f"{method} is not allowed here", details={"allow": sorted(route.methods)})
@@ -175,18 +169,10 @@ GATEWAY_ROUTES: tuple[Route, ...] = (
         exact=True,
         body_limit=SMALL_BODY_LIMIT,
     ),
-    # Sign-up is the one write that needs no session; bots are kept out by Turnstile.
+    # Sign-up is the one write that needs no session; bots are kept out by Turnstile. The origin has
+    # no list of users to read here.
     Route(
         "/api/users",
-        Handler.PROXY,
-        {**_reads(Access(Auth.OPTIONAL)), "POST": Access(Auth.OPTIONAL, FORMS_POLICY, turnstile=True)},
-        exact=True,
-        origin=STEPPERSLIFE,
-        strip_prefix="/api",
-        body_limit=SMALL_BODY_LIMIT,
-    ),
-    Route(
-        "/api/contact",
         Handler.PROXY,
         {"POST": Access(Auth.OPTIONAL, FORMS_POLICY, turnstile=True)},
         exact=True,

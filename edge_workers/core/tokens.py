@@ -11,8 +11,8 @@ import hmac
 import json
 from typing import Any
 
-from edge_workers.core.b64 import b64url_decode
 from edge_workers.core.config import JwtSettings
+from shared.base64url import b64url_decode
 from shared.envelope import ROLES_BY_PRODUCT, STEPPERSLIFE, Identity
 
 MAX_TOKEN_LENGTH = 8192

@@ -71,6 +71,14 @@ class OutboxRelay:
                 conn.execute("UPDATE outbox SET published_at = now() WHERE id = ANY(%s)", (sent,))
         return len(sent)
 
+    def flush_after_commit(self) -> None:
+        """A use case's own flush: the rows it just committed go now rather than at the next relay tick.
+        Never raises (the database may be briefly gone too): the scheduled relay sends them later."""
+        try:
+            self.flush()
+        except Exception:
+            log.warning("outbox relay failed; the scheduled relay will retry", exc_info=True)
+
     def flush_all(self, limit: int = 100, max_batches: int = 50) -> int:
         """Flush batch after batch until the outbox is empty (or a batch comes up short)."""
         total = 0

@@ -18,13 +18,9 @@ retrying the step would notify again everyone who already got the message.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import email.utils
-import hashlib
 import json
 import logging
-import re
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -39,17 +35,15 @@ from functions.platform.ports import Row, TransactionalDatabase
 from functions.stepperslife.services.enhancement import when_text
 from shared.envelope import Identity
 from shared.errors import NotFound, ValidationFailed
+from shared.kv_keys import endpoint_hash
 from shared.net import MAX_URL_LENGTH, UnsafeUrl
+from shared.push_subscription import validate_keys
 
 log = logging.getLogger("agistack.push")
 
 EndpointChecker = Callable[[str], None]  # raises shared.net.UnsafeUrl
 MAX_SUBSCRIPTIONS_PER_USER = 20
 MAX_TTL_SECONDS = 28 * 86400  # what push services keep a message for at most
-_B64URL = re.compile(r"^[A-Za-z0-9_-]+={0,2}$")
-# NIST P-256: y^2 = x^3 - 3x + b (mod p).
-_P256_P = 2**256 - 2**224 + 2**192 + 2**96 - 1
-_P256_B = 0x5AC635D8AA3A93E7B3EBBD55769886BC651D06B0CC53B0F63BCE3C3E27D2604B
 _COLUMNS = "id, user_id, endpoint, endpoint_hash, p256dh, auth"
 
 
@@ -98,7 +92,7 @@ class PushSender(Protocol):
 
 class KvPruner(Protocol):
     def delete(self, endpoint_hash: str) -> None:
-        """Remove ``push:{endpoint_hash}`` from the edge's PUSH_SUBS_KV."""
+        """Remove the edge's copy (``shared.kv_keys.push_subscription_key``) from PUSH_SUBS_KV."""
         ...
 
 
@@ -108,43 +102,6 @@ class FanOutReport:
     pruned: int = 0
     failed: int = 0
     blocked: int = 0
-
-
-def endpoint_hash(endpoint: str) -> str:
-    return hashlib.sha256(endpoint.encode("utf-8")).hexdigest()
-
-
-def _b64url_bytes(value: str, field: str) -> bytes:
-    bare = value.rstrip("=")
-    try:
-        if not _B64URL.match(value):
-            raise ValueError("not base64url")
-        return base64.urlsafe_b64decode(bare + "=" * (-len(bare) % 4))
-    except (binascii.Error, ValueError):
-        raise ValidationFailed(
-            "a key is not base64url", details=[{"loc": ["keys", field]}], code="invalid_key"
-        ) from None
-
-
-def _is_p256_point(raw: bytes) -> bool:
-    """An uncompressed point (0x04 || x || y) on P-256: anything else cannot be encrypted to."""
-    if len(raw) != 65 or raw[0] != 4:
-        return False
-    x, y = int.from_bytes(raw[1:33], "big"), int.from_bytes(raw[33:], "big")
-    if x >= _P256_P or y >= _P256_P:
-        return False
-    return (y * y - (x * x * x - 3 * x + _P256_B)) % _P256_P == 0
-
-
-def validate_keys(p256dh: str, auth: str) -> None:
-    if not _is_p256_point(_b64url_bytes(p256dh, "p256dh")):
-        raise ValidationFailed(
-            "p256dh must be an uncompressed P-256 public key (65 bytes)",
-            details=[{"loc": ["keys", "p256dh"]}],
-            code="invalid_key",
-        )
-    if len(_b64url_bytes(auth, "auth")) != 16:
-        raise ValidationFailed("auth must be 16 bytes", details=[{"loc": ["keys", "auth"]}], code="invalid_key")
 
 
 def retry_delay(attempt: int, retry_after: str | None, *, base: float, now: float | None = None) -> float:

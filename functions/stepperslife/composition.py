@@ -33,6 +33,7 @@ from functions.stepperslife.adapters.flowise import FlowiseEnhancer
 from functions.stepperslife.services.engagement import EngagementService
 from functions.stepperslife.services.enhancement import ContentEnhancementService, ContentEnhancer, OfflineEnhancer
 from functions.stepperslife.services.events import EventService
+from functions.stepperslife.services.invalidation import EventInvalidation
 from functions.stepperslife.services.processing import event_processor
 from functions.stepperslife.services.recommendations import RecommendationService
 from functions.stepperslife.services.registrations import RegistrationService
@@ -71,15 +72,21 @@ class Container:
 
     @cached_property
     def users(self) -> UserService:
-        return UserService(self.stepperslife_db)
+        return UserService(self.stepperslife_db, recommendations=self.recommendations)
+
+    @cached_property
+    def event_invalidation(self) -> EventInvalidation:
+        return EventInvalidation(self.cache, self.edge_cache)
 
     @cached_property
     def events(self) -> EventService:
-        return EventService(self.stepperslife_db, self.cache)
+        return EventService(
+            self.stepperslife_db, self.cache, invalidation=self.event_invalidation, outbox=self.outbox_relay
+        )
 
     @cached_property
     def registrations(self) -> RegistrationService:
-        return RegistrationService(self.stepperslife_db)
+        return RegistrationService(self.stepperslife_db, recommendations=self.recommendations, outbox=self.outbox_relay)
 
     @cached_property
     def media_store(self) -> S3ObjectStore:
@@ -89,7 +96,7 @@ class Container:
 
     @cached_property
     def uploads(self) -> UploadService:
-        return UploadService(self.stepperslife_db, self.media_store, self.cache, edge_cache=self.edge_cache)
+        return UploadService(self.stepperslife_db, self.media_store, self.event_invalidation)
 
     @cached_property
     def message_publisher(self) -> MessagePublisher:
@@ -174,7 +181,9 @@ class Container:
 
     @cached_property
     def event_processor(self) -> StepEngine:
-        return event_processor(self.claims, enhancer=self.enhancement, cache=self.cache, notifier=self.push)
+        return event_processor(
+            self.claims, enhancer=self.enhancement, invalidation=self.event_invalidation, notifier=self.push
+        )
 
     def health(self) -> dict[str, str]:
         return health({"postgres": self.stepperslife_db, "redis": self.redis})

@@ -1,6 +1,6 @@
 """The conformance table (``tests/edge/conformance/cases.py``), unchanged, on both runtimes.
 
-``cpython``: the local adapter (``devstack.edge_server``) over real HTTP. ``pyodide``: the workers'
+``cpython``: the local adapter (``edge_workers.local``) over real HTTP. ``pyodide``: the workers'
 real bundles inside Node + npm ``pyodide`` + the PyPI ``workers-runtime-sdk`` wheel, one Node process
 for the session. Both talk to the same fake origin, siteverify and media store on 127.0.0.1.
 """
@@ -69,7 +69,6 @@ def test_the_table_covers_both_workers_and_every_handler() -> None:
         "/api/auth/login",
         "/api/auth/logout",
         "/api/users",
-        "/api/contact",
         "/api/me/preferences",
         "/api/flags",
         "/api/events",

@@ -19,7 +19,7 @@ from edge_workers.core.config import ConfigurationError, GatewayConfig, JwtSetti
 from edge_workers.core.flags import FlagSource, parse_flags
 from edge_workers.core.gateway import handle
 from edge_workers.core.http import EdgeRequest, EdgeResponse, Headers, OutboundRequest
-from edge_workers.core.media import AVIF, JPEG, WEBP, choose_format, variant_key
+from edge_workers.core.media import choose_format, stored_key
 from edge_workers.core.ports import KV_MAX_LIST_LIMIT, KvKey, KvListResult, OriginUnavailable
 from edge_workers.core.push import check_endpoint, validate_subscription
 from edge_workers.core.ratelimit import KvFixedWindowLimiter, SlidingWindowObject, client_key
@@ -28,7 +28,9 @@ from edge_workers.core.tokens import InvalidToken, verify_hs256
 from edge_workers.core.turnstile import HttpSiteverify, OfflineTestKeys, TurnstileFailed, check_token, take_token
 from shared.envelope import Identity
 from shared.errors import ValidationFailed
+from shared.media import AVIF, JPEG, WEBP
 from tests.edge.edge_helpers import FakeClock, run
+from tests.shared.keys import p256_point
 
 SECRET = "core-test-secret-" + "c" * 32
 JWT = JwtSettings(secret="jwt-core-secret-" + "j" * 32, issuer="https://issuer.example", audience="api")
@@ -392,8 +394,8 @@ def test_formats_are_chosen_by_q_value(accept: str | None, chosen: object) -> No
 
 def test_variant_keys() -> None:
     event, image = "6f1c2f8e-3b7a-4c1e-9d2a-0b5e8f7a6c41", "0d9e3c55-1f2a-4b6c-8e7d-9a0b1c2d3e4f"
-    assert variant_key(f"/img/{event}/{image}/1920", WEBP) == f"public/{event}/{image}/1920.webp"
-    assert variant_key(f"/img/{event.upper()}/{image}/320", JPEG) == f"public/{event}/{image}/320.jpg"
+    assert stored_key(f"/img/{event}/{image}/1920", WEBP) == f"public/{event}/{image}/1920.webp"
+    assert stored_key(f"/img/{event.upper()}/{image}/320", JPEG) == f"public/{event}/{image}/320.jpg"
 
 
 # --- push subscriptions ----------------------------------------------------------------------------
@@ -441,7 +443,7 @@ def test_private_or_malformed_push_endpoints_are_refused(endpoint: Any) -> None:
 
 
 def test_a_browser_subscription_is_reduced_to_endpoint_and_keys() -> None:
-    p256dh = _b64(b"\x04" + bytes(64))
+    p256dh = _b64(p256_point(2))
     auth = _b64(bytes(16)) + "=="
     document = {
         "endpoint": "https://fcm.googleapis.com/x",

@@ -27,10 +27,11 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from devstack.edge_server import EdgeServer, SqliteKv
 from edge_workers.core.config import ConfigurationError, GatewayConfig
+from edge_workers.local import EdgeServer, SqliteKv
 from shared.envelope import Identity, verify
 from shared.errors import Unauthorized, internal_error_body
+from tests.shared.keys import b64url, p256_point
 
 SECRET = "edge-test-signing-secret-" + "x" * 32
 SECURITY_HEADERS = {
@@ -707,7 +708,7 @@ def test_client_supplied_cf_connecting_ip_is_ignored_unless_trusted(tmp_path: Pa
 
 
 def test_the_push_router_is_served_under_push_when_configured(tmp_path: Path, origin: _OriginServer) -> None:
-    vapid = base64.urlsafe_b64encode(b"\x04" + bytes(64)).rstrip(b"=").decode()
+    vapid = b64url(p256_point(1))
     with_push = start_edge(tmp_path / "push", origin_url(origin), VAPID_PUBLIC_KEY=vapid)
     try:
         reply = call(with_push.url, "GET", "/push/vapid-public-key")

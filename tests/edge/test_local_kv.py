@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from devstack.edge_server import LocalLimiterObjects, LocalRateLimitBinding, SqliteKv, open_local_kv
 from edge_workers.core.ports import KV_BINDINGS, KvError
 from edge_workers.core.routes import Quota
+from edge_workers.local import LocalLimiterObjects, LocalRateLimitBinding, SqliteKv, open_local_kv
 from tests.edge.edge_helpers import FakeClock, run
 
 

@@ -13,9 +13,12 @@ from typing import Any
 import psycopg
 import pytest
 
+from functions.platform.adapters.cloudflare_kv import LoggingEdgeCache
 from functions.platform.adapters.postgres import Database
 from functions.platform.cache import Cache
+from functions.stepperslife.composition import container
 from functions.stepperslife.services.events import EventFilters, EventService
+from functions.stepperslife.services.invalidation import EventInvalidation
 from functions.stepperslife.services.registrations import RegistrationService
 from shared.envelope import Identity
 from tests.conftest import EdgeSignedClient, create_user
@@ -78,7 +81,7 @@ def test_concurrent_registrations_never_oversell(settings: Any, api: EdgeSignedC
             ).fetchall()
         ]
     db = Database(stepperslife_url, max_size=20)
-    service = RegistrationService(db)
+    service = RegistrationService(db, recommendations=container().recommendations, outbox=container().outbox_relay)
     start = threading.Barrier(20)
 
     def attempt(user_id: str) -> str:
@@ -230,7 +233,10 @@ def test_redis_down_degrades_to_postgres(
     dead_redis = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2, socket_timeout=0.2)
     db = Database(stepperslife_url)
     try:
-        service = EventService(db, Cache(dead_redis))
+        cache = Cache(dead_redis)
+        service = EventService(
+            db, cache, invalidation=EventInvalidation(cache, LoggingEdgeCache()), outbox=container().outbox_relay
+        )
         page, hit = service.list_published(limit=10, cursor=None, filters=EventFilters())
     finally:
         db.close()

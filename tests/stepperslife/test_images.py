@@ -22,7 +22,6 @@ from functions.stepperslife.composition import container
 from functions.stepperslife.routes import images as image_routes
 from functions.stepperslife.services import images
 from functions.stepperslife.services.uploads import (
-    IMMUTABLE,
     BadNotification,
     ImageBusy,
     Outcome,
@@ -30,9 +29,9 @@ from functions.stepperslife.services.uploads import (
     UploadService,
     original_key,
     upload_key,
-    variant_key,
 )
 from shared.envelope import Identity
+from shared.media import IMMUTABLE, variant_key
 from tests.conftest import EdgeSignedClient
 from tests.stepperslife.images_fixtures import (
     BLUE,
@@ -235,7 +234,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 def service(api: EdgeSignedClient, store: MemoryStore, clock: Clock) -> UploadService:
-    return UploadService(container().stepperslife_db, store, container().cache, now=clock)
+    return UploadService(container().stepperslife_db, store, container().event_invalidation, now=clock)
 
 
 @pytest.fixture
@@ -485,7 +484,9 @@ def test_upload_form_for_missing_or_cancelled_events(
 
 @pytest.fixture
 def app_with_memory_store(api: EdgeSignedClient, store: MemoryStore, clock: Clock) -> Iterator[Client]:
-    container().__dict__["uploads"] = UploadService(container().stepperslife_db, store, container().cache, now=clock)
+    container().__dict__["uploads"] = UploadService(
+        container().stepperslife_db, store, container().event_invalidation, now=clock
+    )
     with Client(app) as client:
         yield client
     container().__dict__.pop("uploads", None)

@@ -16,8 +16,9 @@ from devstack.services import start_moto
 from functions.platform.config import Settings
 from functions.stepperslife.app import app
 from functions.stepperslife.composition import configure, container
-from functions.stepperslife.services.uploads import IMMUTABLE, UploadService, original_key, upload_key
+from functions.stepperslife.services.uploads import UploadService, original_key, upload_key
 from shared.envelope import Identity
+from shared.media import IMMUTABLE
 from tests.conftest import EdgeSignedClient
 from tests.stepperslife.images_fixtures import camera_jpeg
 from tests.stepperslife.test_api import create_event
@@ -105,7 +106,7 @@ def test_upload_to_published_variants(local_aws: LocalAws, api: EdgeSignedClient
     s3 = local_aws.client("s3")
     bucket = local_aws.settings.media_bucket
     for variant in image["variants"]:
-        # Where the edge's GET /img/{event_id}/{image_id}/{width} looks (edge_workers/core/media.py).
+        # Where the edge's GET /img/{event_id}/{image_id}/{width} looks (shared/media.py).
         extension = "jpg" if variant["format"] == "jpeg" else variant["format"]
         assert variant["key"] == f"public/{event['id']}/{image_id}/{variant['url_width']}.{extension}"
         head = s3.head_object(Bucket=bucket, Key=variant["key"])
@@ -145,7 +146,7 @@ def test_a_pdf_fails_at_once_and_a_broken_pipeline_ends_in_the_dlq(
         monkeypatch.setattr(container().media_store, "put", broken_put)
         # With the visibility timeout at 0 the redeliveries come faster than the claim lapses.
         service = UploadService(
-            container().stepperslife_db, container().media_store, container().cache, claim_seconds=0
+            container().stepperslife_db, container().media_store, container().event_invalidation, claim_seconds=0
         )
         monkeypatch.setitem(container().__dict__, "uploads", service)
         photo_id = upload(api, users["admin"], event["id"], camera_jpeg((320, 240)), "image/jpeg")

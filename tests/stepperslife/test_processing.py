@@ -148,9 +148,8 @@ class Recorder:
     def enhance_event(self, event_id: str) -> None:
         self._call("enhance", event_id)
 
-    def bump(self, service: str, family: str) -> int:
-        self._call("bump", service, family)
-        return 2
+    def invalidate_event(self, event_id: str) -> None:
+        self._call("invalidate", event_id)
 
     def notify(self, topic: str, payload: Mapping[str, Any]) -> None:
         self._call("notify", topic)
@@ -163,7 +162,7 @@ class Recorder:
 
 def processor(db: Database, fail_steps: set[str] | None = None) -> tuple[StepEngine, Recorder]:
     recorder = Recorder([], fail_steps or set())
-    return event_processor(Claims(db), enhancer=recorder, cache=recorder, notifier=recorder), recorder
+    return event_processor(Claims(db), enhancer=recorder, invalidation=recorder, notifier=recorder), recorder
 
 
 def done_steps(db: Database) -> list[str]:
@@ -174,31 +173,30 @@ def done_steps(db: Database) -> list[str]:
 
 def test_every_topic_the_outbox_accepts_has_its_steps() -> None:
     recorder = Recorder([], set())
-    assert set(event_steps(enhancer=recorder, cache=recorder, notifier=recorder)) == set(TOPICS) == outbox.topics
+    assert set(event_steps(enhancer=recorder, invalidation=recorder, notifier=recorder)) == set(TOPICS) == outbox.topics
 
 
 @pytest.mark.parametrize(
     ("topic", "expected"),
     [
-        ("event.published", ["enhance", "bump", "bump", "notify"]),
-        ("event.updated", ["enhance", "bump", "bump"]),
-        ("event.cancelled", ["bump", "bump", "notify"]),
-        ("registration.promoted", ["bump", "bump", "notify"]),
+        ("event.published", ["enhance", "invalidate", "notify"]),
+        ("event.updated", ["enhance", "invalidate"]),
+        ("event.cancelled", ["invalidate", "notify"]),
+        ("registration.promoted", ["invalidate", "notify"]),
     ],
 )
 def test_each_topic_runs_its_steps(db: Database, topic: str, expected: list[str]) -> None:
     handler, recorder = processor(db)
     handler.handle(delivered(envelope(topic=topic, user_id=USER_ID)))
     assert [call[0] for call in recorder.calls] == expected
-    assert ("bump", "stepperslife", "events") in recorder.calls
-    assert ("bump", "stepperslife", f"event:{EVENT_ID}") in recorder.calls
+    assert ("invalidate", EVENT_ID) in recorder.calls
 
 
 def test_a_redelivery_resumes_after_the_finished_steps(db: Database) -> None:
     failing, first = processor(db, fail_steps={"notify"})
     with pytest.raises(RuntimeError):
         failing.handle(delivered(envelope()))
-    assert [call[0] for call in first.calls] == ["enhance", "bump", "bump"]
+    assert [call[0] for call in first.calls] == ["enhance", "invalidate"]
 
     retry, second = processor(db)
     retry.handle(delivered(envelope(), receive_count=2))
@@ -375,7 +373,7 @@ def test_a_message_that_keeps_failing_reaches_the_dlq(
     assert deliveries == aws_local.MAX_RECEIVE_COUNT
     assert drained(aws, aws.dlq_url) == [body]
     # The steps that succeeded ran once; only the failing one was retried.
-    assert [call[0] for call in recorder.calls] == ["enhance", "bump", "bump"]
+    assert [call[0] for call in recorder.calls] == ["enhance", "invalidate"]
 
 
 def test_poison_is_dropped_not_sent_to_the_dlq(aws: Aws, configured_app: Any) -> None:

@@ -34,16 +34,16 @@ from functions.platform.push import (
     Notification,
     PushService,
     Subscription,
-    endpoint_hash,
     retry_delay,
-    validate_keys,
 )
 from functions.stepperslife.composition import Container, container
 from functions.stepperslife.services.engagement import EngagementService
 from functions.stepperslife.services.recommendations import RecommendationService
 from shared.envelope import Identity
 from shared.errors import ValidationFailed
+from shared.kv_keys import endpoint_hash
 from shared.net import UnsafeUrl, check_public_https_url
+from shared.push_subscription import validate_keys
 from tests.conftest import EdgeSignedClient, add_user, create_user
 
 SUBJECT = "mailto:ops@stepperslife.com"

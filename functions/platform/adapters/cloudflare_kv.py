@@ -1,6 +1,6 @@
-"""The functions' hands on the edge's Workers KV: pruning a push subscription's edge copy
-(``push:{sha256(endpoint)}`` in PUSH_SUBS_KV) and invalidating the edge's response cache (a new value
-for ``ver:{family}`` in API_CACHE_KV, the versioned keys of edge_workers/core/cache.py).
+"""The functions' hands on the edge's Workers KV: pruning a push subscription's edge copy (in
+PUSH_SUBS_KV) and invalidating the edge's response cache (a new version of a family in API_CACHE_KV).
+The keys are the contract of ``shared.kv_keys``, which the edge reads by.
 
 The functions run on AWS, so they reach Workers KV through Cloudflare's REST API:
 ``{base}/accounts/{account}/storage/kv/namespaces/{namespace}/values/{key}`` with a bearer token that
@@ -14,6 +14,8 @@ import secrets
 import urllib.error
 import urllib.request
 from urllib.parse import quote, urlsplit
+
+from shared.kv_keys import VERSION_TOKEN_BYTES, push_subscription_key, version_key
 
 log = logging.getLogger("agistack.kv")
 
@@ -59,7 +61,7 @@ class CloudflareKvPruner:
         self._namespace = namespace
 
     def delete(self, endpoint_hash: str) -> None:
-        self._namespace.delete(f"push:{endpoint_hash}")
+        self._namespace.delete(push_subscription_key(endpoint_hash))
 
 
 class CloudflareEdgeCache:
@@ -69,7 +71,7 @@ class CloudflareEdgeCache:
         self._namespace = namespace
 
     def invalidate(self, family: str) -> None:
-        self._namespace.put(f"ver:{family}", secrets.token_hex(8))
+        self._namespace.put(version_key(family), secrets.token_hex(VERSION_TOKEN_BYTES))
 
 
 class LoggingEdgeCache:

@@ -1,1 +1,4 @@
-"""Chalice blueprints, one per area; ``functions.stepperslife.app`` registers them on the one app."""
+"""Chalice blueprints, one per resource; ``functions.stepperslife.app`` registers them on the one app.
+
+Handlers parse, call a use case and shape the answer; the use cases own their effects (outbox,
+invalidation, forgetting recommendations)."""

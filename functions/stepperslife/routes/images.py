@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from typing import Any, Literal
-from uuid import UUID
 
 from chalice.app import Blueprint, SQSEvent
 
@@ -18,9 +17,9 @@ from functions.platform.http import Call
 from functions.platform.queues import QueueMessage, process_batch
 from functions.stepperslife.composition import container
 from functions.stepperslife.http import ORGANIZERS, route
+from functions.stepperslife.routes.params import event_id
 from functions.stepperslife.schemas import Strict
 from functions.stepperslife.services.uploads import BadNotification, parse_s3_notification
-from shared.errors import NotFound
 
 log = logging.getLogger("agistack.images")
 
@@ -37,18 +36,11 @@ class ImageUploadRequest(Strict):
     content_type: Literal["image/jpeg", "image/png", "image/webp", "image/avif", "image/gif"]
 
 
-def _event_id(call: Call) -> str:
-    try:
-        return str(UUID(call.params["event_id"]))
-    except ValueError:
-        raise NotFound("event not found") from None
-
-
 @route(bp, "/events/{event_id}/images", methods=["POST"], roles=ORGANIZERS, status=201, idempotent=True)
 def start_image_upload(call: Call) -> dict[str, Any]:
     """A presigned S3 POST for one picture; the organizer of the event or an admin only."""
     form = call.json(ImageUploadRequest)
-    return container().uploads.start_upload(_event_id(call), call.require_identity(), form.content_type)
+    return container().uploads.start_upload(event_id(call), call.require_identity(), form.content_type)
 
 
 def _process_uploads(message: QueueMessage) -> None:

@@ -21,9 +21,10 @@ import psycopg
 
 from functions.platform.cache import Cache, cache_key, digest
 from functions.platform.jsonable import json_ready
-from functions.platform.ports import Row, TransactionalDatabase
+from functions.platform.ports import OutboxFlush, Row, TransactionalDatabase
 from functions.stepperslife.cache_policy import TTL_API_RESPONSE
 from functions.stepperslife.services.domain_events import outbox
+from functions.stepperslife.services.invalidation import CACHE_SERVICE, LIST_FAMILY, EventInvalidation, event_family
 from shared.envelope import Identity
 from shared.errors import BadRequest, Conflict, Forbidden, NotFound
 
@@ -50,9 +51,6 @@ _UPDATABLE = (
     "longitude",
     "capacity",
 )
-# Anonymous reads are cached in Redis under this family; every write to an event bumps its version.
-CACHE_SERVICE = "stepperslife"
-LIST_FAMILY = "events"
 
 
 def public_event(row: Row) -> dict[str, Any]:
@@ -139,9 +137,16 @@ def parse_search(text: str) -> tuple[str, dict[str, str]]:
 
 
 class EventService:
-    def __init__(self, db: TransactionalDatabase, cache: Cache) -> None:
+    """Each write commits its change and its outbox row together, then makes cached reads miss
+    (``EventInvalidation``) and hands the outbox to the transport (``OutboxFlush``)."""
+
+    def __init__(
+        self, db: TransactionalDatabase, cache: Cache, *, invalidation: EventInvalidation, outbox: OutboxFlush
+    ) -> None:
         self._db = db
         self._cache = cache
+        self._invalidation = invalidation
+        self._outbox = outbox
         self._has_trigram: bool | None = None
 
     def _changed(self, conn: psycopg.Connection[Row], row: Row, previous_status: str | None) -> None:
@@ -157,9 +162,10 @@ class EventService:
             payload = {"event_id": str(row["id"]), "status": row["status"], "updated_at": row["updated_at"].isoformat()}
             outbox.enqueue(conn, topic, payload, dedup_key=f"{topic}:{row['id']}:{row['updated_at'].isoformat()}")
 
-    def _invalidate(self, event_id: str) -> None:
-        self._cache.bump(CACHE_SERVICE, LIST_FAMILY)
-        self._cache.bump(CACHE_SERVICE, f"event:{event_id}")
+    def _committed(self, event_id: str) -> None:
+        """What follows every committed write: cached reads miss, and the outbox goes out now."""
+        self._invalidation.invalidate_event(event_id)
+        self._outbox.flush_after_commit()
 
     def create(self, organizer: Identity, fields: dict[str, Any]) -> dict[str, Any]:
         explicit_slug = fields.pop("slug", None)
@@ -178,7 +184,7 @@ class EventService:
                     row = conn.execute(statement, [*fields.values(), organizer.user_id, slug]).fetchone()
                     assert row is not None
                     self._changed(conn, row, None)
-                self._invalidate(str(row["id"]))
+                self._committed(str(row["id"]))
                 return public_event(row)
             except psycopg.errors.UniqueViolation as exc:
                 if exc.diag.constraint_name != "events_slug_key":
@@ -201,7 +207,7 @@ class EventService:
 
         if viewer is not None:
             return load()
-        version = self._cache.version(CACHE_SERVICE, f"event:{event_id}")
+        version = self._cache.version(CACHE_SERVICE, event_family(event_id))
         key = cache_key(CACHE_SERVICE, "event", event_id, version)
         event, _ = self._cache.get_or_load(key, TTL_API_RESPONSE, load)
         return event
@@ -322,7 +328,7 @@ class EventService:
             ).fetchone()
             assert row is not None
             self._changed(conn, row, current["status"])
-        self._invalidate(event_id)
+        self._committed(event_id)
         return public_event(row)
 
     def delete(self, event_id: str, actor: Identity) -> None:
@@ -340,7 +346,7 @@ class EventService:
                     code="event_has_registrations",
                 )
             conn.execute("DELETE FROM events WHERE id = %s", (event_id,))
-        self._invalidate(event_id)
+        self._committed(event_id)
 
 
 def _date(text: str) -> datetime:

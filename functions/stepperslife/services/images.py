@@ -51,6 +51,8 @@ from datetime import datetime, timedelta, timezone
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
+from shared import media
+
 if TYPE_CHECKING:
     from PIL import Image, ImageCms
 
@@ -77,26 +79,33 @@ class ImageRejected(Exception):
 
 @dataclass(frozen=True)
 class Encoding:
-    name: str  # also the key's extension ("jpg" for JPEG)
+    format: media.VariantFormat  # what the edge serves (name, content type, the key's extension)
     pillow_format: str
-    content_type: str
     options: dict[str, Any]
 
     @property
+    def name(self) -> str:
+        return self.format.name
+
+    @property
+    def content_type(self) -> str:
+        return self.format.media_type
+
+    @property
     def extension(self) -> str:
-        return "jpg" if self.name == "jpeg" else self.name
+        return self.format.extension
 
 
 ENCODINGS: tuple[Encoding, ...] = (
-    Encoding("avif", "AVIF", "image/avif", {"quality": 55, "speed": 8}),
-    Encoding("webp", "WEBP", "image/webp", {"quality": 80, "method": 2}),
-    Encoding("jpeg", "JPEG", "image/jpeg", {"quality": 82, "progressive": True}),
+    Encoding(media.AVIF, "AVIF", {"quality": 55, "speed": 8}),
+    Encoding(media.WEBP, "WEBP", {"quality": 80, "method": 2}),
+    Encoding(media.JPEG, "JPEG", {"quality": 82, "progressive": True}),
 )
 
 
 @dataclass(frozen=True)
 class ImagePolicy:
-    widths: tuple[int, ...] = (320, 640, 1280, 1920)
+    widths: tuple[int, ...] = media.VARIANT_WIDTHS
     max_bytes: int = 20 * 1024 * 1024
     max_pixels: int = 50_000_000
     # Only the first frame is decoded; the cap bounds the work of counting frames in the header.

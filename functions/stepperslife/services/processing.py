@@ -9,17 +9,13 @@ from typing import Any, Protocol
 from uuid import UUID
 
 from functions.platform.claims import Claims
+from functions.platform.ports import EventInvalidator
 from functions.platform.processing import PoisonMessage, ReceivedEvent, Step, StepEngine, parse_envelope
 from functions.stepperslife.services.domain_events import TOPICS
-from functions.stepperslife.services.events import CACHE_SERVICE, LIST_FAMILY
 
 
 class Enhancer(Protocol):
     def enhance_event(self, event_id: str) -> Any: ...
-
-
-class VersionBumper(Protocol):
-    def bump(self, service: str, family: str) -> int: ...
 
 
 class Notifier(Protocol):
@@ -41,17 +37,16 @@ def parse_message(body: str) -> ReceivedEvent:
     return parse_envelope(body, TOPICS, check_payload)
 
 
-def event_steps(*, enhancer: Enhancer, cache: VersionBumper, notifier: Notifier) -> dict[str, list[Step]]:
+def event_steps(*, enhancer: Enhancer, invalidation: EventInvalidator, notifier: Notifier) -> dict[str, list[Step]]:
     """Topic → its steps in order. Each step must be safe to repeat (see the step engine)."""
 
     def enhance(event: ReceivedEvent) -> None:
         enhancer.enhance_event(str(event.payload["event_id"]))
 
     def invalidate(event: ReceivedEvent) -> None:
-        # After "enhance" changed the event's metadata cached reads must miss; it also covers a
-        # writer whose own bump was lost while Redis was down.
-        cache.bump(CACHE_SERVICE, LIST_FAMILY)
-        cache.bump(CACHE_SERVICE, f"event:{event.payload['event_id']}")
+        # After "enhance" changed the event's metadata cached reads must miss (origin and edge); it also
+        # covers a writer whose own invalidation was lost while Redis was down.
+        invalidation.invalidate_event(str(event.payload["event_id"]))
 
     def notify(event: ReceivedEvent) -> None:
         notifier.notify(event.topic, event.payload)
@@ -64,5 +59,8 @@ def event_steps(*, enhancer: Enhancer, cache: VersionBumper, notifier: Notifier)
     }
 
 
-def event_processor(claims: Claims, *, enhancer: Enhancer, cache: VersionBumper, notifier: Notifier) -> StepEngine:
-    return StepEngine(claims, event_steps(enhancer=enhancer, cache=cache, notifier=notifier), check=check_payload)
+def event_processor(
+    claims: Claims, *, enhancer: Enhancer, invalidation: EventInvalidator, notifier: Notifier
+) -> StepEngine:
+    steps = event_steps(enhancer=enhancer, invalidation=invalidation, notifier=notifier)
+    return StepEngine(claims, steps, check=check_payload)

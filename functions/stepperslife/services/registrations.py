@@ -3,6 +3,10 @@
 The decision is made inside PostgreSQL (``register_attendee``, migration 0005) under a row lock on
 the event: concurrent registrations queue on that lock and can never oversell, and there is no
 check-then-insert in the application. Seats are counted in ``events.registered_count``.
+
+After a registration or a cancellation commits, the attendee's cached recommendations are dropped
+(they rank by what the person registered for), and a cancellation hands its outbox row (a promotion
+from the waiting list) to the transport at once.
 """
 
 from __future__ import annotations
@@ -13,9 +17,10 @@ from typing import Any
 
 import psycopg
 
-from functions.platform.ports import Row, TransactionalDatabase
+from functions.platform.ports import OutboxFlush, Row, TransactionalDatabase
 from functions.stepperslife.services.domain_events import outbox
 from functions.stepperslife.services.events import can_manage
+from functions.stepperslife.services.recommendations import RecommendationService
 from shared.envelope import Identity
 from shared.errors import Conflict, Forbidden, NotFound
 
@@ -37,8 +42,12 @@ def _public(conn: psycopg.Connection[Row], row: Row) -> dict[str, Any]:
 
 
 class RegistrationService:
-    def __init__(self, db: TransactionalDatabase) -> None:
+    def __init__(
+        self, db: TransactionalDatabase, *, recommendations: RecommendationService, outbox: OutboxFlush
+    ) -> None:
         self._db = db
+        self._recommendations = recommendations
+        self._outbox = outbox
 
     def register(self, event_id: str, attendee: Identity) -> dict[str, Any]:
         """A seat while seats last, else a place on the waiting list (see register_attendee in 0005)."""
@@ -57,6 +66,7 @@ class RegistrationService:
         registration = {**row["registration"], "waitlist_position": row["waitlist_position"]}
         if row["outcome"] == "already_registered":
             raise Conflict("you are already registered for this event", code="already_registered", details=registration)
+        self._recommendations.forget(attendee.user_id)
         return registration
 
     def cancel(self, event_id: str, attendee: Identity) -> dict[str, Any]:
@@ -85,6 +95,8 @@ class RegistrationService:
                 promoted = self._promote_first_waiting(conn, event_id)
             result = _public(conn, row)
         result["promoted_registration_id"] = promoted["id"] if promoted else None
+        self._recommendations.forget(attendee.user_id)
+        self._outbox.flush_after_commit()
         return result
 
     def _promote_first_waiting(self, conn: psycopg.Connection[Row], event_id: str) -> Row | None:

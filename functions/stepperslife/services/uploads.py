@@ -1,9 +1,10 @@
 """Event pictures, from the upload form to published variants.
 
 1. ``start_upload`` hands the organizer a presigned POST for ``uploads/{event_id}/{image_id}``.
-2. S3 notifies the queue; ``handle`` turns the upload into variants under ``public/`` (served
-   with immutable caching: a key never changes content), copies the original to the private
-   ``originals/`` prefix, records the result in the event's ``images`` and removes the upload.
+2. S3 notifies the queue; ``handle`` turns the upload into variants under ``public/`` (the layout of
+   ``shared.media``, which the edge serves with immutable caching: a key never changes content),
+   copies the original to the private ``originals/`` prefix, records the result in the event's
+   ``images`` and removes the upload.
 
 S3 and SQS deliver at least once, and a Lambda can die half-way, so every step is safe to repeat:
 variant and original keys are fixed by (event, image, width, format) and rewritten whole; the upload
@@ -18,7 +19,8 @@ and keeps the upload, so a redrive from the DLQ can try again. (A Lambda killed 
 delivery leaves ``processing``: the DLQ alarm is the signal then.) A duplicate upload leaves no entry
 of its own: the event already shows the picture.
 
-Every change to an entry makes the cached anonymous reads of the event and of the listings miss.
+Every change to an entry makes the cached reads of the event and of the listings miss, at the origin
+and at the edge (``EventInvalidation``).
 
 Not a claim (``functions/platform/claims.py``): the entry is a state machine the event shows to its
 readers, and taking it (``processing`` with its ``claimed_at`` lease) is decided together with the
@@ -41,20 +43,18 @@ from urllib.parse import unquote_plus
 
 from psycopg import Connection
 
-from functions.platform.cache import Cache
-from functions.platform.ports import EdgeCache, ObjectNotFound, ObjectStore, ObjectTooLarge, Row, TransactionalDatabase
+from functions.platform.ports import ObjectNotFound, ObjectStore, ObjectTooLarge, Row, TransactionalDatabase
 from functions.stepperslife.services import images
-from functions.stepperslife.services.events import CACHE_SERVICE, LIST_FAMILY, can_manage
+from functions.stepperslife.services.events import can_manage
+from functions.stepperslife.services.invalidation import EventInvalidation
 from shared.envelope import Identity
 from shared.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from shared.media import IMMUTABLE, variant_key
 
 log = logging.getLogger("agistack.uploads")
 
 UPLOADS_PREFIX = "uploads/"
 ORIGINALS_PREFIX = "originals/"
-# Served by the edge's GET /img/{event_id}/{image_id}/{width} (edge_workers/core/media.py).
-PUBLIC_PREFIX = "public/"
-IMMUTABLE = "public, max-age=31536000, immutable"
 _UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 UPLOAD_KEY = re.compile(rf"^uploads/(?P<event_id>{_UUID})/(?P<image_id>{_UUID})$")
 
@@ -119,11 +119,6 @@ def original_key(event_id: str, image_id: str) -> str:
     return f"{ORIGINALS_PREFIX}{event_id}/{image_id}"
 
 
-def variant_key(event_id: str, image_id: str, url_width: int, extension: str) -> str:
-    """What the edge's ``GET /img/{event_id}/{image_id}/{url_width}`` serves, per negotiated format."""
-    return f"{PUBLIC_PREFIX}{event_id}/{image_id}/{url_width}.{extension}"
-
-
 def _utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -148,9 +143,8 @@ class UploadService:
         self,
         db: TransactionalDatabase,
         store: ObjectStore,
-        cache: Cache,
+        invalidation: EventInvalidation,
         *,
-        edge_cache: EdgeCache | None = None,
         policy: images.ImagePolicy = images.DEFAULT_POLICY,
         upload_expiry_seconds: int = 300,
         claim_seconds: int = 10,
@@ -161,8 +155,7 @@ class UploadService:
         time, or the redelivery that follows a crash would find the claim still held."""
         self._db = db
         self._store = store
-        self._cache = cache
-        self._edge_cache = edge_cache
+        self._invalidation = invalidation
         self._policy = policy
         self._upload_expiry = upload_expiry_seconds
         self._claim_for = timedelta(seconds=claim_seconds)
@@ -289,7 +282,7 @@ class UploadService:
                 "created_at": entry["created_at"] if entry else now.isoformat(),
             }
             self._write(conn, event_id, _replaced(entries, claimed))
-        self._invalidate(event_id)
+        self._invalidation.invalidate_event(event_id)
         return None
 
     def _publish(self, event_id: str, image_id: str, processed: images.ProcessedImage) -> list[str]:
@@ -381,19 +374,8 @@ class UploadService:
             if unless_ready and current.get("status") == "ready":
                 return True
             self._write(conn, event_id, _replaced(entries, change(current)))
-        self._invalidate(event_id)
+        self._invalidation.invalidate_event(event_id)
         return True
-
-    def _invalidate(self, event_id: str) -> None:
-        """Cached anonymous reads of the event and of the listings must show the new state."""
-        self._cache.bump(CACHE_SERVICE, LIST_FAMILY)
-        self._cache.bump(CACHE_SERVICE, f"event:{event_id}")
-        if self._edge_cache is not None:
-            try:
-                self._edge_cache.invalidate("events")
-            except OSError:
-                # The entry is saved; the edge copy then expires by its s-maxage instead.
-                log.warning("could not invalidate the edge cache of events", exc_info=True)
 
     @staticmethod
     def _write(conn: Connection[Row], event_id: str, entries: list[dict[str, Any]]) -> None:

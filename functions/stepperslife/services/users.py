@@ -1,4 +1,4 @@
-"""Users: sign-up and password login."""
+"""Users: sign-up, password login and preferences (a change drops the cached recommendations)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import psycopg
 
 from functions.platform.passwords import dummy_hash, hash_password, verify_password
 from functions.platform.ports import Row, TransactionalDatabase
+from functions.stepperslife.services.recommendations import RecommendationService
 from shared.errors import Conflict, Unauthorized
 
 _PUBLIC_COLUMNS = "id, email, name, role, created_at"
@@ -19,8 +20,9 @@ def public_user(row: Row) -> dict[str, Any]:
 
 
 class UserService:
-    def __init__(self, db: TransactionalDatabase) -> None:
+    def __init__(self, db: TransactionalDatabase, *, recommendations: RecommendationService) -> None:
         self._db = db
+        self._recommendations = recommendations
 
     def sign_up(self, *, email: str, name: str, password: str) -> dict[str, Any]:
         password_hash = hash_password(password)
@@ -71,4 +73,5 @@ class UserService:
             ).fetchone()
         if row is None:
             raise Unauthorized("this account no longer exists", code="unknown_account")
+        self._recommendations.forget(user_id)  # they are ranked by these preferences
         return dict(row["preferences"])

@@ -29,13 +29,14 @@ from tests.edge.conformance.fakes import (
     TURNSTILE_SECRET,
     user_for,
 )
+from tests.shared.keys import b64url, p256_point
 
 JWT_SECRET = "conformance-jwt-secret-" + "j" * 32
 JWT_ISSUER = "https://auth.stepperslife.example"
 JWT_AUDIENCE = "agistack-api"
 APP_ORIGIN = "https://app.stepperslife.example"
-VAPID_PUBLIC_KEY = base64.urlsafe_b64encode(b"\x04" + bytes(range(1, 65))).rstrip(b"=").decode()
-P256DH = base64.urlsafe_b64encode(b"\x04" + bytes(range(100, 164))).rstrip(b"=").decode()
+VAPID_PUBLIC_KEY = b64url(p256_point(1))
+P256DH = b64url(p256_point(2))
 AUTH_SECRET = base64.urlsafe_b64encode(bytes(range(16))).rstrip(b"=").decode()
 ENDPOINT = "https://fcm.googleapis.com/fcm/send/dZ3x-conformance"
 ADA = "ada@example.com"
@@ -778,11 +779,11 @@ CASES: list[dict[str, Any]] = [
             },
             {
                 "method": "POST",
-                "path": "/api/contact",
-                "form": {"message": "hello", "cf-turnstile-response": "valid-form"},
+                "path": "/api/users",
+                "form": {"email": "form@example.com", "cf-turnstile-response": "valid-form"},
                 "expect": {
-                    "status": 202,
-                    "json": {"received": "message=hello"},
+                    "status": 201,
+                    "json": {"received": "email=form%40example.com"},
                     "siteverify": {"response": "valid-form"},
                 },
             },

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qs, parse_qsl
 
 from shared.envelope import Identity, verify
 from shared.errors import Unauthorized
@@ -193,11 +193,14 @@ class _Handler(BaseHTTPRequestHandler):
             )
 
     def _sign_up(self, identity: Identity | None, body: bytes) -> None:
-        form = json.loads(body or b"{}")
-        self._json(201, {"user": user_for(str(form.get("email", ""))), "received": form})
-
-    def _contact(self, identity: Identity | None, body: bytes) -> None:
-        self._json(202, {"received": body.decode("utf-8")})
+        """Echoes what the edge forwarded: a JSON document, or a plain form's encoded text."""
+        try:
+            form: Any = json.loads(body or b"{}")
+            email = str(form.get("email", ""))
+        except ValueError:
+            form = body.decode("utf-8")
+            email = parse_qs(form).get("email", [""])[0]
+        self._json(201, {"user": user_for(email), "received": form})
 
     def _get_preferences(self, identity: Identity | None, body: bytes) -> None:
         if identity is None:
@@ -262,7 +265,6 @@ class _Handler(BaseHTTPRequestHandler):
 _ORIGIN_ROUTES = {
     ("POST", "/auth/login"): _Handler._login,
     ("POST", "/users"): _Handler._sign_up,
-    ("POST", "/contact"): _Handler._contact,
     ("GET", "/me/preferences"): _Handler._get_preferences,
     ("PUT", "/me/preferences"): _Handler._put_preferences,
     ("POST", "/push/subscriptions"): _Handler._subscribe,

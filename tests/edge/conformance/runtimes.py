@@ -1,6 +1,6 @@
 """The two runtimes the conformance table runs on, behind one small interface.
 
-- ``CPythonRuntime``: the local adapter, ``devstack.edge_server.EdgeServer`` (SQLite KV, local rate
+- ``CPythonRuntime``: the local adapter, ``edge_workers.local.EdgeServer`` (SQLite KV, local rate
   limit binding and Durable Object stand-ins), spoken to over real HTTP.
 - ``PyodideRuntime``: the real worker bundles inside real Pyodide under Node, through ``harness.mjs``
   (one Node process for the whole session), with fake Cloudflare bindings.
@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from devstack.edge_server import EdgeServer
 from edge_workers.bundle import stage
 from edge_workers.core.composition import GATEWAY, PUSH, required_rate_limit_bindings, route_table
 from edge_workers.core.config import GatewayConfig
 from edge_workers.core.ports import KV_BINDINGS
+from edge_workers.local import EdgeServer
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 HARNESS = Path(__file__).with_name("harness.mjs")

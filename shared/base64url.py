@@ -1,4 +1,8 @@
-"""Strict base64url (RFC 4648 section 5), as JWTs, Web Push keys and VAPID keys use it."""
+"""Strict base64url (RFC 4648 section 5), as JWTs, Web Push keys and VAPID keys use it.
+
+Standard library only: the edge (JWTs, VAPID key, subscriptions) and the functions (subscriptions)
+decode with this one function, so a key one side accepts is a key the other side accepts.
+"""
 
 from __future__ import annotations
 
@@ -20,8 +24,3 @@ def b64url_decode(text: str) -> bytes:
         return base64.urlsafe_b64decode(bare + "=" * (-len(bare) % 4))
     except binascii.Error as exc:
         raise ValueError("not base64url") from exc
-
-
-def is_p256_public_key(raw: bytes) -> bool:
-    """An uncompressed P-256 point, the only form browsers and VAPID use (0x04 || X || Y)."""
-    return len(raw) == 65 and raw[0] == 0x04
