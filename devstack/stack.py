@@ -140,8 +140,8 @@ class DevStack:
         queue_urls = aws_local.ensure_resources(self.settings)
         log.info(
             "buckets %s, %s and queues %s ready",
-            self.settings.media_bucket,
-            self.settings.backup_bucket,
+            self.settings.aws.media_bucket,
+            self.settings.aws.backup_bucket,
             ", ".join(queue_urls),
         )
         container = configure(self.settings)
@@ -223,9 +223,9 @@ class DevStack:
                 # Cloudflare's documented always-pass test secret: the local adapter answers it offline.
                 "TURNSTILE_SECRET_KEY": self.env.get("TURNSTILE_SECRET_KEY") or LOCAL_TURNSTILE_SECRET,
                 # Mounts the push router under /push/ on the same server (production routes it so too).
-                "VAPID_PUBLIC_KEY": self.settings.vapid_public_key or "",
+                "VAPID_PUBLIC_KEY": self.settings.push.vapid_public_key or "",
                 "MEDIA_PUBLIC_BASE_URL": self.env.get("MEDIA_PUBLIC_BASE_URL")
-                or f"{aws_url}/{self.settings.media_bucket}",
+                or f"{aws_url}/{self.settings.aws.media_bucket}",
             }
         )
         edge = EdgeServer(self.options.host, self.options.edge_port, self.options.data_dir.resolve(), config)

@@ -14,7 +14,7 @@ from uuid import UUID
 
 from chalice.app import Blueprint, SQSEvent, SQSRecord
 
-from functions.platform.config import IMAGE_UPLOADS_QUEUE
+from functions.platform import topology
 from functions.platform.http import ORGANIZERS, Call, route
 from functions.platform.queues import process_batch
 from functions.stepperslife.composition import container
@@ -25,12 +25,6 @@ from shared.errors import NotFound
 log = logging.getLogger("agistack.images")
 
 bp = Blueprint(__name__)
-
-# The image queue's redrive maxReceiveCount (devstack.aws_local.MAX_RECEIVE_COUNT; the CDK stack must
-# match): the delivery with this receive count is the last before the DLQ.
-MAX_DELIVERIES = 5
-# About 1 s per 12 MP picture on one vCPU (benchmarks/images.py): a batch stays far below the timeout.
-BATCH_SIZE = 4
 
 
 class ImageUploadRequest(Strict):
@@ -53,7 +47,8 @@ def start_image_upload(call: Call) -> dict[str, Any]:
 
 def _process_uploads(body: str, *, attempt: int) -> None:
     for upload in parse_s3_notification(body):
-        outcome = container().uploads.handle(upload, attempt=attempt, final_attempt=attempt >= MAX_DELIVERIES)
+        final = attempt >= topology.IMAGE_UPLOADS.max_receive_count
+        outcome = container().uploads.handle(upload, attempt=attempt, final_attempt=final)
         log.info("upload %s: %s (delivery %d)", upload.key, outcome, attempt)
 
 
@@ -64,9 +59,10 @@ def _receive_count(record: SQSRecord) -> int:
         return 1
 
 
-@bp.on_sqs_message(queue=IMAGE_UPLOADS_QUEUE, batch_size=BATCH_SIZE)
+@bp.on_sqs_message(queue=topology.IMAGE_UPLOADS.name, batch_size=topology.IMAGE_UPLOADS.batch_size)
 def image_uploaded(event: SQSEvent) -> dict[str, Any]:
-    """Each message separately, so that its receive count tells whether it is its last delivery."""
+    """Each message separately, so that its receive count tells whether it is its last delivery (the
+    one whose receive count is the queue's max_receive_count: the next stop is the DLQ)."""
     failures: list[dict[str, str]] = []
     for record in event:
         handle = functools.partial(_process_uploads, attempt=_receive_count(record))

@@ -39,6 +39,7 @@ from psycopg import Connection
 from functions.platform.adapters.object_store import ObjectNotFound, ObjectStore, ObjectTooLarge
 from functions.platform.cache import Cache
 from functions.platform.ports import EdgeCache, Row, TransactionalDatabase
+from functions.platform.topology import ORIGINALS_PREFIX, PUBLIC_PREFIX, UPLOADS_PREFIX
 from functions.stepperslife.services import images
 from functions.stepperslife.services.events import CACHE_SERVICE, LIST_FAMILY, can_manage
 from shared.envelope import Identity
@@ -46,13 +47,9 @@ from shared.errors import Conflict, Forbidden, NotFound, ValidationFailed
 
 log = logging.getLogger("agistack.uploads")
 
-UPLOADS_PREFIX = "uploads/"
-ORIGINALS_PREFIX = "originals/"
-# Served by the edge's GET /img/{event_id}/{image_id}/{width} (edge_workers/core/media.py).
-PUBLIC_PREFIX = "public/"
 IMMUTABLE = "public, max-age=31536000, immutable"
 _UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-UPLOAD_KEY = re.compile(rf"^uploads/(?P<event_id>{_UUID})/(?P<image_id>{_UUID})$")
+UPLOAD_KEY = re.compile(rf"^{re.escape(UPLOADS_PREFIX)}(?P<event_id>{_UUID})/(?P<image_id>{_UUID})$")
 
 
 class BadNotification(ValueError):
