@@ -4,8 +4,8 @@ Each group reads its own variables (``from_env``); ``Settings`` composes them. A
 value fails the start with a ``ConfigurationError`` that names every missing variable at once, rather
 than the first request that happens to need it. Secrets come from ``NAME`` (locally) or from the
 Secrets Manager secret that ``NAME_SECRET_ARN`` names (how Lambda gets them: the environment holds
-only ARNs). Optional groups default to "not configured", so tests build ``Settings`` from the two
-required groups.
+only ARNs; see ``secret_arn_variable``). Optional groups default to "not configured", so tests
+build ``Settings`` from the two required groups.
 """
 
 from __future__ import annotations
@@ -30,12 +30,18 @@ class MissingConfiguration(ConfigurationError):
         self.names = names
 
 
+def secret_arn_variable(name: str) -> str:
+    """The variable naming the Secrets Manager secret that holds setting ``name``: ``NAME_SECRET_ARN``,
+    or ``NAME_ARN`` when the name already ends in ``_SECRET`` (``EDGE_SIGNING_SECRET_ARN``)."""
+    return f"{name}_ARN" if name.endswith("_SECRET") else f"{name}_SECRET_ARN"
+
+
 def _secret(env: Mapping[str, str], name: str, read_secret: SecretReader | None) -> str | None:
-    """A value from ``NAME``, or from the secret that ``NAME_SECRET_ARN`` names (how Lambda gets it)."""
+    """A value from ``NAME``, or from the secret that its ARN variable names (how Lambda gets it)."""
     value = env.get(name)
     if value:
         return value
-    arn = env.get(f"{name}_SECRET_ARN")
+    arn = env.get(secret_arn_variable(name))
     if arn and read_secret is not None:
         return read_secret(arn)
     return None

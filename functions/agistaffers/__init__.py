@@ -1,0 +1,1 @@
+"""AGI Staffers: the hosting back office."""
