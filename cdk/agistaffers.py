@@ -29,7 +29,7 @@ class AgistaffersApi(ProductApi):
             product=PRODUCT,
             repo_root=repo_root,
             environment={**context_settings(stack, PRODUCT, reserved={*resources, *stack.secrets}), **resources},
-            static_environment={"AGISTACK_STAGE": stack.app_stage, "LOG_LEVEL": "INFO"},
+            app_stage=stack.app_stage,
             stage_settings={"lambda_timeout": HANDLER_TIMEOUT_S, "lambda_memory_size": lambda_memory_mb},
             queues=stack.queues,
             preserve_logical_ids=False,

@@ -49,14 +49,14 @@ class ProductApi:
         *,
         product: str,
         repo_root: Path,
+        app_stage: str,
         environment: Mapping[str, str],
-        static_environment: Mapping[str, str],
         stage_settings: Mapping[str, Any],
         queues: Mapping[str, sqs.Queue],
         preserve_logical_ids: bool,
     ) -> None:
-        """``environment`` may hold CDK tokens (resource names, secret ARNs); ``static_environment``
-        must be plain strings (it is written to the staged .chalice/config.json).
+        """``environment`` may hold CDK tokens (resource names, secret ARNs); the static part (stage,
+        log level) is written to the staged .chalice/config.json.
 
         Two Chalice constructs in one stack cannot both keep the SAM template's logical IDs
         (both have a DefaultRole, a RestAPI...): only the first product keeps them.
@@ -74,7 +74,7 @@ class ProductApi:
             work / "project",
             product=product,
             stage=stack.to_string(),
-            environment=static_environment,
+            environment={"AGISTACK_STAGE": app_stage, "LOG_LEVEL": "INFO"},
             stage_settings=stage_settings,
         )
         with _chalice_packaging_sandbox(work):
