@@ -17,7 +17,7 @@ from psycopg import sql
 
 from devstack.services import start_postgres, start_redis
 from functions.platform.adapters.postgres import DATABASES
-from functions.platform.config import Settings
+from functions.platform.config import DatabaseSettings, EdgeSettings, RedisSettings, Settings
 from functions.platform.migrations import migrate_all
 
 SIGNING_SECRET = "benchmark-signing-secret-" + "x" * 32
@@ -50,10 +50,9 @@ def environment() -> Iterator[BenchEnvironment]:
     try:
         yield BenchEnvironment(
             Settings(
-                database_url=server_url,
-                edge_signing_secret=SIGNING_SECRET,
-                redis_url=redis_url,
-                database_name_prefix=prefix,
+                database=DatabaseSettings(server_url, name_prefix=prefix),
+                edge=EdgeSettings(SIGNING_SECRET),
+                redis=RedisSettings(redis_url),
             ),
             kind,
         )

@@ -26,7 +26,7 @@ import psycopg
 
 from benchmarks._common import SIGNING_SECRET, environment, percentile, spread
 from devstack.services import free_port
-from functions.platform.config import Settings
+from functions.platform.config import RedisSettings, Settings
 from functions.stepperslife.composition import configure
 from shared import envelope
 
@@ -149,7 +149,7 @@ def main() -> None:
         server = create_local_server(app, Config.create(chalice_app=app, stage="bench"), "127.0.0.1", port)
         threading.Thread(target=server.server.serve_forever, daemon=True).start()
         client = SignedClient(f"http://127.0.0.1:{port}")
-        uncached: Settings = dataclasses.replace(env.settings, redis_url=None)
+        uncached: Settings = dataclasses.replace(env.settings, redis=RedisSettings())
         try:
             configure(uncached)
             cursors: list[str] = []

@@ -62,7 +62,7 @@ def build_app(outdir: str | None = None) -> tuple[cdk.App, AgistackStack]:
         f"agistack-{stage}",
         stage=stage,
         allowed_origins=origins,
-        description=f"agistack {stage}: Chalice API and handlers, buckets, queues, event bus",
+        description=f"agistack {stage}: the products' Chalice APIs and handlers, buckets, queues, event bus",
         # Environment-agnostic on purpose: the template is the same offline and at deploy time, and
         # `cdk deploy` targets the account and region of the caller's AWS profile.
     )

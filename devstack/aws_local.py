@@ -1,5 +1,10 @@
 """The cloud resources the functions need, created on a local AWS endpoint (moto, MinIO, LocalStack),
-and the wiring the cloud would provide: SQS queues feeding the Chalice handlers."""
+and the wiring the cloud would provide: SQS queues feeding the Chalice handlers.
+
+Queues, their DLQs, visibility timeouts and receive counts, and the upload notification come from
+functions.platform.topology, as in the CDK stack: a handler behaves locally as it does on Lambda
+(a failed message comes back after the same visibility timeout and reaches the DLQ after the same
+number of deliveries)."""
 
 from __future__ import annotations
 
@@ -9,18 +14,17 @@ import logging
 import threading
 from typing import Any
 
+from functions.platform import topology
 from functions.platform.config import Settings
 
 log = logging.getLogger("agistack.dev.aws")
-
-MAX_RECEIVE_COUNT = 5
 
 
 def client(settings: Settings, service: str) -> Any:
     import boto3
 
-    session = boto3.session.Session(region_name=settings.aws_region)
-    return session.client(service, endpoint_url=settings.aws_endpoint_url)  # type: ignore[call-overload]
+    session = boto3.session.Session(region_name=settings.aws.region)
+    return session.client(service, endpoint_url=settings.aws.endpoint_url)  # type: ignore[call-overload]
 
 
 def ensure_resources(settings: Settings) -> dict[str, str]:
@@ -28,40 +32,51 @@ def ensure_resources(settings: Settings) -> dict[str, str]:
 
     Idempotent: each create is a no-op when the resource exists. Returns queue name → URL."""
     s3, sqs, events = client(settings, "s3"), client(settings, "sqs"), client(settings, "events")
-    for bucket in (settings.media_bucket, settings.backup_bucket):
+    for bucket in (settings.aws.media_bucket, settings.aws.backup_bucket):
         with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou, s3.exceptions.BucketAlreadyExists):
             s3.create_bucket(Bucket=bucket)
-    queue_urls: dict[str, str] = {}
-    for name in (settings.domain_events_queue, settings.image_uploads_queue):
-        dlq_url = sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
-        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(MAX_RECEIVE_COUNT)})
-        attributes = {"RedrivePolicy": redrive, "VisibilityTimeout": "30"}
-        try:
-            url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
-        except sqs.exceptions.QueueNameExists:
-            # The queue exists with other attributes (someone tuned it): put ours back.
-            url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
-            sqs.set_queue_attributes(QueueUrl=url, Attributes=attributes)
-        queue_urls[name] = url
+    queue_urls = {queue.name: _ensure_queue(sqs, queue) for queue in topology.QUEUES}
     uploads_arn = sqs.get_queue_attributes(
-        QueueUrl=queue_urls[settings.image_uploads_queue], AttributeNames=["QueueArn"]
+        QueueUrl=queue_urls[topology.IMAGE_UPLOADS.name], AttributeNames=["QueueArn"]
     )["Attributes"]["QueueArn"]
     s3.put_bucket_notification_configuration(
-        Bucket=settings.media_bucket,
+        Bucket=settings.aws.media_bucket,
         NotificationConfiguration={
             "QueueConfigurations": [
                 {
                     "QueueArn": uploads_arn,
                     "Events": ["s3:ObjectCreated:*"],
-                    "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": "uploads/"}]}},
+                    "Filter": {
+                        "Key": {"FilterRules": [{"Name": "prefix", "Value": topology.UPLOAD_NOTIFICATION_PREFIX}]}
+                    },
                 }
             ]
         },
     )
     with contextlib.suppress(events.exceptions.ResourceAlreadyExistsException):
-        events.create_event_bus(Name=settings.event_bus_name)
+        events.create_event_bus(Name=settings.aws.event_bus_name)
     return queue_urls
+
+
+def _ensure_queue(sqs: Any, queue: topology.Queue) -> str:
+    """The queue and its DLQ with the topology's attributes; returns the queue's URL."""
+    retention = str(queue.dlq_retention_days * 86400)
+    dlq_url = _create_or_update(sqs, queue.dlq_name, {"MessageRetentionPeriod": retention})
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(queue.max_receive_count)})
+    return _create_or_update(
+        sqs, queue.name, {"RedrivePolicy": redrive, "VisibilityTimeout": str(queue.visibility_seconds)}
+    )
+
+
+def _create_or_update(sqs: Any, name: str, attributes: dict[str, str]) -> str:
+    try:
+        return str(sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"])
+    except sqs.exceptions.QueueNameExists:
+        # The queue exists with other attributes (someone tuned it, or an older version made it): put ours back.
+        url = str(sqs.get_queue_url(QueueName=name)["QueueUrl"])
+        sqs.set_queue_attributes(QueueUrl=url, Attributes=attributes)
+        return url
 
 
 class QueuePump(threading.Thread):

@@ -144,8 +144,8 @@ class DevStack:
         queue_urls = aws_local.ensure_resources(self.settings)
         log.info(
             "buckets %s, %s and queues %s ready",
-            self.settings.media_bucket,
-            self.settings.backup_bucket,
+            self.settings.aws.media_bucket,
+            self.settings.aws.backup_bucket,
             ", ".join(queue_urls),
         )
         for product in PRODUCTS:
@@ -217,8 +217,8 @@ class DevStack:
             self.env,
             signing_secret=secret,
             origins={product.origin_variable: self._api_url(product) for product in PRODUCTS},
-            media_base_url=f"{aws_url}/{self.settings.media_bucket}",
-            vapid_public_key=self.settings.vapid_public_key,
+            media_base_url=f"{aws_url}/{self.settings.aws.media_bucket}",
+            vapid_public_key=self.settings.push.vapid_public_key,
         )
         edge = start_local_edge(self.options.host, self.options.edge_port, self.options.data_dir, config)
         self._stops.append(edge.stop)

@@ -28,7 +28,7 @@ from psycopg.types.json import Jsonb
 from devstack.aws_local import ensure_resources
 from devstack.services import RunningService, start_moto, start_postgres, start_redis
 from functions.platform.adapters.postgres import DATABASES
-from functions.platform.config import Settings
+from functions.platform.config import AwsSettings, DatabaseSettings, EdgeSettings, RedisSettings, Settings
 from functions.platform.migrations import migrate_all
 from functions.stepperslife.app import app
 from functions.stepperslife.composition import configure
@@ -112,11 +112,10 @@ def moto_url() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def settings(pg_server_url: str, redis_url: str, db_prefix: str, moto_url: str) -> Settings:
     configured = Settings(
-        database_url=pg_server_url,
-        edge_signing_secret=SIGNING_SECRET,
-        redis_url=redis_url,
-        database_name_prefix=db_prefix,
-        aws_endpoint_url=moto_url,
+        database=DatabaseSettings(pg_server_url, name_prefix=db_prefix),
+        edge=EdgeSettings(SIGNING_SECRET),
+        redis=RedisSettings(redis_url),
+        aws=AwsSettings(endpoint_url=moto_url),
     )
     ensure_resources(configured)
     return configured

@@ -25,17 +25,17 @@ def read_secret_from_aws(arn: str) -> str:
 def aws_client(settings: Settings, service: str) -> Any:
     import boto3  # lazily: built on first use, not at cold start
 
-    session = boto3.session.Session(region_name=settings.aws_region)
-    return session.client(service, endpoint_url=settings.aws_endpoint_url)  # type: ignore[call-overload]
+    session = boto3.session.Session(region_name=settings.aws.region)
+    return session.client(service, endpoint_url=settings.aws.endpoint_url)  # type: ignore[call-overload]
 
 
 def redis_client(settings: Settings) -> Any:
     """A Redis client with short timeouts (a cache that is down must not stall requests), or None."""
-    if not settings.redis_url:
+    if not settings.redis.url:
         return None
     import redis
 
-    return redis.Redis.from_url(settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
+    return redis.Redis.from_url(settings.redis.url, socket_timeout=1.0, socket_connect_timeout=1.0)
 
 
 class Pingable(Protocol):

@@ -1,29 +1,47 @@
-"""The functions' configuration: one typed object, read once at start from the environment."""
+"""The functions' configuration: typed groups, one per integration, read once at start from the environment.
+
+Each group reads its own variables (``from_env``); ``Settings`` composes them. A wrong or missing
+value fails the start with a ``ConfigurationError`` that names every missing variable at once, rather
+than the first request that happens to need it. Secrets come from ``NAME`` (locally) or from the
+Secrets Manager secret that ``NAME_SECRET_ARN`` names (how Lambda gets them: the environment holds
+only ARNs; see ``secret_arn_variable``). Optional groups default to "not configured", so tests
+build ``Settings`` from the two required groups.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
+from functions.platform import topology
 from functions.platform.adapters.postgres import url_for_database
 
 SecretReader = Callable[[str], str]
-
-# Queue names are deploy-time constants: Chalice's decorators and the CDK stack both refer to them.
-DOMAIN_EVENTS_QUEUE = "agistack-domain-events"
-IMAGE_UPLOADS_QUEUE = "agistack-image-uploads"
 
 
 class ConfigurationError(RuntimeError):
     pass
 
 
-def _read(env: Mapping[str, str], name: str, read_secret: SecretReader | None) -> str | None:
-    """A value from ``NAME``, or from the secret that ``NAME_SECRET_ARN`` names (how Lambda gets it)."""
+class MissingConfiguration(ConfigurationError):
+    def __init__(self, names: list[str]) -> None:
+        super().__init__(f"missing configuration: {', '.join(names)}")
+        self.names = names
+
+
+def secret_arn_variable(name: str) -> str:
+    """The variable naming the Secrets Manager secret that holds setting ``name``: ``NAME_SECRET_ARN``,
+    or ``NAME_ARN`` when the name already ends in ``_SECRET`` (``EDGE_SIGNING_SECRET_ARN``)."""
+    return f"{name}_ARN" if name.endswith("_SECRET") else f"{name}_SECRET_ARN"
+
+
+def _secret(env: Mapping[str, str], name: str, read_secret: SecretReader | None) -> str | None:
+    """A value from ``NAME``, or from the secret that its ARN variable names (how Lambda gets it)."""
     value = env.get(name)
     if value:
         return value
-    arn = env.get(f"{name}_SECRET_ARN")
+    arn = env.get(secret_arn_variable(name))
     if arn and read_secret is not None:
         return read_secret(arn)
     return None
@@ -36,89 +54,207 @@ def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...], default
     return value
 
 
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    try:
+        return int(env.get(name, default))
+    except ValueError as exc:
+        raise ConfigurationError(f"a numeric setting is not a number: {name}: {exc}") from exc
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    try:
+        return float(env.get(name, default))
+    except ValueError as exc:
+        raise ConfigurationError(f"a numeric setting is not a number: {name}: {exc}") from exc
+
+
+def _required(name: str, value: str | None) -> str:
+    if not value:
+        raise MissingConfiguration([name])
+    return value
+
+
 @dataclass(frozen=True)
-class Settings:
-    database_url: str
-    edge_signing_secret: str
-    redis_url: str | None = None
-    database_name_prefix: str = ""
-    edge_max_skew_seconds: int = 60
+class DatabaseSettings:
+    url: str
+    # Prefixed to every database name (lets a test run share a server).
+    name_prefix: str = ""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], read_secret: SecretReader | None = None) -> DatabaseSettings:
+        return cls(
+            url=_required("DATABASE_URL", _secret(env, "DATABASE_URL", read_secret)),
+            name_prefix=env.get("DATABASE_NAME_PREFIX", ""),
+        )
+
+
+@dataclass(frozen=True)
+class EdgeSettings:
+    """The signed envelope from the gateway worker."""
+
+    signing_secret: str
+    max_skew_seconds: int = 60
     max_request_bytes: int = 1024 * 1024
-    aws_endpoint_url: str | None = None
-    aws_region: str = "us-east-1"
-    media_bucket: str = "agistack-media"
-    backup_bucket: str = "agistack-backups"
-    domain_events_queue: str = DOMAIN_EVENTS_QUEUE
-    image_uploads_queue: str = IMAGE_UPLOADS_QUEUE
-    event_bus_name: str = "agistack"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], read_secret: SecretReader | None = None) -> EdgeSettings:
+        secret = _required("EDGE_SIGNING_SECRET", _secret(env, "EDGE_SIGNING_SECRET", read_secret))
+        if len(secret) < 32:
+            raise ConfigurationError("EDGE_SIGNING_SECRET must be at least 32 characters")
+        return cls(
+            signing_secret=secret,
+            max_skew_seconds=_int(env, "EDGE_MAX_SKEW_SECONDS", cls.max_skew_seconds),
+            max_request_bytes=_int(env, "MAX_REQUEST_BYTES", cls.max_request_bytes),
+        )
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    # None: no cache, no rate of anything kept in Redis (the functions still work).
+    url: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], read_secret: SecretReader | None = None) -> RedisSettings:
+        return cls(url=_secret(env, "REDIS_URL", read_secret))
+
+
+@dataclass(frozen=True)
+class AwsSettings:
+    endpoint_url: str | None = None
+    region: str = "us-east-1"
+    media_bucket: str = topology.MEDIA_BUCKET
+    backup_bucket: str = topology.BACKUP_BUCKET
+    event_bus_name: str = topology.EVENT_BUS_NAME
     # "sqs": the relay sends domain events straight to the queue; "eventbridge": to the bus, whose
     # rules fan them out (the queue being one target).
     domain_events_via: str = "sqs"
-    site_url: str = "https://stepperslife.com"
-    flowise_url: str | None = None
-    flowise_chatflow_id: str | None = None
-    flowise_api_key: str | None = None
-    flowise_timeout_seconds: float = 10.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], read_secret: SecretReader | None = None) -> AwsSettings:
+        return cls(
+            endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
+            region=env.get("AWS_DEFAULT_REGION") or env.get("AWS_REGION") or cls.region,
+            media_bucket=env.get("MEDIA_BUCKET", cls.media_bucket),
+            backup_bucket=env.get("BACKUP_BUCKET", cls.backup_bucket),
+            event_bus_name=env.get("EVENT_BUS_NAME", cls.event_bus_name),
+            domain_events_via=_choice(env, "DOMAIN_EVENTS_VIA", ("sqs", "eventbridge"), cls.domain_events_via),
+        )
+
+
+@dataclass(frozen=True)
+class SiteSettings:
+    # The public site, for links in generated content and notifications.
+    url: str = "https://stepperslife.com"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], read_secret: SecretReader | None = None) -> SiteSettings:
+        return cls(url=env.get("SITE_URL", cls.url).rstrip("/"))
+
+
+@dataclass(frozen=True)
+class FlowiseSettings:
+    # url and chatflow_id unset: the offline enhancer.
+    url: str | None = None
+    chatflow_id: str | None = None
+    api_key: str | None = None
+    timeout_seconds: float = 10.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], read_secret: SecretReader | None = None) -> FlowiseSettings:
+        return cls(
+            url=(env.get("FLOWISE_URL") or "").rstrip("/") or None,
+            chatflow_id=env.get("FLOWISE_CHATFLOW_ID") or None,
+            api_key=_secret(env, "FLOWISE_API_KEY", read_secret),
+            timeout_seconds=_float(env, "FLOWISE_TIMEOUT_SECONDS", cls.timeout_seconds),
+        )
+
+
+@dataclass(frozen=True)
+class PushSettings:
+    # vapid_private_key or vapid_subject unset: no push is sent.
     vapid_private_key: str | None = None
     vapid_public_key: str | None = None
     vapid_subject: str | None = None
     # Hosts accepted as push endpoints without the public-address check: tests and dev only.
-    push_allow_hosts: tuple[str, ...] = ()
-    push_concurrency: int = 8
-    cloudflare_api_base: str = "https://api.cloudflare.com/client/v4"
-    cloudflare_account_id: str | None = None
-    cloudflare_api_token: str | None = None
+    allow_hosts: tuple[str, ...] = ()
+    concurrency: int = 8
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], read_secret: SecretReader | None = None) -> PushSettings:
+        return cls(
+            vapid_private_key=_secret(env, "VAPID_PRIVATE_KEY", read_secret),
+            vapid_public_key=env.get("VAPID_PUBLIC_KEY") or None,
+            vapid_subject=env.get("VAPID_SUBJECT") or None,
+            allow_hosts=tuple(
+                host.strip().lower() for host in env.get("PUSH_ALLOW_HOSTS", "").split(",") if host.strip()
+            ),
+            concurrency=max(1, _int(env, "PUSH_CONCURRENCY", cls.concurrency)),
+        )
+
+
+@dataclass(frozen=True)
+class CloudflareSettings:
+    """Workers KV through Cloudflare's API: pruning push subscriptions, invalidating edge-cached reads."""
+
+    api_base: str = "https://api.cloudflare.com/client/v4"
+    account_id: str | None = None
+    api_token: str | None = None
     push_subs_kv_id: str | None = None
     api_cache_kv_id: str | None = None
 
     @classmethod
+    def from_env(cls, env: Mapping[str, str], read_secret: SecretReader | None = None) -> CloudflareSettings:
+        return cls(
+            api_base=env.get("CLOUDFLARE_API_BASE", cls.api_base).rstrip("/"),
+            account_id=env.get("CLOUDFLARE_ACCOUNT_ID") or None,
+            api_token=_secret(env, "CLOUDFLARE_API_TOKEN", read_secret),
+            push_subs_kv_id=env.get("PUSH_SUBS_KV_ID") or None,
+            api_cache_kv_id=env.get("API_CACHE_KV_ID") or None,
+        )
+
+
+class _Group(Protocol):
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], read_secret: SecretReader | None = None) -> object: ...
+
+
+@dataclass(frozen=True)
+class Settings:
+    database: DatabaseSettings
+    edge: EdgeSettings
+    redis: RedisSettings = field(default_factory=RedisSettings)
+    aws: AwsSettings = field(default_factory=AwsSettings)
+    site: SiteSettings = field(default_factory=SiteSettings)
+    flowise: FlowiseSettings = field(default_factory=FlowiseSettings)
+    push: PushSettings = field(default_factory=PushSettings)
+    cloudflare: CloudflareSettings = field(default_factory=CloudflareSettings)
+
+    @classmethod
     def from_env(cls, env: Mapping[str, str], read_secret: SecretReader | None = None) -> Settings:
-        database_url = _read(env, "DATABASE_URL", read_secret)
-        signing_secret = _read(env, "EDGE_SIGNING_SECRET", read_secret)
-        missing = [
-            name
-            for name, value in (("DATABASE_URL", database_url), ("EDGE_SIGNING_SECRET", signing_secret))
-            if not value
-        ]
-        if missing or database_url is None or signing_secret is None:
-            raise ConfigurationError(f"missing configuration: {', '.join(missing)}")
-        if len(signing_secret) < 32:
-            raise ConfigurationError("EDGE_SIGNING_SECRET must be at least 32 characters")
-        defaults = cls(database_url=database_url, edge_signing_secret=signing_secret)
-        try:
-            return cls(
-                database_url=database_url,
-                edge_signing_secret=signing_secret,
-                redis_url=_read(env, "REDIS_URL", read_secret),
-                database_name_prefix=env.get("DATABASE_NAME_PREFIX", ""),
-                edge_max_skew_seconds=int(env.get("EDGE_MAX_SKEW_SECONDS", defaults.edge_max_skew_seconds)),
-                max_request_bytes=int(env.get("MAX_REQUEST_BYTES", defaults.max_request_bytes)),
-                aws_endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
-                aws_region=env.get("AWS_DEFAULT_REGION") or env.get("AWS_REGION") or defaults.aws_region,
-                media_bucket=env.get("MEDIA_BUCKET", defaults.media_bucket),
-                backup_bucket=env.get("BACKUP_BUCKET", defaults.backup_bucket),
-                event_bus_name=env.get("EVENT_BUS_NAME", defaults.event_bus_name),
-                domain_events_via=_choice(env, "DOMAIN_EVENTS_VIA", ("sqs", "eventbridge"), defaults.domain_events_via),
-                site_url=env.get("SITE_URL", defaults.site_url).rstrip("/"),
-                flowise_url=(env.get("FLOWISE_URL") or "").rstrip("/") or None,
-                flowise_chatflow_id=env.get("FLOWISE_CHATFLOW_ID") or None,
-                flowise_api_key=_read(env, "FLOWISE_API_KEY", read_secret),
-                flowise_timeout_seconds=float(env.get("FLOWISE_TIMEOUT_SECONDS", defaults.flowise_timeout_seconds)),
-                vapid_private_key=_read(env, "VAPID_PRIVATE_KEY", read_secret),
-                vapid_public_key=env.get("VAPID_PUBLIC_KEY") or None,
-                vapid_subject=env.get("VAPID_SUBJECT") or None,
-                push_allow_hosts=tuple(
-                    host.strip().lower() for host in env.get("PUSH_ALLOW_HOSTS", "").split(",") if host.strip()
-                ),
-                push_concurrency=max(1, int(env.get("PUSH_CONCURRENCY", defaults.push_concurrency))),
-                cloudflare_api_base=env.get("CLOUDFLARE_API_BASE", defaults.cloudflare_api_base).rstrip("/"),
-                cloudflare_account_id=env.get("CLOUDFLARE_ACCOUNT_ID") or None,
-                cloudflare_api_token=_read(env, "CLOUDFLARE_API_TOKEN", read_secret),
-                push_subs_kv_id=env.get("PUSH_SUBS_KV_ID") or None,
-                api_cache_kv_id=env.get("API_CACHE_KV_ID") or None,
-            )
-        except ValueError as exc:
-            raise ConfigurationError(f"a numeric setting is not a number: {exc}") from exc
+        """Every group, or one error: all missing variables by name, else the first invalid value."""
+        groups: dict[str, type[_Group]] = {
+            "database": DatabaseSettings,
+            "edge": EdgeSettings,
+            "redis": RedisSettings,
+            "aws": AwsSettings,
+            "site": SiteSettings,
+            "flowise": FlowiseSettings,
+            "push": PushSettings,
+            "cloudflare": CloudflareSettings,
+        }
+        read: dict[str, Any] = {}
+        errors: list[ConfigurationError] = []
+        for name, group in groups.items():
+            try:
+                read[name] = group.from_env(env, read_secret)
+            except ConfigurationError as exc:
+                errors.append(exc)
+        missing = [name for error in errors if isinstance(error, MissingConfiguration) for name in error.names]
+        if missing:
+            raise MissingConfiguration(missing)
+        if errors:
+            raise errors[0]
+        return cls(**read)
 
     def database_url_for(self, database: str) -> str:
-        return url_for_database(self.database_url, self.database_name_prefix + database)
+        return url_for_database(self.database.url, self.database.name_prefix + database)

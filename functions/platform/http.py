@@ -255,10 +255,11 @@ def _run_once(
 
 
 def _verified_call(request: Any, uri_params: dict[str, str], settings: Settings, product: str, *, signed: bool) -> Call:
+    edge = settings.edge
     raw = request.raw_body or b""
     body = raw.encode("utf-8") if isinstance(raw, str) else bytes(raw)
-    if len(body) > settings.max_request_bytes:
-        raise PayloadTooLarge(f"the body is larger than {settings.max_request_bytes} bytes")
+    if len(body) > edge.max_request_bytes:
+        raise PayloadTooLarge(f"the body is larger than {edge.max_request_bytes} bytes")
     query: list[tuple[str, str]] = []
     if request.query_params:
         for name in request.query_params:
@@ -271,13 +272,13 @@ def _verified_call(request: Any, uri_params: dict[str, str], settings: Settings,
     identity = None
     if signed:
         identity = envelope.verify(
-            settings.edge_signing_secret,
+            edge.signing_secret,
             method=request.method,
             path=target,
             headers=headers,
             body=body,
             now=int(time.time()),
-            max_skew_seconds=settings.edge_max_skew_seconds,
+            max_skew_seconds=edge.max_skew_seconds,
         )
     if identity is not None and identity.product != product:
         # The edge forwards only this product's sessions; should another's arrive, it counts for nothing.

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+from functions.platform import topology
 from functions.platform.adapters.cloudflare_kv import (
     CloudflareEdgeCache,
     CloudflareKvNamespace,
@@ -90,9 +91,8 @@ class Container:
 
     @cached_property
     def media_store(self) -> S3ObjectStore:
-        return S3ObjectStore(
-            self.settings.media_bucket, region=self.settings.aws_region, endpoint_url=self.settings.aws_endpoint_url
-        )
+        aws = self.settings.aws
+        return S3ObjectStore(aws.media_bucket, region=aws.region, endpoint_url=aws.endpoint_url)
 
     @cached_property
     def uploads(self) -> UploadService:
@@ -100,9 +100,9 @@ class Container:
 
     @cached_property
     def message_publisher(self) -> MessagePublisher:
-        if self.settings.domain_events_via == "eventbridge":
-            return EventBridgePublisher(lambda: aws_client(self.settings, "events"), self.settings.event_bus_name)
-        return SqsPublisher(lambda: aws_client(self.settings, "sqs"), self.settings.domain_events_queue)
+        if self.settings.aws.domain_events_via == "eventbridge":
+            return EventBridgePublisher(lambda: aws_client(self.settings, "events"), self.settings.aws.event_bus_name)
+        return SqsPublisher(lambda: aws_client(self.settings, "sqs"), topology.DOMAIN_EVENTS.name)
 
     @cached_property
     def outbox_relay(self) -> OutboxRelay:
@@ -111,72 +111,72 @@ class Container:
     @cached_property
     def content_enhancer(self) -> ContentEnhancer:
         offline = OfflineEnhancer()
-        settings = self.settings
-        if not (settings.flowise_url and settings.flowise_chatflow_id):
+        flowise = self.settings.flowise
+        if not (flowise.url and flowise.chatflow_id):
             return offline
         return FlowiseEnhancer(
-            base_url=settings.flowise_url,
-            chatflow_id=settings.flowise_chatflow_id,
-            api_key=settings.flowise_api_key,
-            timeout_seconds=settings.flowise_timeout_seconds,
+            base_url=flowise.url,
+            chatflow_id=flowise.chatflow_id,
+            api_key=flowise.api_key,
+            timeout_seconds=flowise.timeout_seconds,
             fallback=offline,
         )
 
     @cached_property
     def enhancement(self) -> ContentEnhancementService:
         return ContentEnhancementService(
-            self.stepperslife_db, self.content_enhancer, self.redis, self.settings.site_url
+            self.stepperslife_db, self.content_enhancer, self.redis, self.settings.site.url
         )
 
     @cached_property
     def push_sender(self) -> PushSender | None:
-        settings = self.settings
-        if not (settings.vapid_private_key and settings.vapid_subject):
+        push = self.settings.push
+        if not (push.vapid_private_key and push.vapid_subject):
             return None
         from functions.platform.adapters.webpush import WebPushSender  # cryptography: only where push is configured
 
-        sender = WebPushSender(private_key=settings.vapid_private_key, subject=settings.vapid_subject)
-        if settings.vapid_public_key and settings.vapid_public_key.rstrip("=") != sender.public_key:
+        sender = WebPushSender(private_key=push.vapid_private_key, subject=push.vapid_subject)
+        if push.vapid_public_key and push.vapid_public_key.rstrip("=") != sender.public_key:
             raise ConfigurationError("VAPID_PUBLIC_KEY is not the public half of VAPID_PRIVATE_KEY")
         return sender
 
     @cached_property
     def kv_pruner(self) -> KvPruner:
-        namespace = self._cloudflare_kv(self.settings.push_subs_kv_id)
+        namespace = self._cloudflare_kv(self.settings.cloudflare.push_subs_kv_id)
         return CloudflareKvPruner(namespace) if namespace else LoggingKvPruner()
 
     @cached_property
     def edge_cache(self) -> EdgeCache:
-        namespace = self._cloudflare_kv(self.settings.api_cache_kv_id)
+        namespace = self._cloudflare_kv(self.settings.cloudflare.api_cache_kv_id)
         return CloudflareEdgeCache(namespace) if namespace else LoggingEdgeCache()
 
     def _cloudflare_kv(self, namespace_id: str | None) -> CloudflareKvNamespace | None:
-        settings = self.settings
-        if not (settings.cloudflare_account_id and settings.cloudflare_api_token and namespace_id):
+        cloudflare = self.settings.cloudflare
+        if not (cloudflare.account_id and cloudflare.api_token and namespace_id):
             return None
         return CloudflareKvNamespace(
-            api_base=settings.cloudflare_api_base,
-            account_id=settings.cloudflare_account_id,
+            api_base=cloudflare.api_base,
+            account_id=cloudflare.account_id,
             namespace_id=namespace_id,
-            api_token=settings.cloudflare_api_token,
+            api_token=cloudflare.api_token,
         )
 
     @cached_property
     def push(self) -> PushService:
-        allow_hosts = self.settings.push_allow_hosts
+        allow_hosts = self.settings.push.allow_hosts
         return PushService(
             self.stepperslife_db,
             sender=self.push_sender,
             pruner=self.kv_pruner,
             check_endpoint=lambda url: check_public_https_url(url, allow_hosts=allow_hosts),
-            site_url=self.settings.site_url,
-            concurrency=self.settings.push_concurrency,
+            site_url=self.settings.site.url,
+            concurrency=self.settings.push.concurrency,
         )
 
     @cached_property
     def engagement(self) -> EngagementService:
         return EngagementService(
-            self.stepperslife_db, self.claims, self.recommendations, self.push, self.settings.site_url
+            self.stepperslife_db, self.claims, self.recommendations, self.push, self.settings.site.url
         )
 
     @cached_property

@@ -1,7 +1,7 @@
-"""The AWS stack synthesizes (Chalice app included) and wires what the functions rely on.
+"""The AWS stack synthesizes (both products' Chalice apps included) and wires what the functions rely on.
 
-Synthesis packages the real Chalice app (functions/app.py) once per session; Chalice's deployment
-package cache under cdk.out/pytest/ makes reruns with unchanged code skip its pip download.
+Synthesis packages the real Chalice apps (functions/<product>/app.py) once per session; Chalice's
+deployment package cache under cdk.out/pytest/ makes reruns with unchanged code skip its pip download.
 """
 
 from __future__ import annotations
@@ -9,50 +9,38 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from cdk.main import REPO_ROOT, build_app, cdk_json_context, set_env_defaults
+from cdk.main import cdk_json_context
+from functions.platform import topology
+from tests.deploy.conftest import Synth
 
 pytestmark = pytest.mark.slow
 
-SECRET_ENV = {
+# What each product's functions may read: secret ARN variable -> the stack's attribute.
+SHARED_SECRET_ENV = {
     "DATABASE_URL_SECRET_ARN": "database_url_secret",
     "EDGE_SIGNING_SECRET_ARN": "edge_signing_secret",
     "REDIS_URL_SECRET_ARN": "redis_url_secret",
 }
+STEPPERSLIFE_SECRET_ENV = {
+    **SHARED_SECRET_ENV,
+    "VAPID_PRIVATE_KEY_SECRET_ARN": "vapid_private_key_secret",
+    "FLOWISE_API_KEY_SECRET_ARN": "flowise_api_key_secret",
+    "CLOUDFLARE_API_TOKEN_SECRET_ARN": "cloudflare_api_token_secret",
+}
 # Names of plaintext settings that must never appear in the Lambda environment.
-FORBIDDEN_ENV = {"DATABASE_URL", "EDGE_SIGNING_SECRET", "REDIS_URL"}
-
-
-class Synth:
-    """The synthesized stack, its template as JSON and logical IDs of the constructs under test."""
-
-    def __init__(self) -> None:
-        from aws_cdk.assertions import Template
-
-        outdir = os.environ.get("AGISTACK_CDK_TEST_OUTDIR") or str(REPO_ROOT / "cdk.out" / "pytest")
-        self.outdir = outdir
-        self.environ_before = dict(os.environ)
-        self.app, self.stack = build_app(outdir=outdir)
-        self.template = Template.from_stack(self.stack)
-        self.json: dict[str, Any] = dict(self.template.to_json())
-        self.resources: dict[str, dict[str, Any]] = self.json["Resources"]
-
-    def logical_id(self, construct: Any) -> str:
-        return str(self.stack.get_logical_id(construct.node.default_child))
-
-    def of_type(self, cfn_type: str) -> dict[str, dict[str, Any]]:
-        return {k: v for k, v in self.resources.items() if v["Type"] == cfn_type}
-
-
-@pytest.fixture(scope="session")
-def synth() -> Iterator[Synth]:
-    set_env_defaults()
-    yield Synth()
+FORBIDDEN_ENV = {
+    "DATABASE_URL",
+    "EDGE_SIGNING_SECRET",
+    "REDIS_URL",
+    "VAPID_PRIVATE_KEY",
+    "FLOWISE_API_KEY",
+    "CLOUDFLARE_API_TOKEN",
+}
 
 
 def get_att(logical_id: str, attribute: str = "Arn") -> dict[str, Any]:
@@ -125,19 +113,26 @@ def test_media_bucket_accepts_browser_posts_and_cleans_up_uploads(synth: Synth) 
 # --- queues, notifications, events -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("name", "visibility"), [("agistack-domain-events", 180), ("agistack-image-uploads", 360)])
-def test_named_queue_has_encrypted_dlq_after_five_receives(synth: Synth, name: str, visibility: int) -> None:
+def test_the_topology_declares_the_queues_the_stack_had() -> None:
+    assert [(q.name, q.visibility_seconds, q.max_receive_count, q.dlq_retention_days) for q in topology.QUEUES] == [
+        ("agistack-domain-events", 180, 5, 14),
+        ("agistack-image-uploads", 360, 5, 14),
+    ]
+
+
+@pytest.mark.parametrize("queue", topology.QUEUES, ids=lambda queue: queue.name)
+def test_named_queue_has_encrypted_dlq_as_the_topology_says(synth: Synth, queue: topology.Queue) -> None:
     queues = synth.of_type("AWS::SQS::Queue")
     by_name = {q["Properties"].get("QueueName"): (k, q["Properties"]) for k, q in queues.items()}
-    assert len(queues) == 4
-    _, props = by_name[name]
-    assert props["VisibilityTimeout"] == visibility
+    assert len(queues) == 2 * len(topology.QUEUES)
+    _, props = by_name[queue.name]
+    assert props["VisibilityTimeout"] == queue.visibility_seconds
     assert props["SqsManagedSseEnabled"] is True
     redrive = props["RedrivePolicy"]
-    assert redrive["maxReceiveCount"] == 5
-    dlq_id, dlq_props = by_name[f"{name}-dlq"]
+    assert redrive["maxReceiveCount"] == queue.max_receive_count
+    dlq_id, dlq_props = by_name[queue.dlq_name]
     assert redrive["deadLetterTargetArn"] == get_att(dlq_id)
-    assert dlq_props["MessageRetentionPeriod"] == 14 * 24 * 3600
+    assert dlq_props["MessageRetentionPeriod"] == queue.dlq_retention_days * 24 * 3600
     assert dlq_props["SqsManagedSseEnabled"] is True
     assert "RedrivePolicy" not in dlq_props
 
@@ -149,7 +144,7 @@ def test_uploads_prefix_notifies_the_image_queue(synth: Synth) -> None:
     assert props["NotificationConfiguration"]["QueueConfigurations"] == [
         {
             "Events": ["s3:ObjectCreated:*"],
-            "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": "uploads/"}]}},
+            "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": topology.UPLOAD_NOTIFICATION_PREFIX}]}},
             "QueueArn": get_att(synth.logical_id(synth.stack.image_uploads_queue)),
         }
     ]
@@ -168,7 +163,7 @@ def test_uploads_prefix_notifies_the_image_queue(synth: Synth) -> None:
 
 def test_event_bus_rule_forwards_agistack_events_to_the_domain_queue(synth: Synth) -> None:
     bus_id = synth.logical_id(synth.stack.event_bus)
-    assert synth.resources[bus_id]["Properties"]["Name"] == "agistack"
+    assert synth.resources[bus_id]["Properties"]["Name"] == topology.EVENT_BUS_NAME == "agistack"
     (rule,) = synth.of_type("AWS::Events::Rule").values()
     props = rule["Properties"]
     assert props["EventBusName"] == ref(bus_id)
@@ -181,8 +176,29 @@ def test_event_bus_rule_forwards_agistack_events_to_the_domain_queue(synth: Synt
 
 def chalice_functions(synth: Synth) -> dict[str, dict[str, Any]]:
     functions = synth.of_type("AWS::Serverless::Function")
-    assert functions, "the Chalice app produced no Lambda function"
+    assert functions, "the Chalice apps produced no Lambda function"
     return functions
+
+
+def test_each_product_is_its_own_functions_package_and_api(synth: Synth) -> None:
+    stepperslife = synth.functions_of(synth.stack.stepperslife)
+    agistaffers = synth.functions_of(synth.stack.agistaffers)
+    assert set(stepperslife) | set(agistaffers) == set(chalice_functions(synth))
+    assert not set(stepperslife) & set(agistaffers)
+    # SteppersLife keeps the logical IDs it was first deployed with.
+    assert "APIHandler" in stepperslife
+    code = {
+        name: {json.dumps(f["Properties"]["CodeUri"]) for f in functions.values()}
+        for name, functions in (("stepperslife", stepperslife), ("agistaffers", agistaffers))
+    }
+    assert len(code["stepperslife"]) == len(code["agistaffers"]) == 1
+    assert code["stepperslife"] != code["agistaffers"]
+    [agistaffers_handler] = [k for k, f in agistaffers.items() if f["Properties"]["Handler"] == "app.app"]
+    assert not any(f["Properties"]["Handler"].startswith("functions.stepperslife.") for f in agistaffers.values())
+    # One REST API per product, each invoking its own product's handler.
+    apis = {k: json.dumps(api) for k, api in synth.of_type("AWS::Serverless::Api").items()}
+    assert {k for k, api in apis.items() if "${APIHandler.Arn}" in api} == {"RestAPI"}
+    assert {k for k, api in apis.items() if f"${{{agistaffers_handler}.Arn}}" in api} == set(apis) - {"RestAPI"}
 
 
 def test_functions_get_resource_names_and_secret_arns_only(synth: Synth) -> None:
@@ -190,54 +206,77 @@ def test_functions_get_resource_names_and_secret_arns_only(synth: Synth) -> None
     expected = {
         "MEDIA_BUCKET": ref(synth.logical_id(stack.media_bucket)),
         "BACKUP_BUCKET": ref(synth.logical_id(stack.backup_bucket)),
-        "DOMAIN_EVENTS_QUEUE": get_att(synth.logical_id(stack.domain_events_queue), "QueueName"),
-        "IMAGE_UPLOADS_QUEUE": get_att(synth.logical_id(stack.image_uploads_queue), "QueueName"),
         "EVENT_BUS_NAME": ref(synth.logical_id(stack.event_bus)),
     }
-    expected.update({env: ref(synth.logical_id(getattr(stack, attr))) for env, attr in SECRET_ENV.items()})
-    for name, function in chalice_functions(synth).items():
+    expected.update({env: ref(synth.logical_id(getattr(stack, attr))) for env, attr in STEPPERSLIFE_SECRET_ENV.items()})
+    context = cdk_json_context()["agistack:settings"]["stepperslife"]
+    for name, function in synth.functions_of(stack.stepperslife).items():
         props = function["Properties"]
         variables = props["Environment"]["Variables"]
         for key, value in expected.items():
             assert variables.get(key) == value, f"{name}: {key}={variables.get(key)!r}"
         assert not FORBIDDEN_ENV & set(variables), f"{name} carries a plaintext secret setting"
+        # Queue names are fixed by the handlers' decorators (functions.platform.topology): nothing reads
+        # them from the environment.
+        assert not {"DOMAIN_EVENTS_QUEUE", "IMAGE_UPLOADS_QUEUE"} & set(variables), name
+        # cdk.json's plain settings; an empty one stays unset (its feature off).
+        assert {k: v for k, v in context.items() if v} == {k: variables[k] for k in context if k in variables}
         assert variables["AGISTACK_STAGE"] == cdk_json_context()["agistack:stage"]
         assert props["Runtime"].startswith("python3.")
         assert props["Role"] == get_att("DefaultRole")
 
 
+def test_agistaffers_gets_its_database_secrets_and_nothing_of_stepperslife(synth: Synth) -> None:
+    stack = synth.stack
+    context = cdk_json_context()["agistack:settings"]["agistaffers"]
+    expected: dict[str, Any] = {
+        env: ref(synth.logical_id(getattr(stack, attr))) for env, attr in SHARED_SECRET_ENV.items()
+    }
+    expected.update({k: v for k, v in context.items() if v})
+    expected.update({"AGISTACK_STAGE": cdk_json_context()["agistack:stage"], "LOG_LEVEL": "INFO"})
+    roles = set()
+    for name, function in synth.functions_of(stack.agistaffers).items():
+        props = function["Properties"]
+        assert props["Environment"]["Variables"] == expected, name
+        roles.add(json.dumps(props["Role"]))
+    (role,) = roles
+    assert role != json.dumps(get_att("DefaultRole"))
+
+
 def test_every_handler_string_resolves_in_the_package(synth: Synth) -> None:
     """Lambda imports "module.function" from the package root: the staged app.py shim for handlers
     declared on the app, the vendored package path for blueprint handlers."""
-    [shim] = list((Path(synth.outdir) / "chalice-src").glob("*/project/app.py"))
-    spec = importlib.util.spec_from_file_location("staged_app_shim", shim)
-    assert spec is not None and spec.loader is not None
-    staged = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(staged)
-    handlers = sorted(function["Properties"]["Handler"] for function in chalice_functions(synth).values())
-    assert "app.app" in handlers
-    assert any(handler.startswith("functions.stepperslife.routes.") for handler in handlers), handlers
-    for handler in handlers:
-        module_name, _, attribute = handler.rpartition(".")
-        module = staged if module_name == "app" else importlib.import_module(module_name)
-        assert callable(getattr(module, attribute, None)), f"{handler} does not resolve"
+    for product in (synth.stack.stepperslife, synth.stack.agistaffers):
+        [shim] = list((Path(synth.outdir) / "chalice-src").glob(f"*/{product.product}/project/app.py"))
+        spec = importlib.util.spec_from_file_location(f"staged_{product.product}_shim", shim)
+        assert spec is not None and spec.loader is not None
+        staged = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(staged)
+        handlers = sorted(function["Properties"]["Handler"] for function in synth.functions_of(product).values())
+        assert "app.app" in handlers
+        for handler in handlers:
+            module_name, _, attribute = handler.rpartition(".")
+            module = staged if module_name == "app" else importlib.import_module(module_name)
+            assert callable(getattr(module, attribute, None)), f"{handler} does not resolve"
+    stepperslife = [f["Properties"]["Handler"] for f in synth.functions_of(synth.stack.stepperslife).values()]
+    assert any(handler.startswith("functions.stepperslife.routes.") for handler in stepperslife), stepperslife
 
 
 def test_no_secret_value_is_in_the_template(synth: Synth) -> None:
     secrets = synth.of_type("AWS::SecretsManager::Secret")
-    assert len(secrets) == 3
+    assert set(secrets) == {synth.logical_id(getattr(synth.stack, attr)) for attr in STEPPERSLIFE_SECRET_ENV.values()}
     for name, secret in secrets.items():
         props = secret["Properties"]
         assert "SecretString" not in props, name
         assert "GenerateSecretString" in props, name
         assert secret["DeletionPolicy"] == "Retain", name
     edge = secrets[synth.logical_id(synth.stack.edge_signing_secret)]["Properties"]
-    # functions/config.py refuses an edge signing secret shorter than 32 characters.
+    # functions/platform/config.py refuses an edge signing secret shorter than 32 characters.
     assert edge["GenerateSecretString"]["PasswordLength"] >= 32
     # The synthesizing process's own environment did not leak into the template (Chalice copies the
     # stage's environment variables into os.environ while it loads the app).
     text = json.dumps(synth.json)
-    for key in ("DATABASE_URL", "EDGE_SIGNING_SECRET", "REDIS_URL"):
+    for key in FORBIDDEN_ENV:
         value = os.environ.get(key)
         if value:
             assert value not in text, f"the value of ${key} is in the template"
@@ -250,26 +289,40 @@ def test_synthesis_restores_the_process_environment(synth: Synth) -> None:
     assert not leaked and not changed, f"leaked {leaked}, changed {changed}"
 
 
-def test_sqs_handlers_report_partial_batch_failures(synth: Synth) -> None:
-    sqs_events = [
-        (name, event)
-        for name, function in chalice_functions(synth).items()
-        for event in function["Properties"].get("Events", {}).values()
-        if event["Type"] == "SQS"
-    ]
-    assert sqs_events, "no @app.on_sqs_message handler in the Chalice app"
-    queue_names = {"agistack-domain-events", "agistack-image-uploads"}
-    for name, event in sqs_events:
-        assert event["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"], name
-        assert any(q in json.dumps(event["Properties"]["Queue"]) for q in queue_names), name
+def test_sqs_handlers_report_partial_batch_failures_and_follow_the_topology(synth: Synth) -> None:
+    by_name = {queue.name: queue for queue in topology.QUEUES}
+    queue_ids = {
+        name: synth.logical_id(queue)
+        for name, queue in (
+            (topology.DOMAIN_EVENTS.name, synth.stack.domain_events_queue),
+            (topology.IMAGE_UPLOADS.name, synth.stack.image_uploads_queue),
+        )
+    }
+    consumed = set()
+    for name, function in chalice_functions(synth).items():
+        for event in function["Properties"].get("Events", {}).values():
+            if event["Type"] != "SQS":
+                continue
+            props = event["Properties"]
+            assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"], name
+            [queue_name] = [q for q in by_name if json.dumps(props["Queue"]).endswith(f':{q}"}}')]
+            queue = by_name[queue_name]
+            consumed.add(queue_name)
+            assert props["BatchSize"] == queue.batch_size, name
+            # AWS guidance for Lambda event sources: visibility at least 6x the function's timeout.
+            assert queue.visibility_seconds >= 6 * function["Properties"]["Timeout"], name
+            # Chalice names the queue in a plain ARN string: only DependsOn orders the two.
+            assert queue_ids[queue_name] in function.get("DependsOn", []), name
+    assert consumed == set(by_name), "a queue in the topology that no handler consumes"
 
 
-def test_role_may_use_buckets_queues_bus_and_secrets(synth: Synth) -> None:
-    stack = synth.stack
+def grants_of(synth: Synth, role: dict[str, Any]) -> tuple[str, list[tuple[str, Any]]]:
+    """The one policy attached to ``role`` (a Ref/GetAtt value) and its (action, resource) pairs."""
+    role_id = role["Fn::GetAtt"][0]
     policies = [
         (logical_id, p)
         for logical_id, p in synth.of_type("AWS::IAM::Policy").items()
-        if mentions(p["Properties"]["Roles"], "DefaultRole")
+        if mentions(p["Properties"]["Roles"], role_id)
     ]
     assert len(policies) == 1
     policy_id, policy = policies[0]
@@ -279,6 +332,13 @@ def test_role_may_use_buckets_queues_bus_and_secrets(synth: Synth) -> None:
         actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
         resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
         grants.extend((action, resource) for action in actions for resource in resources)
+    assert not any(r == "*" for _, r in grants), "a grant on every resource"
+    return policy_id, grants
+
+
+def test_role_may_use_buckets_queues_bus_and_secrets(synth: Synth) -> None:
+    stack = synth.stack
+    policy_id, grants = grants_of(synth, get_att("DefaultRole"))
 
     def allowed(action: str, construct: Any) -> bool:
         logical_id = synth.logical_id(construct)
@@ -292,33 +352,55 @@ def test_role_may_use_buckets_queues_bus_and_secrets(synth: Synth) -> None:
     assert allowed("sqs:SendMessage", stack.domain_events_queue)
     assert allowed("sqs:SendMessage", stack.image_uploads_queue)
     assert allowed("events:PutEvents", stack.event_bus)
-    for attr in SECRET_ENV.values():
+    for attr in STEPPERSLIFE_SECRET_ENV.values():
         assert allowed("secretsmanager:GetSecretValue", getattr(stack, attr)), attr
-    assert not any(r == "*" for _, r in grants), "a grant on every resource"
-    # No function may start before its policy exists. (The queues it consumes already precede it:
-    # its environment refers to them, which test_functions_get_resource_names... checks.)
-    for name, function in chalice_functions(synth).items():
+    # No function may start before its policy exists.
+    for name, function in synth.functions_of(stack.stepperslife).items():
         assert policy_id in function.get("DependsOn", []), name
 
 
-def test_outputs_name_the_api_buckets_and_queues(synth: Synth) -> None:
+def test_agistaffers_role_reads_its_secrets_only(synth: Synth) -> None:
+    stack = synth.stack
+    functions = synth.functions_of(stack.agistaffers)
+    role = next(iter(functions.values()))["Properties"]["Role"]
+    policy_id, grants = grants_of(synth, role)
+    readable = [r for a, r in grants if a == "secretsmanager:GetSecretValue"]
+    granted = {
+        attr
+        for attr in STEPPERSLIFE_SECRET_ENV.values()
+        if any(mentions(r, synth.logical_id(getattr(stack, attr))) for r in readable)
+    }
+    assert granted == set(SHARED_SECRET_ENV.values())
+    for construct in (stack.media_bucket, stack.backup_bucket, *stack.queues.values(), stack.event_bus):
+        assert not any(mentions(r, synth.logical_id(construct)) for _, r in grants), construct
+    for name, function in functions.items():
+        assert policy_id in function.get("DependsOn", []), name
+
+
+def test_outputs_name_the_apis_buckets_and_queues(synth: Synth) -> None:
     outputs = synth.json["Outputs"]
-    assert "RestAPI" in json.dumps(outputs["ApiUrl"]["Value"])
+    assert ref("RestAPI") in outputs["StepperslifeApiUrl"]["Value"]["Fn::Sub"][1].values()
+    agistaffers_api = outputs["AgistaffersApiUrl"]["Value"]["Fn::Sub"][1]["Api"]["Ref"]
+    assert synth.resources[agistaffers_api]["Type"] == "AWS::Serverless::Api" and agistaffers_api != "RestAPI"
     assert outputs["MediaBucketName"]["Value"] == ref(synth.logical_id(synth.stack.media_bucket))
     assert outputs["BackupBucketName"]["Value"] == ref(synth.logical_id(synth.stack.backup_bucket))
     assert outputs["DomainEventsQueueUrl"]["Value"] == ref(synth.logical_id(synth.stack.domain_events_queue))
     assert outputs["ImageUploadsQueueUrl"]["Value"] == ref(synth.logical_id(synth.stack.image_uploads_queue))
 
 
-def test_deployment_package_holds_functions_and_shared_at_its_root(synth: Synth) -> None:
+@pytest.mark.parametrize("product", ["stepperslife", "agistaffers"])
+def test_deployment_package_holds_functions_and_shared_at_its_root(synth: Synth, product: str) -> None:
     import zipfile
 
-    (function,) = [f for f in chalice_functions(synth).values() if f["Properties"]["Handler"] == "app.app"]
+    functions = synth.functions_of(getattr(synth.stack, product))
+    (function,) = [f for f in functions.values() if f["Properties"]["Handler"] == "app.app"]
     key = function["Properties"]["CodeUri"]["Key"]
     package = Path(synth.app.outdir) / f"asset.{key}"
     with zipfile.ZipFile(package) as archive:
         names = set(archive.namelist())
-    assert {"app.py", "functions/stepperslife/app.py", "functions/__init__.py", "shared/__init__.py"} <= names
+        shim = archive.read("app.py").decode()
+    assert {"app.py", f"functions/{product}/app.py", "functions/__init__.py", "shared/__init__.py"} <= names
+    assert f"from functions.{product}.app import app" in shim
     # The edge core runs on Workers only: it is not shipped to Lambda.
     assert not any(name.startswith(("edge_workers/", "shared/edge/")) for name in names)
     assert not any("__pycache__" in n for n in names)
@@ -333,5 +415,5 @@ def test_image_handler_gets_a_full_vcpu_and_stale_uploads_expire(synth: Synth) -
     assert others and all(f["Properties"]["MemorySize"] == 512 for f in others)
     [media] = [b for b in synth.of_type("AWS::S3::Bucket").values() if "CorsConfiguration" in b["Properties"]]
     rules = {rule["Id"]: rule for rule in media["Properties"]["LifecycleConfiguration"]["Rules"]}
-    assert rules["expire-stale-uploads"]["Prefix"] == "uploads/"
+    assert rules["expire-stale-uploads"]["Prefix"] == topology.UPLOADS_PREFIX == "uploads/"
     assert rules["expire-stale-uploads"]["ExpirationInDays"] == 7

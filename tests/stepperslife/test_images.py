@@ -17,9 +17,9 @@ import pytest
 from chalice.test import Client
 from PIL import Image
 
+from functions.platform.topology import IMAGE_UPLOADS
 from functions.stepperslife.app import app
 from functions.stepperslife.composition import container
-from functions.stepperslife.routes import images as image_routes
 from functions.stepperslife.services import images
 from functions.stepperslife.services.uploads import (
     BadNotification,
@@ -541,16 +541,15 @@ def test_the_queue_handler_reports_only_the_messages_to_retry(
 
     # Its last delivery (receive count = the queue's maxReceiveCount) records the failure.
     clock.now += timedelta(seconds=30)
-    last = {"Records": [sqs_record("m-flaky", s3_notification(flaky), receive_count=image_routes.MAX_DELIVERIES)]}
+    last = {"Records": [sqs_record("m-flaky", s3_notification(flaky), receive_count=IMAGE_UPLOADS.max_receive_count)]}
     assert app_with_memory_store.lambda_.invoke("image_uploaded", last).payload["batchItemFailures"]
     entry = next(e for e in images_of(stepperslife_url, event["id"]) if e["id"] == image_id_of(flaky))
     assert entry["status"] == "failed" and entry["retryable"] is True
 
 
 def test_the_handler_is_found_by_the_dev_stack_with_the_queue_settings() -> None:
-    from devstack import aws_local, handlers
+    from devstack import handlers
 
     found = {handler.name: handler for handler in handlers.sqs_handlers(app)}
-    assert found["image_uploaded"].queue == "agistack-image-uploads"
-    assert found["image_uploaded"].batch_size == image_routes.BATCH_SIZE
-    assert image_routes.MAX_DELIVERIES == aws_local.MAX_RECEIVE_COUNT
+    assert found["image_uploaded"].queue == "agistack-image-uploads" == IMAGE_UPLOADS.name
+    assert found["image_uploaded"].batch_size == IMAGE_UPLOADS.batch_size

@@ -14,6 +14,7 @@ import requests
 from devstack import aws_local, handlers
 from devstack.services import start_moto
 from functions.platform.config import Settings
+from functions.platform.topology import IMAGE_UPLOADS
 from functions.stepperslife.app import app
 from functions.stepperslife.composition import configure, container
 from functions.stepperslife.services.uploads import UploadService, original_key, upload_key
@@ -51,12 +52,12 @@ def local_aws(configured_app: Any, settings: Settings) -> Iterator[LocalAws]:
         env.setenv("AWS_ACCESS_KEY_ID", "local")
         env.setenv("AWS_SECRET_ACCESS_KEY", "local")
         moto = start_moto()
-        aws_settings = dataclasses.replace(settings, aws_endpoint_url=moto.url)
+        aws_settings = dataclasses.replace(settings, aws=dataclasses.replace(settings.aws, endpoint_url=moto.url))
         queue_urls = aws_local.ensure_resources(aws_settings)
-        queue_url = queue_urls[aws_settings.image_uploads_queue]
+        queue_url = queue_urls[IMAGE_UPLOADS.name]
         sqs = aws_local.client(aws_settings, "sqs")
-        dlq_url = sqs.get_queue_url(QueueName=f"{aws_settings.image_uploads_queue}-dlq")["QueueUrl"]
-        [handler] = [h for h in handlers.sqs_handlers(app) if h.queue == aws_settings.image_uploads_queue]
+        dlq_url = sqs.get_queue_url(QueueName=IMAGE_UPLOADS.dlq_name)["QueueUrl"]
+        [handler] = [h for h in handlers.sqs_handlers(app) if h.queue == IMAGE_UPLOADS.name]
         pump = aws_local.QueuePump(aws_settings, queue_url, handler.function, handler.name, handler.batch_size)
         configure(aws_settings)
         try:
@@ -104,7 +105,7 @@ def test_upload_to_published_variants(local_aws: LocalAws, api: EdgeSignedClient
     assert image["blurhash"] and image["dominant_color"].startswith("#")
     assert len(image["variants"]) == 6
     s3 = local_aws.client("s3")
-    bucket = local_aws.settings.media_bucket
+    bucket = local_aws.settings.aws.media_bucket
     for variant in image["variants"]:
         # Where the edge's GET /img/{event_id}/{image_id}/{width} looks (shared/media.py).
         extension = "jpg" if variant["format"] == "jpeg" else variant["format"]
@@ -127,7 +128,7 @@ def test_a_pdf_fails_at_once_and_a_broken_pipeline_ends_in_the_dlq(
 ) -> None:
     event = create_event(api, users["admin"], status="published")
     sqs = local_aws.client("sqs")
-    # Failed deliveries come back at once instead of after 30 s.
+    # Failed deliveries come back at once instead of after the visibility timeout.
     sqs.set_queue_attributes(QueueUrl=local_aws.queue_url, Attributes={"VisibilityTimeout": "0"})
     try:
         pdf_id = upload(api, users["admin"], event["id"], b"%PDF-1.7\n1 0 obj<<>>endobj\n%%EOF\n", "image/jpeg")
@@ -157,10 +158,11 @@ def test_a_pdf_fails_at_once_and_a_broken_pipeline_ends_in_the_dlq(
             )["Attributes"]
             return int(attributes["ApproximateNumberOfMessages"]) == 1
 
-        local_aws.deliver(in_dlq, rounds=aws_local.MAX_RECEIVE_COUNT + 3)
+        local_aws.deliver(in_dlq, rounds=IMAGE_UPLOADS.max_receive_count + 3)
         photo = entry(api, event["id"], photo_id)
         assert photo is not None and photo["status"] == "failed" and photo["retryable"]
-        assert photo["attempts"] == aws_local.MAX_RECEIVE_COUNT
-        assert f"failed {aws_local.MAX_RECEIVE_COUNT} times" in photo["reason"]
+        assert photo["attempts"] == IMAGE_UPLOADS.max_receive_count
+        assert f"failed {IMAGE_UPLOADS.max_receive_count} times" in photo["reason"]
     finally:
-        sqs.set_queue_attributes(QueueUrl=local_aws.queue_url, Attributes={"VisibilityTimeout": "30"})
+        visibility = str(IMAGE_UPLOADS.visibility_seconds)
+        sqs.set_queue_attributes(QueueUrl=local_aws.queue_url, Attributes={"VisibilityTimeout": visibility})

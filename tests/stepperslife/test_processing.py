@@ -23,6 +23,7 @@ from functions.platform.config import Settings
 from functions.platform.outbox_relay import DomainMessage, OutboxRelay
 from functions.platform.processing import PoisonMessage, StepEngine
 from functions.platform.queues import QueueMessage
+from functions.platform.topology import DOMAIN_EVENTS
 from functions.stepperslife.app import app
 from functions.stepperslife.composition import container
 from functions.stepperslife.services.domain_events import TOPICS, outbox
@@ -287,13 +288,13 @@ def aws(settings: Settings) -> Iterator[Aws]:
         patch.setenv("AWS_SECRET_ACCESS_KEY", "local")
         moto = start_moto()
         try:
-            local = replace(settings, aws_endpoint_url=moto.url)
+            local = replace(settings, aws=replace(settings.aws, endpoint_url=moto.url))
             urls = aws_local.ensure_resources(local)
             sqs = aws_local.client(local, "sqs")
-            queue_url = urls[local.domain_events_queue]
-            # Redeliver at once instead of after 30 s.
+            queue_url = urls[DOMAIN_EVENTS.name]
+            # Redeliver at once instead of after the visibility timeout.
             sqs.set_queue_attributes(QueueUrl=queue_url, Attributes={"VisibilityTimeout": "0"})
-            dlq_url = sqs.get_queue_url(QueueName=f"{local.domain_events_queue}-dlq")["QueueUrl"]
+            dlq_url = sqs.get_queue_url(QueueName=DOMAIN_EVENTS.dlq_name)["QueueUrl"]
             yield Aws(local, queue_url, dlq_url, sqs)
         finally:
             moto.stop()
@@ -338,9 +339,7 @@ def test_outbox_to_queue_to_steps(aws: Aws, configured_app: Any, db: Database, p
     versions = (cache.version("stepperslife", "events"), cache.version("stepperslife", f"event:{published_event}"))
     with db.transaction() as conn:
         outbox.enqueue(conn, "event.published", {"event_id": published_event}, dedup_key=f"pub:{published_event}")
-    relay = OutboxRelay(
-        db, SqsPublisher(lambda: aws_local.client(aws.settings, "sqs"), aws.settings.domain_events_queue)
-    )
+    relay = OutboxRelay(db, SqsPublisher(lambda: aws_local.client(aws.settings, "sqs"), DOMAIN_EVENTS.name))
     assert relay.flush() == 1
 
     assert pump(aws).drain_once() == 1
@@ -369,8 +368,8 @@ def test_a_message_that_keeps_failing_reaches_the_dlq(
     deliveries = 0
     while queue.drain_once():
         deliveries += 1
-        assert deliveries <= aws_local.MAX_RECEIVE_COUNT
-    assert deliveries == aws_local.MAX_RECEIVE_COUNT
+        assert deliveries <= DOMAIN_EVENTS.max_receive_count
+    assert deliveries == DOMAIN_EVENTS.max_receive_count
     assert drained(aws, aws.dlq_url) == [body]
     # The steps that succeeded ran once; only the failing one was retried.
     assert [call[0] for call in recorder.calls] == ["enhance", "invalidate"]
@@ -390,13 +389,13 @@ def test_eventbridge_fans_out_the_same_envelope(aws: Aws) -> None:
     ]
     events.put_rule(
         Name="domain-events",
-        EventBusName=aws.settings.event_bus_name,
+        EventBusName=aws.settings.aws.event_bus_name,
         EventPattern=json.dumps({"source": ["agistack.stepperslife"]}),
     )
     events.put_targets(
-        Rule="domain-events", EventBusName=aws.settings.event_bus_name, Targets=[{"Id": "queue", "Arn": queue_arn}]
+        Rule="domain-events", EventBusName=aws.settings.aws.event_bus_name, Targets=[{"Id": "queue", "Arn": queue_arn}]
     )
-    publisher = EventBridgePublisher(lambda: aws_local.client(aws.settings, "events"), aws.settings.event_bus_name)
+    publisher = EventBridgePublisher(lambda: aws_local.client(aws.settings, "events"), aws.settings.aws.event_bus_name)
     message = DomainMessage(7, "event.updated", "upd:1", {"event_id": EVENT_ID}, "2030-01-01T00:00:00+00:00")
     publisher.publish(message)
     [body] = drained(aws, aws.queue_url)

@@ -607,7 +607,7 @@ def test_push_settings_from_the_environment() -> None:
         "CLOUDFLARE_API_TOKEN": "token",
     }
     settings = Settings.from_env(env)
-    assert settings.push_allow_hosts == ("127.0.0.1", "localhost")
+    assert settings.push.allow_hosts == ("127.0.0.1", "localhost")
     built = Container(settings)
     assert isinstance(built.push_sender, WebPushSender)
     assert isinstance(built.kv_pruner, CloudflareKvPruner)

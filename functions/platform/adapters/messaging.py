@@ -12,10 +12,11 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from functions.platform import topology
 from functions.platform.outbox_relay import DomainMessage
 
 ClientFactory = Callable[[], Any]
-EVENT_SOURCE = "agistack.stepperslife"
+EVENT_SOURCE = f"{topology.EVENT_SOURCE_PREFIX}stepperslife"
 
 
 class _LazyClient:

@@ -10,26 +10,17 @@ from __future__ import annotations
 import logging
 from typing import Any, Literal
 
-from chalice.app import Blueprint, SQSEvent
+from chalice.app import Blueprint
 
-from functions.platform.config import IMAGE_UPLOADS_QUEUE
 from functions.platform.http import Call
-from functions.platform.queues import QueueMessage, process_batch
 from functions.stepperslife.composition import container
 from functions.stepperslife.http import ORGANIZERS, route
 from functions.stepperslife.routes.params import event_id
 from functions.stepperslife.schemas import Strict
-from functions.stepperslife.services.uploads import BadNotification, parse_s3_notification
 
 log = logging.getLogger("agistack.images")
 
 bp = Blueprint(__name__)
-
-# The image queue's redrive maxReceiveCount (devstack.aws_local.MAX_RECEIVE_COUNT; the CDK stack must
-# match): the delivery with this receive count is the last before the DLQ.
-MAX_DELIVERIES = 5
-# About 1 s per 12 MP picture on one vCPU (benchmarks/images.py): a batch stays far below the timeout.
-BATCH_SIZE = 4
 
 
 class ImageUploadRequest(Strict):
@@ -41,16 +32,3 @@ def start_image_upload(call: Call) -> dict[str, Any]:
     """A presigned S3 POST for one picture; the organizer of the event or an admin only."""
     form = call.json(ImageUploadRequest)
     return container().uploads.start_upload(event_id(call), call.require_identity(), form.content_type)
-
-
-def _process_uploads(message: QueueMessage) -> None:
-    """The message's receive count tells whether this is its last delivery before the DLQ."""
-    attempt = message.receive_count
-    for upload in parse_s3_notification(message.body):
-        outcome = container().uploads.handle(upload, attempt=attempt, final_attempt=attempt >= MAX_DELIVERIES)
-        log.info("upload %s: %s (delivery %d)", upload.key, outcome, attempt)
-
-
-@bp.on_sqs_message(queue=IMAGE_UPLOADS_QUEUE, batch_size=BATCH_SIZE)
-def image_uploaded(event: SQSEvent) -> dict[str, Any]:
-    return process_batch(event, _process_uploads, permanent=BadNotification)

@@ -8,7 +8,7 @@ from typing import Any
 
 from chalice.app import Blueprint, CloudWatchEvent, Rate, SQSEvent
 
-from functions.platform.config import DOMAIN_EVENTS_QUEUE
+from functions.platform import topology
 from functions.platform.processing import PoisonMessage
 from functions.platform.queues import process_batch
 from functions.stepperslife.composition import container
@@ -19,7 +19,7 @@ bp = Blueprint(__name__)
 RETENTION_DAYS = 14
 
 
-@bp.on_sqs_message(queue=DOMAIN_EVENTS_QUEUE, batch_size=10)
+@bp.on_sqs_message(queue=topology.DOMAIN_EVENTS.name, batch_size=topology.DOMAIN_EVENTS.batch_size)
 def process_domain_events(event: SQSEvent) -> dict[str, Any]:
     """Enhance, invalidate, notify; only the messages that failed come back (batchItemFailures)."""
     return process_batch(event, container().event_processor.handle, permanent=PoisonMessage)

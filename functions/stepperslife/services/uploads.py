@@ -44,6 +44,7 @@ from urllib.parse import unquote_plus
 from psycopg import Connection
 
 from functions.platform.ports import ObjectNotFound, ObjectStore, ObjectTooLarge, Row, TransactionalDatabase
+from functions.platform.topology import ORIGINALS_PREFIX, UPLOADS_PREFIX
 from functions.stepperslife.services import images
 from functions.stepperslife.services.events import can_manage
 from functions.stepperslife.services.invalidation import EventInvalidation
@@ -53,10 +54,8 @@ from shared.media import IMMUTABLE, variant_key
 
 log = logging.getLogger("agistack.uploads")
 
-UPLOADS_PREFIX = "uploads/"
-ORIGINALS_PREFIX = "originals/"
 _UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-UPLOAD_KEY = re.compile(rf"^uploads/(?P<event_id>{_UUID})/(?P<image_id>{_UUID})$")
+UPLOAD_KEY = re.compile(rf"^{re.escape(UPLOADS_PREFIX)}(?P<event_id>{_UUID})/(?P<image_id>{_UUID})$")
 
 
 class BadNotification(ValueError):

@@ -1,0 +1,196 @@
+"""One product's Chalice app as CDK resources: staged, packaged, wired to the shared resources.
+
+Each product (functions/<product>/app.py) becomes its own Lambda functions, role and REST API inside
+the one stack. What differs per product (its environment, its grants, its function sizes) is stated
+in cdk/<product>.py; this module holds the mechanics they share:
+
+- staging and packaging in a sandbox (Chalice's packager changes the process: cwd, sys.path,
+  sys.modules["app"], os.environ), one staging directory per product;
+- ReportBatchItemFailures on every SQS event source (Chalice cannot set it), and a dependency on
+  the queue it consumes (Chalice names the queue in a plain ARN string, which orders nothing);
+- grants that every function depends on (the policy is a separate resource the SAM functions do not
+  reference, so without DependsOn a schedule could run before its permissions exist);
+- the API's URL as a stack output (the gateway worker's origin for the product).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import aws_cdk as cdk
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_sqs as sqs
+from chalice.cdk import Chalice
+
+from cdk.staging import stage_chalice_project
+
+SERVERLESS_FUNCTION = "AWS::Serverless::Function"
+# Lambda timeout of a product's functions unless its module sets one per function; each queue's
+# visibility timeout (functions.platform.topology) is at least 6x its consumer's timeout.
+HANDLER_TIMEOUT_S = 30
+# Settings a deploy may give a product through cdk.json (context "agistack:settings" → product → NAME).
+SETTINGS_CONTEXT = "agistack:settings"
+
+
+class ProductApi:
+    """A product's Chalice construct and what the stack adds to it."""
+
+    def __init__(
+        self,
+        stack: cdk.Stack,
+        construct_id: str,
+        *,
+        product: str,
+        repo_root: Path,
+        app_stage: str,
+        environment: Mapping[str, str],
+        stage_settings: Mapping[str, Any],
+        queues: Mapping[str, sqs.Queue],
+        preserve_logical_ids: bool,
+    ) -> None:
+        """``environment`` may hold CDK tokens (resource names, secret ARNs); the static part (stage,
+        log level) is written to the staged .chalice/config.json.
+
+        Two Chalice constructs in one stack cannot both keep the SAM template's logical IDs
+        (both have a DefaultRole, a RestAPI...): only the first product keeps them.
+        """
+        stage = cdk.Stage.of(stack)
+        if stage is None:
+            raise RuntimeError("a product must be created inside a cdk.App or cdk.Stage")
+        self.product = product
+        self.environment = dict(environment)
+        # Under the cloud assembly dir: generated, gitignored, and per-assembly (tests use their own).
+        work = Path(stage.outdir) / "chalice-src" / stack.artifact_id / product
+        # The construct names the Chalice stage after its scope's path; config.json must use it.
+        source_dir = stage_chalice_project(
+            repo_root,
+            work / "project",
+            product=product,
+            stage=stack.to_string(),
+            environment={"AGISTACK_STAGE": app_stage, "LOG_LEVEL": "INFO"},
+            stage_settings=stage_settings,
+        )
+        with _chalice_packaging_sandbox(work):
+            self.chalice = Chalice(
+                stack,
+                construct_id,
+                source_dir=str(source_dir),
+                # CDK tokens (resolved at deploy time) can only enter through stage_config.
+                stage_config={"environment_variables": self.environment},
+                preserve_logical_ids=preserve_logical_ids,
+            )
+        _wire_sqs_event_sources(self.chalice, work, queues)
+
+    def functions(self) -> list[cdk.CfnResource]:
+        """The AWS::Serverless::Function resources Chalice generated (one per route set/handler)."""
+        return [
+            child
+            for child in self.chalice.sam_template.node.children
+            if isinstance(child, cdk.CfnResource) and child.cfn_resource_type == SERVERLESS_FUNCTION
+        ]
+
+    def grant(self, *grants: Callable[[iam.IGrantable], iam.Grant]) -> None:
+        """Call each grant method (``bucket.grant_read``...) with the app's role; before any function runs."""
+        functions = self.functions()
+        if not functions:
+            # No routes or handlers yet: Chalice generates no role to grant to.
+            cdk.Annotations.of(self.chalice).add_warning_v2(
+                "agistack:no-functions", f"The {self.product} Chalice app defines no routes or handlers"
+            )
+            return
+        role: iam.IRole = self.chalice.get_role("DefaultRole")
+        for grant_to in grants:
+            grant_to(role).apply_before(*functions)
+
+    def output_url(self, output_id: str) -> None:
+        rest_api = self.chalice.sam_template.get_resource("RestAPI")
+        cdk.CfnOutput(
+            cdk.Stack.of(self.chalice),
+            output_id,
+            description=f"Base URL of the {self.product} REST API (the gateway worker's origin for it)",
+            value=cdk.Fn.sub("https://${Api}.execute-api.${AWS::Region}.${AWS::URLSuffix}/api/", {"Api": rest_api.ref}),
+        )
+
+
+def context_settings(stack: cdk.Stack, product: str, *, reserved: set[str]) -> dict[str, str]:
+    """The plain settings cdk.json gives this product; an empty value leaves the setting unset.
+
+    ``reserved``: names the stack sets itself (resource names, secret ARNs) or that hold secret
+    values, which must never be written into cdk.json or the template.
+    """
+    by_product = stack.node.try_get_context(SETTINGS_CONTEXT) or {}
+    values = by_product.get(product, {}) if isinstance(by_product, dict) else None
+    if not isinstance(values, dict) or not all(isinstance(v, str) for v in values.values()):
+        raise ValueError(f"context {SETTINGS_CONTEXT}.{product} must map setting names to strings")
+    refused = sorted(name for name in values if name in reserved or name.endswith("_ARN"))
+    if refused:
+        raise ValueError(f"context {SETTINGS_CONTEXT}.{product} may not set {', '.join(refused)}")
+    return {name: value for name, value in values.items() if value}
+
+
+def _wire_sqs_event_sources(chalice: Chalice, work: Path, queues: Mapping[str, sqs.Queue]) -> None:
+    """Turn on ReportBatchItemFailures for every SQS event source Chalice generated, and make its
+    function depend on the queue (``queues``: by name).
+
+    The handlers return Lambda's {"batchItemFailures": [...]} (functions/platform/queues.py). Without
+    this setting Lambda ignores that answer and deletes the whole batch, failed messages included.
+    Chalice 1.34 cannot set it, and the event definitions cannot be read back through jsii, so
+    they are read from the SAM template the construct wrote under chalice.out/.
+    """
+    templates = sorted((work / "chalice.out").glob("*/sam.json"))
+    if len(templates) != 1:
+        raise RuntimeError(f"expected one Chalice SAM template under {work / 'chalice.out'}: {templates}")
+    sam = json.loads(templates[0].read_text(encoding="utf-8"))
+    for logical_id, resource in sam.get("Resources", {}).items():
+        if resource.get("Type") != SERVERLESS_FUNCTION:
+            continue
+        function = chalice.get_resource(logical_id)
+        for event_name, event in resource.get("Properties", {}).get("Events", {}).items():
+            if event.get("Type") != "SQS":
+                continue
+            function.add_property_override(
+                f"Events.{event_name}.Properties.FunctionResponseTypes", ["ReportBatchItemFailures"]
+            )
+            # {"Fn::Sub": "arn:${AWS::Partition}:sqs:${AWS::Region}:${AWS::AccountId}:<name>"}
+            arn = json.dumps(event.get("Properties", {}).get("Queue"))
+            consumed = [queue for name, queue in queues.items() if arn.endswith(f':{name}"}}')]
+            if len(consumed) != 1:
+                raise RuntimeError(f"{logical_id} consumes a queue the stack does not declare: {arn}")
+            queue_resource = consumed[0].node.default_child
+            assert isinstance(queue_resource, cdk.CfnResource)
+            function.add_resource_dependency(queue_resource)
+
+
+@contextlib.contextmanager
+def _chalice_packaging_sandbox(workdir: Path) -> Iterator[None]:
+    """Contain the side effects of Chalice's packager to this construct.
+
+    It writes `chalice.out/` under the current directory, imports the project's `app.py` as the
+    top-level module `app` (cached in sys.modules: a second package would silently reuse it), extends
+    sys.path with the project and its vendor dir, and copies the stage's environment variables (CDK
+    token strings here) into os.environ. All of that is undone on exit.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    # One uuid-named package dir per synth; the previous ones are no longer needed.
+    shutil.rmtree(workdir / "chalice.out", ignore_errors=True)
+    saved_environ = dict(os.environ)
+    saved_path = list(sys.path)
+    saved_app = sys.modules.pop("app", None)
+    try:
+        with contextlib.chdir(workdir):
+            yield
+    finally:
+        for key in set(os.environ) - set(saved_environ):
+            del os.environ[key]
+        os.environ.update(saved_environ)
+        sys.path[:] = saved_path
+        sys.modules.pop("app", None)
+        if saved_app is not None:
+            sys.modules["app"] = saved_app
