@@ -81,6 +81,8 @@ class RateLimitPolicy(NamedTuple):
 
 
 LOGIN_POLICY = RateLimitPolicy("login", Quota(5, 60))
+# The other product's accounts: its own counter, so one product's sign-ins never lock out the other's.
+AGI_LOGIN_POLICY = RateLimitPolicy("agi_login", Quota(5, 60))
 FORMS_POLICY = RateLimitPolicy("forms", Quota(10, 60))
 API_POLICY = RateLimitPolicy("api", Quota(100, 60), per_user=Quota(300, 60))
 # Preferences are written to KV, which takes one write per second per key: keep writers well below.
@@ -195,7 +197,7 @@ GATEWAY_ROUTES: tuple[Route, ...] = (
     Route(
         "/api/agi/auth/login",
         Handler.LOGIN,
-        {"POST": Access(Auth.ANONYMOUS, LOGIN_POLICY, turnstile=True)},
+        {"POST": Access(Auth.ANONYMOUS, AGI_LOGIN_POLICY, turnstile=True)},
         exact=True,
         origin=AGISTAFFERS,
         strip_prefix="/api/agi",
