@@ -29,13 +29,14 @@ from functions.platform.idempotency import IdempotencyKeys
 from functions.platform.outbox_relay import MessagePublisher, OutboxRelay
 from functions.platform.ports import EdgeCache
 from functions.platform.processing import StepEngine
-from functions.platform.push import KvPruner, PushSender, PushService
+from functions.platform.push import KvPruner, PushSender
 from functions.stepperslife.adapters.flowise import FlowiseEnhancer
 from functions.stepperslife.services.engagement import EngagementService
 from functions.stepperslife.services.enhancement import ContentEnhancementService, ContentEnhancer, OfflineEnhancer
 from functions.stepperslife.services.events import EventService
 from functions.stepperslife.services.invalidation import EventInvalidation
 from functions.stepperslife.services.processing import event_processor
+from functions.stepperslife.services.push import PushService
 from functions.stepperslife.services.recommendations import RecommendationService
 from functions.stepperslife.services.registrations import RegistrationService
 from functions.stepperslife.services.uploads import UploadService

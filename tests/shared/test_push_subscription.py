@@ -14,7 +14,7 @@ import pytest
 
 from edge_workers.core.push import validate_subscription
 from functions.platform.adapters.postgres import Database
-from functions.platform.push import PushService
+from functions.stepperslife.services.push import PushService
 from shared.envelope import Identity
 from shared.errors import ValidationFailed
 from shared.push_subscription import INVALID_SUBSCRIPTION, is_p256_point, validate_keys

@@ -29,15 +29,10 @@ from functions.platform.adapters.webpush import WebPushSender, generate_vapid_ke
 from functions.platform.cache import Cache
 from functions.platform.claims import Claims
 from functions.platform.config import ConfigurationError, Settings
-from functions.platform.push import (
-    FanOutReport,
-    Notification,
-    PushService,
-    Subscription,
-    retry_delay,
-)
+from functions.platform.push import FanOutReport, Notification, Subscription, retry_delay
 from functions.stepperslife.composition import Container, container
 from functions.stepperslife.services.engagement import EngagementService
+from functions.stepperslife.services.push import PushService
 from functions.stepperslife.services.recommendations import RecommendationService
 from shared.envelope import Identity
 from shared.errors import ValidationFailed

@@ -16,7 +16,8 @@ from typing import Any
 
 from functions.platform.claims import ClaimBusy, Claims, Done
 from functions.platform.ports import TransactionalDatabase
-from functions.platform.push import Notification, PushService
+from functions.platform.push import Notification
+from functions.stepperslife.services.push import PushService
 from functions.stepperslife.services.recommendations import RecommendationService
 
 DIGEST_SIZE = 3

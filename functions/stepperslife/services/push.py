@@ -1,0 +1,248 @@
+"""Web push: durable subscriptions, who hears about what, and a bounded, self-pruning fan-out.
+
+Who gets a notification:
+  event.published        subscribers whose ``users.preferences`` match the event (see below);
+  event.cancelled        everyone holding a registration (registered, waitlisted or checked in);
+  registration.promoted  the person promoted from the waiting list, if still holding the seat.
+Preferences: ``{"notify": true, "categories": [...], "locations": [...]}``. ``notify`` must be true;
+an empty or missing list does not restrict on that field; a category matches the event's exactly
+(case-insensitively), a location when it appears in the event's location text ("Chicago" matches
+"Chicago, IL"). The organizer is not told about their own event.
+
+Delivery is the platform's (``functions/platform/push.py``): bounded, retried, self-pruning; a
+subscription its push service forgot is deleted here and in the edge's KV copy.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict
+from typing import Any
+
+from psycopg import Connection
+
+from functions.platform.ports import Row, TransactionalDatabase
+from functions.platform.push import (
+    EndpointChecker,
+    FanOutReport,
+    KvPruner,
+    Notification,
+    PushDelivery,
+    PushSender,
+    Subscription,
+)
+from functions.stepperslife.services.enhancement import when_text
+from shared.envelope import Identity
+from shared.errors import NotFound, ValidationFailed
+from shared.kv_keys import endpoint_hash
+from shared.net import MAX_URL_LENGTH, UnsafeUrl
+from shared.push_subscription import validate_keys
+
+log = logging.getLogger("agistack.push")
+
+MAX_SUBSCRIPTIONS_PER_USER = 20
+MAX_TTL_SECONDS = 28 * 86400  # what push services keep a message for at most
+_COLUMNS = "id, user_id, endpoint, endpoint_hash, p256dh, auth"
+
+
+def _subscription(row: Row) -> Subscription:
+    return Subscription(
+        id=str(row["id"]),
+        user_id=str(row["user_id"]),
+        endpoint=row["endpoint"],
+        endpoint_hash=row["endpoint_hash"],
+        p256dh=row["p256dh"],
+        auth=row["auth"],
+    )
+
+
+class PushService:
+    def __init__(
+        self,
+        db: TransactionalDatabase,
+        *,
+        sender: PushSender | None,
+        pruner: KvPruner,
+        check_endpoint: EndpointChecker,
+        site_url: str,
+        concurrency: int = 8,
+        max_attempts: int = 3,
+        base_delay: float = 1.0,
+        max_delay: float = 5.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._db = db
+        self._pruner = pruner
+        self._check_endpoint = check_endpoint
+        self._site_url = site_url
+        self._delivery = PushDelivery(
+            sender,
+            check_endpoint=check_endpoint,
+            concurrency=concurrency,
+            max_attempts=max_attempts,
+            base_delay=base_delay,
+            max_delay=max_delay,
+            sleep=sleep,
+        )
+
+    # --- subscriptions ----------------------------------------------------------------------------
+
+    def subscribe(self, owner: Identity, endpoint: str, p256dh: str, auth: str) -> tuple[dict[str, Any], bool]:
+        """Store (or refresh) the subscription for ``endpoint``; returns (subscription, created).
+
+        An endpoint belongs to one browser: subscribing it again, even from another account signed in
+        on that browser, moves it rather than duplicating it. Each user keeps their newest
+        ``MAX_SUBSCRIPTIONS_PER_USER`` subscriptions, so an account cannot make us post to thousands
+        of URLs."""
+        if len(endpoint) > MAX_URL_LENGTH:
+            raise ValidationFailed("the endpoint is too long", details=[{"loc": ["endpoint"]}], code="invalid_endpoint")
+        try:
+            self._check_endpoint(endpoint)
+        except UnsafeUrl as exc:
+            raise ValidationFailed(
+                f"the endpoint is not acceptable: {exc}", details=[{"loc": ["endpoint"]}], code="invalid_endpoint"
+            ) from None
+        validate_keys(p256dh, auth)
+        with self._db.transaction() as conn:
+            row = conn.execute(
+                "INSERT INTO push_subscriptions (user_id, endpoint, endpoint_hash, p256dh, auth) "
+                "VALUES (%s, %s, %s, %s, %s) "
+                "ON CONFLICT (endpoint) DO UPDATE SET user_id = EXCLUDED.user_id, p256dh = EXCLUDED.p256dh, "
+                "auth = EXCLUDED.auth, updated_at = now() "
+                "RETURNING id, endpoint, endpoint_hash, created_at, updated_at, (xmax = 0) AS created",
+                (owner.user_id, endpoint, endpoint_hash(endpoint), p256dh, auth),
+            ).fetchone()
+            assert row is not None
+            evicted = conn.execute(
+                "DELETE FROM push_subscriptions WHERE id IN (SELECT id FROM push_subscriptions WHERE user_id = %s "
+                "ORDER BY updated_at DESC, id OFFSET %s) RETURNING endpoint_hash",
+                (owner.user_id, MAX_SUBSCRIPTIONS_PER_USER),
+            ).fetchall()
+        for old in evicted:
+            self._prune_kv(old["endpoint_hash"])
+        created = bool(row.pop("created"))
+        return row, created
+
+    def unsubscribe(self, owner: Identity, endpoint: str) -> None:
+        """Delete ``owner``'s subscription for ``endpoint`` (another user's looks absent: 404). The edge
+        deletes its KV copy itself before forwarding the request here."""
+        with self._db.transaction() as conn:
+            gone = conn.execute(
+                "DELETE FROM push_subscriptions WHERE endpoint = %s AND user_id = %s RETURNING id",
+                (endpoint, owner.user_id),
+            ).fetchone()
+        if gone is None:
+            raise NotFound("no such subscription", code="subscription_not_found")
+
+    # --- who hears about what ---------------------------------------------------------------------
+
+    def subscriptions_of(self, user_id: str) -> list[Subscription]:
+        with self._db.transaction() as conn:
+            rows = conn.execute(f"SELECT {_COLUMNS} FROM push_subscriptions WHERE user_id = %s", (user_id,)).fetchall()
+        return [_subscription(row) for row in rows]
+
+    def notify(self, topic: str, payload: Mapping[str, Any]) -> FanOutReport:
+        """The notification step of a domain event."""
+        if not self._delivery.configured:
+            log.info("web push is not configured (VAPID_PRIVATE_KEY, VAPID_SUBJECT): %s not sent", topic)
+            return FanOutReport()
+        event_id = str(payload["event_id"])
+        with self._db.transaction() as conn:
+            event = conn.execute(
+                "SELECT id, user_id, title, slug, category, location, status, event_date, time_zone, "
+                "greatest(extract(epoch FROM event_date - now()), 0)::bigint AS seconds_to_start "
+                "FROM events WHERE id = %s",
+                (event_id,),
+            ).fetchone()
+            if event is None:
+                log.info("event %s is gone: no %s notification", event_id, topic)
+                return FanOutReport()
+            note, subscriptions = self._audience(conn, topic, event, payload)
+        if note is None:
+            return FanOutReport()
+        report = self.send(subscriptions, note)
+        log.info("%s %s: %s", topic, event_id, json.dumps(asdict(report)))
+        return report
+
+    def _audience(
+        self, conn: Connection[Row], topic: str, event: Row, payload: Mapping[str, Any]
+    ) -> tuple[Notification | None, list[Subscription]]:
+        when = when_text(event["event_date"], event["time_zone"])
+        where = f" · {event['location']}" if event["location"] else ""
+        # Until the event starts, the news is worth delivering to a device that comes online late.
+        ttl = max(60, min(int(event["seconds_to_start"]), MAX_TTL_SECONDS))
+        url = f"{self._site_url}/events/{event['slug']}"
+        event_id = str(event["id"])
+        if topic == "event.published":
+            if event["status"] != "published":
+                return None, []
+            rows = conn.execute(
+                f"SELECT {', '.join('s.' + c for c in _COLUMNS.split(', '))} FROM push_subscriptions AS s "
+                "JOIN users AS u ON u.id = s.user_id "
+                "WHERE u.preferences -> 'notify' = 'true'::jsonb AND u.id <> %(organizer)s "
+                "AND CASE WHEN jsonb_typeof(u.preferences -> 'categories') IS DISTINCT FROM 'array' THEN true "
+                "  WHEN u.preferences -> 'categories' = '[]'::jsonb THEN true "
+                "  ELSE EXISTS (SELECT 1 FROM jsonb_array_elements_text(u.preferences -> 'categories') AS c(name) "
+                "               WHERE lower(c.name) = lower(%(category)s)) END "
+                "AND CASE WHEN jsonb_typeof(u.preferences -> 'locations') IS DISTINCT FROM 'array' THEN true "
+                "  WHEN u.preferences -> 'locations' = '[]'::jsonb THEN true "
+                "  ELSE EXISTS (SELECT 1 FROM jsonb_array_elements_text(u.preferences -> 'locations') AS l(place) "
+                "               WHERE btrim(l.place) <> '' "
+                "               AND strpos(lower(%(location)s), lower(btrim(l.place))) > 0) END",
+                {"organizer": event["user_id"], "category": event["category"], "location": event["location"]},
+            ).fetchall()
+            note = Notification(f"New event: {event['title']}", f"{when}{where}", url, topic, event_id, ttl, "low")
+        elif topic == "event.cancelled":
+            rows = conn.execute(
+                f"SELECT {_COLUMNS} FROM push_subscriptions WHERE user_id IN (SELECT user_id FROM "
+                "event_registrations WHERE event_id = %s AND status IN ('registered', 'waitlisted', 'checked_in'))",
+                (event_id,),
+            ).fetchall()
+            note = Notification(
+                f"Cancelled: {event['title']}",
+                f"The event on {when} will not take place.",
+                url,
+                topic,
+                event_id,
+                ttl,
+                "high",
+            )
+        elif topic == "registration.promoted":
+            rows = conn.execute(
+                f"SELECT {_COLUMNS} FROM push_subscriptions WHERE user_id = %(user)s AND EXISTS (SELECT 1 FROM "
+                "event_registrations WHERE user_id = %(user)s AND event_id = %(event)s "
+                "AND status IN ('registered', 'checked_in'))",
+                {"user": str(payload["user_id"]), "event": event_id},
+            ).fetchall()
+            note = Notification(
+                f"You're in: {event['title']}",
+                f"A seat opened up and it is yours. {when}{where}",
+                url,
+                topic,
+                event_id,
+                ttl,
+                "high",
+            )
+        else:
+            raise ValueError(f"no notification for {topic!r}")
+        return note, [_subscription(row) for row in rows]
+
+    def send(self, subscriptions: Sequence[Subscription], note: Notification) -> FanOutReport:
+        """Deliver ``note`` to ``subscriptions``; forgotten ones are pruned here and at the edge."""
+        return self._delivery.send(subscriptions, note, on_gone=self._prune)
+
+    def _prune(self, subscription: Subscription) -> None:
+        """The push service forgot this subscription: forget it here and at the edge."""
+        with self._db.transaction() as conn:
+            conn.execute("DELETE FROM push_subscriptions WHERE endpoint = %s", (subscription.endpoint,))
+        self._prune_kv(subscription.endpoint_hash)
+
+    def _prune_kv(self, hash_hex: str) -> None:
+        try:
+            self._pruner.delete(hash_hex)
+        except Exception as exc:
+            # The durable copy is gone; the edge only stores subscriptions, it never sends from KV.
+            log.warning("could not delete push:%s from the edge KV: %s", hash_hex[:12], exc)
