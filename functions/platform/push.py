@@ -1,8 +1,8 @@
 """Web push delivery: a bounded, self-pruning fan-out of one notification to many subscriptions.
 
 Delivery: each subscription's endpoint is checked against SSRF before every attempt (DNS may have
-changed since it was stored); 404/410 mean the browser dropped the subscription, so it is deleted here
-and in the edge's KV copy; 429 and 5xx are retried with exponential backoff, honouring Retry-After
+changed since it was stored); 404/410 mean the browser dropped the subscription, so the product is told
+(``on_gone``) to forget it; 429 and 5xx are retried with exponential backoff, honouring Retry-After
 within ``max_delay``; anything else is logged and counted. Individual failures never fail the step:
 retrying the step would notify again everyone who already got the message.
 
