@@ -9,7 +9,7 @@ NODE_ENV_VARS := CDK_DISABLE_CLI_TELEMETRY=true NPM_CONFIG_UPDATE_NOTIFIER=false
 	JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION=20 AWS_DEFAULT_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
 LINT_PATHS := shared functions edge_workers devstack cdk tests benchmarks
 
-.PHONY: setup dev test lint typecheck unit synth smoke clean
+.PHONY: setup dev test test-fast lint typecheck synth smoke clean
 
 setup: $(STAMPS)/python $(STAMPS)/node
 
@@ -32,6 +32,10 @@ dev: setup
 ## The whole test suite: lint, types, tests.
 test: setup lint typecheck
 	$(NODE_ENV_VARS) $(BIN)/python -m pytest
+
+## What needs no server (no PostgreSQL, Redis or moto): seconds, for the edit-test loop.
+test-fast: setup
+	$(NODE_ENV_VARS) $(BIN)/python -m pytest -m "not servers and not e2e" --deselect tests/edge/test_edge_conformance.py
 
 lint: setup
 	$(BIN)/ruff check $(LINT_PATHS)

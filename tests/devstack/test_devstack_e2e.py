@@ -35,10 +35,10 @@ def stack_env() -> dict[str, str]:
     return env
 
 
-def agistack(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def agistack(*args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "devstack.cli", *args],
-        env=stack_env(),
+        env={**stack_env(), **env},
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -138,6 +138,29 @@ def test_s3_upload_reaches_the_queue_handler(stack: RunningStack) -> None:
             break
         time.sleep(0.3)
     assert [image["id"] for image in images] == [upload_id]
+
+
+def test_staff_created_by_the_operator_run_the_back_office_through_the_edge(stack: RunningStack) -> None:
+    email, password = f"ops-{uuid.uuid4().hex[:8]}@agistaffers.example", "a long staff passphrase"
+    created = agistack("agi", "staff", email, "--data-dir", str(stack.data_dir), AGISTACK_PASSWORD=password)
+    assert created.returncode == 0, created.stderr
+    again = agistack("agi", "staff", email, "--data-dir", str(stack.data_dir), AGISTACK_PASSWORD=password)
+    assert again.returncode == 0, again.stderr  # idempotent by e-mail
+    customer = EdgeClient(stack.edge_url)
+    customer.call(
+        "POST", "/api/agi/signup", {"company_name": "Delta", "email": f"d-{email}", "password": password}, 201
+    )
+    staff = EdgeClient(stack.edge_url)
+    staff.call("POST", "/api/agi/auth/login", {"email": email, "password": password})
+    listed = staff.call("GET", "/api/agi/customers?q=Delta")["items"]
+    assert [item["company_name"] for item in listed] == ["Delta"]
+    customer_id = listed[0]["id"]
+    staff.call("POST", f"/api/agi/customers/{customer_id}/activate")
+    suspended = staff.call("POST", f"/api/agi/customers/{customer_id}/suspend", {"reason": "unpaid"})
+    assert suspended["customer"]["status"] == "suspended"
+    # A customer's login cannot reach the staff back office.
+    customer.call("POST", "/api/agi/auth/login", {"email": f"d-{email}", "password": password})
+    customer.call("GET", "/api/agi/customers", expect=403)
 
 
 def test_handlers_can_be_fired_once(stack: RunningStack) -> None:

@@ -71,7 +71,7 @@ class _OriginHandler(BaseHTTPRequestHandler):
         if self.path == "/auth/login":
             credentials = json.loads(body)
             if credentials.get("password") == PASSWORD:
-                self._json(200, {"user": USER}, {"Set-Cookie": "origin_cookie=1; Path=/"})
+                self._json(200, {"user": self.server.login_user}, {"Set-Cookie": "origin_cookie=1; Path=/"})
             else:
                 self._json(401, {"error": {"code": "bad_credentials", "message": "no", "details": None}})
             return
@@ -112,17 +112,27 @@ class _OriginHandler(BaseHTTPRequestHandler):
 class _OriginServer(ThreadingHTTPServer):
     daemon_threads = True
     received: list[dict[str, Any]]
+    login_user: Mapping[str, Any]
+
+
+@contextlib.contextmanager
+def running_origin(login_user: Mapping[str, Any]) -> Iterator[_OriginServer]:
+    server = _OriginServer(("127.0.0.1", 0), _OriginHandler)
+    server.received = []
+    server.login_user = login_user
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.fixture(scope="module")
 def origin() -> Iterator[_OriginServer]:
-    server = _OriginServer(("127.0.0.1", 0), _OriginHandler)
-    server.received = []
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with running_origin(USER) as server:
+        yield server
 
 
 def origin_url(server: _OriginServer) -> str:
@@ -724,3 +734,71 @@ def test_the_push_router_is_served_under_push_when_configured(tmp_path: Path, or
         assert_error(call(plain.url, "GET", "/push/vapid-public-key"), 404)
     finally:
         plain.server.stop()
+
+
+# --- two products, one session cookie -----------------------------------------------------------
+
+AGI_USER = {"id": "7f0c7a52-5f37-4a8e-9a57-0d3c1f1e2b11", "email": "owner@hosting.example", "role": "owner"}
+
+
+@pytest.fixture(scope="module")
+def two_products(origin: _OriginServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
+    with running_origin(AGI_USER) as agi_origin:
+        running = start_edge(
+            tmp_path_factory.mktemp("edge-two-products"),
+            origin_url(origin),
+            AGISTAFFERS_ORIGIN=origin_url(agi_origin),
+        )
+        yield running
+        running.server.stop()
+
+
+def product_login(edge: Edge, path: str) -> str:
+    body = json.dumps({"email": "x@example.com", "password": PASSWORD}).encode()
+    reply = call(edge.url, "POST", path, {"Content-Type": "application/json", **TURNSTILE}, body)
+    assert reply.status == 200, reply.body
+    match = SESSION_COOKIE.match(reply.headers["Set-Cookie"])
+    assert match, reply.headers["Set-Cookie"]
+    return f"__Host-session={match.group(1)}"
+
+
+def test_an_agi_staffers_session_names_its_product_and_reaches_only_its_origin(two_products: Edge) -> None:
+    cookie = product_login(two_products, "/api/agi/auth/login")
+    mine = call(two_products.url, "GET", "/api/agi/me", {"Cookie": cookie}).json()
+    assert mine["identity"] == {**{k: AGI_USER[k] for k in ("email", "role")}, "user_id": AGI_USER["id"],
+                                "product": "agistaffers"}  # fmt: skip
+    # On SteppersLife's routes the same cookie is nobody: reads go out anonymous, writes are refused.
+    read = call(two_products.url, "GET", "/api/events/mine", {"Cookie": cookie}).json()
+    assert read["identity"] is None
+    write = call(two_products.url, "POST", "/api/events", {"Cookie": cookie, "Content-Type": "application/json"}, b"{}")
+    assert write.status == 401 and write.json()["error"]["code"] == "unauthorized"
+
+
+def test_a_stepperslife_session_is_nobody_on_agi_staffers_routes(two_products: Edge) -> None:
+    cookie = product_login(two_products, "/api/auth/login")
+    read = call(two_products.url, "GET", "/api/agi/sites", {"Cookie": cookie}).json()
+    assert read["identity"] is None
+    write = call(
+        two_products.url, "POST", "/api/agi/sites", {"Cookie": cookie, "Content-Type": "application/json"}, b"{}"
+    )
+    assert write.status == 401
+    own = call(two_products.url, "GET", "/api/events/mine", {"Cookie": cookie}).json()
+    assert own["identity"]["product"] == "stepperslife"
+
+
+def test_an_origin_cannot_mint_another_products_role(two_products: Edge, origin: _OriginServer) -> None:
+    """SteppersLife's login answer names role "user": under /api/agi/ that is no AGI Staffers role,
+    so no session is made from it (the product is the route's, the role must be that product's)."""
+    with running_origin(USER) as lying:
+        edge = start_edge(
+            two_products.server.data_dir / "lying", origin_url(origin), AGISTAFFERS_ORIGIN=origin_url(lying)
+        )
+        try:
+            body = json.dumps({"email": "x@example.com", "password": PASSWORD}).encode()
+            reply = call(
+                edge.url, "POST", "/api/agi/auth/login", {"Content-Type": "application/json", **TURNSTILE}, body
+            )
+            assert reply.status == 502
+            assert "Set-Cookie" not in reply.headers
+        finally:
+            edge.server.stop()
