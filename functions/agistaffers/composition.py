@@ -8,66 +8,33 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
 
 from functions.agistaffers.services.accounts import AccountService
 from functions.agistaffers.services.customers import CustomerService
 from functions.agistaffers.services.plans import PlanService
 from functions.agistaffers.services.sites import SiteService
-from functions.platform.adapters.postgres import Database
-from functions.platform.cache import Cache
-from functions.platform.claims import Claims
-from functions.platform.composition import Installed, health, redis_client
-from functions.platform.config import Settings
-from functions.platform.idempotency import IdempotencyKeys
+from functions.platform.composition import Installed, ProductContainer
 
 
 @dataclass
-class Container:
-    settings: Settings
-
-    @cached_property
-    def agistaffers_db(self) -> Database:
-        return Database(self.settings.database_url_for("agistaffers"), name="agistaffers")
-
-    @cached_property
-    def redis(self) -> Any:
-        return redis_client(self.settings)
-
-    @cached_property
-    def cache(self) -> Cache:
-        return Cache(self.redis)
-
-    @cached_property
-    def claims(self) -> Claims:
-        return Claims(self.agistaffers_db)
-
-    @cached_property
-    def idempotency(self) -> IdempotencyKeys:
-        return IdempotencyKeys(self.claims)
+class Container(ProductContainer):
+    database_name = "agistaffers"
 
     @cached_property
     def accounts(self) -> AccountService:
-        return AccountService(self.agistaffers_db)
+        return AccountService(self.db)
 
     @cached_property
     def plans(self) -> PlanService:
-        return PlanService(self.agistaffers_db)
+        return PlanService(self.db)
 
     @cached_property
     def customers(self) -> CustomerService:
-        return CustomerService(self.agistaffers_db)
+        return CustomerService(self.db)
 
     @cached_property
     def sites(self) -> SiteService:
-        return SiteService(self.agistaffers_db)
-
-    def health(self) -> dict[str, str]:
-        return health({"postgres": self.agistaffers_db, "redis": self.redis})
-
-    def close(self) -> None:
-        if "agistaffers_db" in self.__dict__:
-            self.agistaffers_db.close()
+        return SiteService(self.db)
 
 
 _installed = Installed(Container)

@@ -8,36 +8,13 @@ meaning (a hostable domain, a strong password, a plan that exists) and are the l
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-_EMAIL = re.compile(r"^[^@\s]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9-]{1,63})+$")
+from functions.platform.schemas import Email, Name, NoNul
 
-
-def _no_nul(value: Any) -> Any:
-    if isinstance(value, str) and "\x00" in value:
-        raise ValueError("text must not contain NUL characters")
-    if isinstance(value, dict):
-        for key, item in value.items():
-            _no_nul(key)
-            _no_nul(item)
-    if isinstance(value, list):
-        for item in value:
-            _no_nul(item)
-    return value
-
-
-def _email(value: str) -> str:
-    if not _EMAIL.match(value):
-        raise ValueError("not a valid e-mail address")
-    return value.lower()
-
-
-Email = Annotated[str, StringConstraints(max_length=255, strip_whitespace=True), AfterValidator(_email)]
-Name = Annotated[str, StringConstraints(min_length=1, max_length=255, strip_whitespace=True)]
 # The service's policy (10-200 characters, not one character repeated, not the e-mail) is the rule;
 # these bounds only keep absurd input from reaching the hash.
 Password = Annotated[str, StringConstraints(min_length=10, max_length=200)]
@@ -63,15 +40,10 @@ CustomerStatus = Literal["pending", "active", "suspended", "cancelled"]
 SiteStatus = Literal["provisioning", "active", "suspended", "failed", "deleted"]
 
 
-class Body(BaseModel):
+class Body(NoNul):
     """A JSON body: unknown fields, NULs and type coercion are refused."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _refuse_nul(cls, data: Any) -> Any:
-        return _no_nul(data)
 
 
 class QueryString(Body):

@@ -10,9 +10,15 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any, Generic, Protocol, TypeVar
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
+from functions.platform.adapters.postgres import Database
+from functions.platform.cache import Cache
+from functions.platform.claims import Claims
 from functions.platform.config import Settings
+from functions.platform.idempotency import IdempotencyKeys
 
 
 def read_secret_from_aws(arn: str) -> str:
@@ -55,6 +61,43 @@ def health(dependencies: Mapping[str, Pingable | None]) -> dict[str, str]:
         except Exception:
             checks[name] = "down"
     return checks
+
+
+@dataclass
+class ProductContainer:
+    """What every product's container holds: its own database, Redis, the cache, claims and
+    Idempotency-Key on that database. A product subclasses it, names its database and adds its
+    services; ``settings`` is all it is built from."""
+
+    settings: Settings
+    database_name: ClassVar[str]
+
+    @cached_property
+    def db(self) -> Database:
+        return Database(self.settings.database_url_for(self.database_name), name=self.database_name)
+
+    @cached_property
+    def redis(self) -> Any:
+        return redis_client(self.settings)
+
+    @cached_property
+    def cache(self) -> Cache:
+        return Cache(self.redis)
+
+    @cached_property
+    def claims(self) -> Claims:
+        return Claims(self.db)
+
+    @cached_property
+    def idempotency(self) -> IdempotencyKeys:
+        return IdempotencyKeys(self.claims)
+
+    def health(self) -> dict[str, str]:
+        return health({"postgres": self.db, "redis": self.redis})
+
+    def close(self) -> None:
+        if "db" in self.__dict__:
+            self.db.close()
 
 
 class Closeable(Protocol):

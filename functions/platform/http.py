@@ -58,6 +58,12 @@ def json_response(status: int, body: Any, headers: dict[str, str] | None = None)
     )
 
 
+def health_response(checks: dict[str, str]) -> Response:
+    """``GET /healthz``: each dependency's state; 503 when one the service needs is down."""
+    healthy = all(state in ("up", "not configured") for state in checks.values())
+    return json_response(200 if healthy else 503, {"status": "ok" if healthy else "degraded", "checks": checks})
+
+
 def public_read_response(call: Call, body: Any, *, cache_hit: bool | None = None) -> Response:
     """A GET answer the edge may cache: ETag, Cache-Control and 304 for anonymous readers; a reader
     with an identity may see drafts, so their answer is private."""

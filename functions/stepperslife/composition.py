@@ -6,9 +6,9 @@ built on first use so that a handler that does not need them does not pay for th
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
 
 from functions.platform import topology
 from functions.platform.adapters.cloudflare_kv import (
@@ -20,16 +20,12 @@ from functions.platform.adapters.cloudflare_kv import (
 )
 from functions.platform.adapters.messaging import EventBridgePublisher, SqsPublisher
 from functions.platform.adapters.object_store import S3ObjectStore
-from functions.platform.adapters.postgres import Database
-from functions.platform.cache import Cache
-from functions.platform.claims import Claims
-from functions.platform.composition import Installed, aws_client, health, redis_client
-from functions.platform.config import ConfigurationError, Settings
-from functions.platform.idempotency import IdempotencyKeys
+from functions.platform.composition import Installed, ProductContainer, aws_client
+from functions.platform.config import ConfigurationError
 from functions.platform.outbox_relay import MessagePublisher, OutboxRelay
 from functions.platform.ports import EdgeCache
 from functions.platform.processing import StepEngine
-from functions.platform.push import KvPruner, PushSender
+from functions.platform.push import KvPruner, PushDelivery, PushSender
 from functions.stepperslife.adapters.flowise import FlowiseEnhancer
 from functions.stepperslife.services.engagement import EngagementService
 from functions.stepperslife.services.enhancement import ContentEnhancementService, ContentEnhancer, OfflineEnhancer
@@ -45,36 +41,16 @@ from shared.net import check_public_https_url
 
 
 @dataclass
-class Container:
-    settings: Settings
-
-    @cached_property
-    def stepperslife_db(self) -> Database:
-        return Database(self.settings.database_url_for("stepperslife"), name="stepperslife")
-
-    @cached_property
-    def redis(self) -> Any:
-        return redis_client(self.settings)
-
-    @cached_property
-    def cache(self) -> Cache:
-        return Cache(self.redis)
-
-    @cached_property
-    def claims(self) -> Claims:
-        return Claims(self.stepperslife_db)
-
-    @cached_property
-    def idempotency(self) -> IdempotencyKeys:
-        return IdempotencyKeys(self.claims)
+class Container(ProductContainer):
+    database_name = "stepperslife"
 
     @cached_property
     def recommendations(self) -> RecommendationService:
-        return RecommendationService(self.stepperslife_db, self.cache)
+        return RecommendationService(self.db, self.cache)
 
     @cached_property
     def users(self) -> UserService:
-        return UserService(self.stepperslife_db, recommendations=self.recommendations)
+        return UserService(self.db, recommendations=self.recommendations)
 
     @cached_property
     def event_invalidation(self) -> EventInvalidation:
@@ -82,13 +58,11 @@ class Container:
 
     @cached_property
     def events(self) -> EventService:
-        return EventService(
-            self.stepperslife_db, self.cache, invalidation=self.event_invalidation, outbox=self.outbox_relay
-        )
+        return EventService(self.db, self.cache, invalidation=self.event_invalidation, outbox=self.outbox_relay)
 
     @cached_property
     def registrations(self) -> RegistrationService:
-        return RegistrationService(self.stepperslife_db, recommendations=self.recommendations, outbox=self.outbox_relay)
+        return RegistrationService(self.db, recommendations=self.recommendations, outbox=self.outbox_relay)
 
     @cached_property
     def media_store(self) -> S3ObjectStore:
@@ -97,7 +71,7 @@ class Container:
 
     @cached_property
     def uploads(self) -> UploadService:
-        return UploadService(self.stepperslife_db, self.media_store, self.event_invalidation)
+        return UploadService(self.db, self.media_store, self.event_invalidation)
 
     @cached_property
     def message_publisher(self) -> MessagePublisher:
@@ -107,7 +81,7 @@ class Container:
 
     @cached_property
     def outbox_relay(self) -> OutboxRelay:
-        return OutboxRelay(self.stepperslife_db, self.message_publisher)
+        return OutboxRelay(self.db, self.message_publisher)
 
     @cached_property
     def content_enhancer(self) -> ContentEnhancer:
@@ -125,9 +99,7 @@ class Container:
 
     @cached_property
     def enhancement(self) -> ContentEnhancementService:
-        return ContentEnhancementService(
-            self.stepperslife_db, self.content_enhancer, self.redis, self.settings.site.url
-        )
+        return ContentEnhancementService(self.db, self.content_enhancer, self.redis, self.settings.site.url)
 
     @cached_property
     def push_sender(self) -> PushSender | None:
@@ -164,34 +136,26 @@ class Container:
 
     @cached_property
     def push(self) -> PushService:
-        allow_hosts = self.settings.push.allow_hosts
+        check_endpoint = functools.partial(check_public_https_url, allow_hosts=self.settings.push.allow_hosts)
         return PushService(
-            self.stepperslife_db,
-            sender=self.push_sender,
+            self.db,
+            delivery=PushDelivery(
+                self.push_sender, check_endpoint=check_endpoint, concurrency=self.settings.push.concurrency
+            ),
             pruner=self.kv_pruner,
-            check_endpoint=lambda url: check_public_https_url(url, allow_hosts=allow_hosts),
+            check_endpoint=check_endpoint,
             site_url=self.settings.site.url,
-            concurrency=self.settings.push.concurrency,
         )
 
     @cached_property
     def engagement(self) -> EngagementService:
-        return EngagementService(
-            self.stepperslife_db, self.claims, self.recommendations, self.push, self.settings.site.url
-        )
+        return EngagementService(self.db, self.claims, self.recommendations, self.push, self.settings.site.url)
 
     @cached_property
     def event_processor(self) -> StepEngine:
         return event_processor(
             self.claims, enhancer=self.enhancement, invalidation=self.event_invalidation, notifier=self.push
         )
-
-    def health(self) -> dict[str, str]:
-        return health({"postgres": self.stepperslife_db, "redis": self.redis})
-
-    def close(self) -> None:
-        if "stepperslife_db" in self.__dict__:
-            self.stepperslife_db.close()
 
 
 _installed = Installed(Container)

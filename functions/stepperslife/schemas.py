@@ -6,35 +6,16 @@ so bad input is a 422 before it reaches a service.
 
 from __future__ import annotations
 
-import re
 import zoneinfo
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, StringConstraints, model_validator
 
-_EMAIL = re.compile(r"^[^@\s]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9-]{1,63})+$")
+from functions.platform.schemas import Email, Name, NoNul
+
 _SLUG = r"^[a-z0-9]+(-[a-z0-9]+)*$"
-
-
-def _no_nul(value: Any) -> Any:
-    if isinstance(value, str) and "\x00" in value:
-        raise ValueError("text must not contain NUL characters")
-    if isinstance(value, dict):
-        for key, item in value.items():
-            _no_nul(key)
-            _no_nul(item)
-    if isinstance(value, list):
-        for item in value:
-            _no_nul(item)
-    return value
-
-
-def _email(value: str) -> str:
-    if not _EMAIL.match(value):
-        raise ValueError("not a valid e-mail address")
-    return value.lower()
 
 
 def _aware(value: datetime) -> datetime:
@@ -51,8 +32,6 @@ def _time_zone(value: str) -> str:
     return value
 
 
-Email = Annotated[str, StringConstraints(max_length=255, strip_whitespace=True), AfterValidator(_email)]
-Name = Annotated[str, StringConstraints(min_length=1, max_length=255, strip_whitespace=True)]
 Password = Annotated[str, StringConstraints(min_length=10, max_length=256)]
 AwareDatetime = Annotated[datetime, AfterValidator(_aware)]
 TimeZone = Annotated[str, StringConstraints(max_length=64), AfterValidator(_time_zone)]
@@ -65,13 +44,8 @@ Longitude = Annotated[float, Field(ge=-180, le=180)]
 Location = Annotated[str, StringConstraints(max_length=255, strip_whitespace=True)]
 
 
-class Strict(BaseModel):
+class Strict(NoNul):
     model_config = ConfigDict(extra="forbid", strict=False, str_strip_whitespace=False)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _refuse_nul(cls, data: Any) -> Any:
-        return _no_nul(data)
 
 
 class SignUp(Strict):

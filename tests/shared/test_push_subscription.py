@@ -14,6 +14,7 @@ import pytest
 
 from edge_workers.core.push import validate_subscription
 from functions.platform.adapters.postgres import Database
+from functions.platform.push import PushDelivery
 from functions.stepperslife.services.push import PushService
 from shared.envelope import Identity
 from shared.errors import ValidationFailed
@@ -101,7 +102,11 @@ def test_the_edge_refuses_exactly_what_the_origin_refuses(
     try:
         # The endpoint is public; its DNS check is the origin's own business and not under test here.
         service = PushService(
-            db, sender=None, pruner=_NoPruning(), check_endpoint=lambda url: None, site_url="https://x.example"
+            db,
+            delivery=PushDelivery(None, check_endpoint=lambda url: None),
+            pruner=_NoPruning(),
+            check_endpoint=lambda url: None,
+            site_url="https://x.example",
         )
         assert _edge_verdict(p256dh, auth) == verdict
         assert _origin_verdict(service, owner, p256dh, auth) == verdict

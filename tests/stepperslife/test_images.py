@@ -234,7 +234,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 def service(api: EdgeSignedClient, store: MemoryStore, clock: Clock) -> UploadService:
-    return UploadService(container().stepperslife_db, store, container().event_invalidation, now=clock)
+    return UploadService(container().db, store, container().event_invalidation, now=clock)
 
 
 @pytest.fixture
@@ -484,9 +484,7 @@ def test_upload_form_for_missing_or_cancelled_events(
 
 @pytest.fixture
 def app_with_memory_store(api: EdgeSignedClient, store: MemoryStore, clock: Clock) -> Iterator[Client]:
-    container().__dict__["uploads"] = UploadService(
-        container().stepperslife_db, store, container().event_invalidation, now=clock
-    )
+    container().__dict__["uploads"] = UploadService(container().db, store, container().event_invalidation, now=clock)
     with Client(app) as client:
         yield client
     container().__dict__.pop("uploads", None)

@@ -147,7 +147,7 @@ def test_a_pdf_fails_at_once_and_a_broken_pipeline_ends_in_the_dlq(
         monkeypatch.setattr(container().media_store, "put", broken_put)
         # With the visibility timeout at 0 the redeliveries come faster than the claim lapses.
         service = UploadService(
-            container().stepperslife_db, container().media_store, container().event_invalidation, claim_seconds=0
+            container().db, container().media_store, container().event_invalidation, claim_seconds=0
         )
         monkeypatch.setitem(container().__dict__, "uploads", service)
         photo_id = upload(api, users["admin"], event["id"], camera_jpeg((320, 240)), "image/jpeg")

@@ -74,7 +74,7 @@ def test_a_processing_step_invalidates_both_caches(event: dict[str, Any], edge: 
 
 def test_an_image_change_invalidates_both_caches(event: dict[str, Any], edge: RecordingEdgeCache) -> None:
     store = MemoryStore()
-    service = UploadService(container().stepperslife_db, store, container().event_invalidation)
+    service = UploadService(container().db, store, container().event_invalidation)
     data = camera_jpeg((320, 240))
     key = upload_key(event["id"], str(uuid.uuid4()))
     store.upload(key, data)

@@ -29,7 +29,7 @@ from functions.platform.adapters.webpush import WebPushSender, generate_vapid_ke
 from functions.platform.cache import Cache
 from functions.platform.claims import Claims
 from functions.platform.config import ConfigurationError, Settings
-from functions.platform.push import FanOutReport, Notification, Subscription, retry_delay
+from functions.platform.push import FanOutReport, Notification, PushDelivery, Subscription, retry_delay
 from functions.stepperslife.composition import Container, container
 from functions.stepperslife.services.engagement import EngagementService
 from functions.stepperslife.services.push import PushService
@@ -174,14 +174,13 @@ def harness(stepperslife_url: str, clean_stepperslife: None, vapid_private_key: 
     sender = WebPushSender(private_key=vapid_private_key, subject=SUBJECT)
     pruner = RecordingPruner()
     sleeps: list[float] = []
+
+    def check(url: str) -> None:
+        check_public_https_url(url, allow_hosts={"127.0.0.1"})
+
+    delivery = PushDelivery(sender, check_endpoint=check, concurrency=4, sleep=sleeps.append)
     service = PushService(
-        db,
-        sender=sender,
-        pruner=pruner,
-        check_endpoint=lambda url: check_public_https_url(url, allow_hosts={"127.0.0.1"}),
-        site_url="https://stepperslife.com",
-        concurrency=4,
-        sleep=sleeps.append,
+        db, delivery=delivery, pruner=pruner, check_endpoint=check, site_url="https://stepperslife.com"
     )
     with psycopg.connect(stepperslife_url, autocommit=True) as conn:
         yield Harness(service, pruner, sleeps, sender.public_key, conn)
@@ -434,7 +433,11 @@ def test_notify_without_vapid_or_event_sends_nothing(harness: Harness, steppersl
     db = Database(stepperslife_url)
     try:
         unconfigured = PushService(
-            db, sender=None, pruner=RecordingPruner(), check_endpoint=lambda url: None, site_url="https://x.test"
+            db,
+            delivery=PushDelivery(None, check_endpoint=lambda url: None),
+            pruner=RecordingPruner(),
+            check_endpoint=lambda url: None,
+            site_url="https://x.test",
         )
         assert unconfigured.notify("event.published", {"event_id": NOTE.event_id}) == FanOutReport()
     finally:
@@ -621,11 +624,15 @@ def test_push_settings_from_the_environment() -> None:
 def routed(api: EdgeSignedClient, monkeypatch: pytest.MonkeyPatch) -> EdgeSignedClient:
     """The API with a push service whose DNS is scripted (no network in tests)."""
     current = container()
+
+    def check(url: str) -> None:
+        check_public_https_url(url, resolver=fake_dns)
+
     service = PushService(
-        current.stepperslife_db,
-        sender=None,
+        current.db,
+        delivery=PushDelivery(None, check_endpoint=check),
         pruner=RecordingPruner(),
-        check_endpoint=lambda url: check_public_https_url(url, resolver=fake_dns),
+        check_endpoint=check,
         site_url="https://stepperslife.com",
     )
     monkeypatch.setitem(current.__dict__, "push", service)

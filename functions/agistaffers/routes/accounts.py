@@ -10,16 +10,14 @@ from functions.agistaffers.cache_policy import PLANS_KEY, TTL_STATIC_METADATA
 from functions.agistaffers.composition import container
 from functions.agistaffers.http import SIGNED_IN, caller, route
 from functions.agistaffers.schemas import Login, SignUp
-from functions.platform.http import ANYONE, Call, json_response, public_read_response
+from functions.platform.http import ANYONE, Call, health_response, public_read_response
 
 bp = Blueprint(__name__)
 
 
 @route(bp, "/healthz", methods=["GET"], roles=ANYONE, signed=False)
 def healthz(call: Call) -> Response:
-    checks = container().health()
-    healthy = all(state in ("up", "not configured") for state in checks.values())
-    return json_response(200 if healthy else 503, {"status": "ok" if healthy else "degraded", "checks": checks})
+    return health_response(container().health())
 
 
 @route(bp, "/signup", methods=["POST"], roles=ANYONE, status=201)

@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -31,7 +30,6 @@ from functions.platform.push import (
     KvPruner,
     Notification,
     PushDelivery,
-    PushSender,
     Subscription,
 )
 from functions.stepperslife.services.enhancement import when_text
@@ -64,29 +62,16 @@ class PushService:
         self,
         db: TransactionalDatabase,
         *,
-        sender: PushSender | None,
+        delivery: PushDelivery,
         pruner: KvPruner,
         check_endpoint: EndpointChecker,
         site_url: str,
-        concurrency: int = 8,
-        max_attempts: int = 3,
-        base_delay: float = 1.0,
-        max_delay: float = 5.0,
-        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._db = db
+        self._delivery = delivery
         self._pruner = pruner
         self._check_endpoint = check_endpoint
         self._site_url = site_url
-        self._delivery = PushDelivery(
-            sender,
-            check_endpoint=check_endpoint,
-            concurrency=concurrency,
-            max_attempts=max_attempts,
-            base_delay=base_delay,
-            max_delay=max_delay,
-            sleep=sleep,
-        )
 
     # --- subscriptions ----------------------------------------------------------------------------
 
