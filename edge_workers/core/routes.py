@@ -152,36 +152,36 @@ def _reads(access: Access) -> dict[str, Access]:
 _WRITES = ("POST", "PUT", "PATCH", "DELETE")
 MEDIA = "media"
 
+
+def _login(path: str, origin: str, strip_prefix: str, policy: RateLimitPolicy) -> Route:
+    """A product's sign-in: the origin checks the password, the edge makes the session."""
+    access = Access(Auth.ANONYMOUS, policy, turnstile=True)
+    return Route(path, Handler.LOGIN, {"POST": access}, True, origin, strip_prefix, SMALL_BODY_LIMIT)
+
+
+def _logout(path: str) -> Route:
+    # Logout needs the cookie's id only, not the session behind it.
+    return Route(path, Handler.LOGOUT, {"POST": Access(Auth.ANONYMOUS)}, exact=True, body_limit=SMALL_BODY_LIMIT)
+
+
+def _public_form(path: str, origin: str, strip_prefix: str) -> Route:
+    """A write that needs no session (sign-up, accepting an invitation): bots are kept out by Turnstile."""
+    access = Access(Auth.OPTIONAL, FORMS_POLICY, turnstile=True)
+    return Route(path, Handler.PROXY, {"POST": access}, True, origin, strip_prefix, SMALL_BODY_LIMIT)
+
+
+def _api(path: str, origin: str) -> Route:
+    """A product's API: reads with an optional identity (cached at the edge), writes signed in."""
+    methods = {**_reads(Access(Auth.OPTIONAL)), **dict.fromkeys(_WRITES, Access(Auth.REQUIRED))}
+    return Route(path, Handler.PROXY, methods, origin=origin, strip_prefix=path.rstrip("/"), cache=CachePolicy())
+
+
 GATEWAY_ROUTES: tuple[Route, ...] = (
     Route("/healthz", Handler.HEALTH, _reads(Access(Auth.ANONYMOUS)), exact=True),
-    Route(
-        "/api/auth/login",
-        Handler.LOGIN,
-        {"POST": Access(Auth.ANONYMOUS, LOGIN_POLICY, turnstile=True)},
-        exact=True,
-        origin=STEPPERSLIFE,
-        strip_prefix="/api",
-        body_limit=SMALL_BODY_LIMIT,
-    ),
-    # Logout needs the cookie's id only, not the session behind it.
-    Route(
-        "/api/auth/logout",
-        Handler.LOGOUT,
-        {"POST": Access(Auth.ANONYMOUS)},
-        exact=True,
-        body_limit=SMALL_BODY_LIMIT,
-    ),
-    # Sign-up is the one write that needs no session; bots are kept out by Turnstile. The origin has
-    # no list of users to read here.
-    Route(
-        "/api/users",
-        Handler.PROXY,
-        {"POST": Access(Auth.OPTIONAL, FORMS_POLICY, turnstile=True)},
-        exact=True,
-        origin=STEPPERSLIFE,
-        strip_prefix="/api",
-        body_limit=SMALL_BODY_LIMIT,
-    ),
+    _login("/api/auth/login", STEPPERSLIFE, "/api", LOGIN_POLICY),
+    _logout("/api/auth/logout"),
+    # The origin has no list of users to read here.
+    _public_form("/api/users", STEPPERSLIFE, "/api"),
     Route(
         "/api/me/preferences",
         Handler.PREFERENCES,
@@ -194,57 +194,12 @@ GATEWAY_ROUTES: tuple[Route, ...] = (
     Route("/api/flags", Handler.FLAGS, _reads(Access(Auth.ANONYMOUS)), exact=True),
     # AGI Staffers: its own accounts, signed in through the same session machinery; a session says
     # which product it belongs to and counts only on that product's routes.
-    Route(
-        "/api/agi/auth/login",
-        Handler.LOGIN,
-        {"POST": Access(Auth.ANONYMOUS, AGI_LOGIN_POLICY, turnstile=True)},
-        exact=True,
-        origin=AGISTAFFERS,
-        strip_prefix="/api/agi",
-        body_limit=SMALL_BODY_LIMIT,
-    ),
-    Route(
-        "/api/agi/auth/logout",
-        Handler.LOGOUT,
-        {"POST": Access(Auth.ANONYMOUS)},
-        exact=True,
-        body_limit=SMALL_BODY_LIMIT,
-    ),
-    # The writes that need no session: a new customer, and a team member accepting an invitation.
-    Route(
-        "/api/agi/signup",
-        Handler.PROXY,
-        {"POST": Access(Auth.OPTIONAL, FORMS_POLICY, turnstile=True)},
-        exact=True,
-        origin=AGISTAFFERS,
-        strip_prefix="/api/agi",
-        body_limit=SMALL_BODY_LIMIT,
-    ),
-    Route(
-        "/api/agi/invitations/accept",
-        Handler.PROXY,
-        {"POST": Access(Auth.OPTIONAL, FORMS_POLICY, turnstile=True)},
-        exact=True,
-        origin=AGISTAFFERS,
-        strip_prefix="/api/agi",
-        body_limit=SMALL_BODY_LIMIT,
-    ),
-    Route(
-        "/api/agi/",
-        Handler.PROXY,
-        {**_reads(Access(Auth.OPTIONAL)), **dict.fromkeys(_WRITES, Access(Auth.REQUIRED))},
-        origin=AGISTAFFERS,
-        strip_prefix="/api/agi",
-        cache=CachePolicy(),
-    ),
-    Route(
-        "/api/",
-        Handler.PROXY,
-        {**_reads(Access(Auth.OPTIONAL)), **dict.fromkeys(_WRITES, Access(Auth.REQUIRED))},
-        origin=STEPPERSLIFE,
-        strip_prefix="/api",
-        cache=CachePolicy(),
-    ),
+    _login("/api/agi/auth/login", AGISTAFFERS, "/api/agi", AGI_LOGIN_POLICY),
+    _logout("/api/agi/auth/logout"),
+    _public_form("/api/agi/signup", AGISTAFFERS, "/api/agi"),
+    _public_form("/api/agi/invitations/accept", AGISTAFFERS, "/api/agi"),
+    _api("/api/agi/", AGISTAFFERS),
+    _api("/api/", STEPPERSLIFE),
     Route("/img/", Handler.IMAGE, _reads(Access(Auth.ANONYMOUS, MEDIA_POLICY)), origin=MEDIA),
 )
 
