@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import uuid
@@ -83,8 +85,12 @@ class RunningStack:
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("agistack-data")
+def data_dir() -> Iterator[Path]:
+    """Outside pytest's basetemp, which another pytest run on the machine may rotate away (and its
+    clean-up make unreadable) while the stack's PostgreSQL still runs in it."""
+    path = Path(tempfile.mkdtemp(prefix="agistack-e2e-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
