@@ -41,10 +41,12 @@ from tests.stepperslife.images_fixtures import (
     animated,
     camera_jpeg,
     encode,
+    natural_photo,
     photo_like,
     png_header_only,
     png_rgb16,
     solid,
+    ssim,
     swapped_primaries_icc,
 )
 from tests.stepperslife.test_api import assert_error, create_event
@@ -209,6 +211,30 @@ def test_blurhash_and_dominant_colour_describe_the_picture() -> None:
     assert close_to(bytes.fromhex(result.dominant_color[1:]), RED, 12)
     average = blurhash.decode(result.blurhash, 8, 4).resize((1, 1), Image.Resampling.BOX).getpixel((0, 0))
     assert average[0] > average[2]  # mostly red, some blue
+
+
+def test_ssim_ranks_by_fidelity() -> None:
+    picture = natural_photo(320, 240)
+    assert ssim(picture, picture) == pytest.approx(1.0)
+    coarse, fine = (Image.open(io.BytesIO(encode(picture, "JPEG", quality=q))) for q in (20, 90))
+    assert ssim(picture, coarse) < ssim(picture, fine) < 1.0
+    assert ssim(picture, solid(RED, (320, 240))) < 0.7 < ssim(picture, coarse)
+    with pytest.raises(ValueError, match="sizes differ"):
+        ssim(picture, solid(RED))
+
+
+def test_every_format_of_a_variant_has_the_same_quality_and_avif_and_webp_cost_fewer_bytes() -> None:
+    """The encoder settings are calibrated to one SSIM for all formats at 1280 px on this 12 MP picture
+    (``benchmarks/images.py`` prices AVIF and WebP against a JPEG of the same SSIM)."""
+    data = encode(natural_photo(4000, 3000), "JPEG", quality=90)
+    with Image.open(io.BytesIO(data)) as original:
+        reference = original.convert("RGB").resize((1280, 960), Image.Resampling.LANCZOS)
+    at_1280 = {v.encoding.name: v for v in images.process(data).variants if v.url_width == 1280}
+    scores = {name: ssim(reference, opened(variant).convert("RGB")) for name, variant in at_1280.items()}
+    assert max(scores.values()) - min(scores.values()) <= 0.002, scores
+    assert all(0.97 <= score <= 0.98 for score in scores.values()), scores
+    sizes = {name: len(variant.data) for name, variant in at_1280.items()}
+    assert sizes["avif"] <= 0.75 * sizes["jpeg"] and sizes["webp"] <= sizes["jpeg"], sizes
 
 
 # --- the upload service: idempotency and failures, on PostgreSQL -------------------------------------
