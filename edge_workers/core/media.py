@@ -1,11 +1,15 @@
 """``GET /img/{event_id}/{image_id}/{width}``: an event image variant in the best format the client takes.
 
-The format is negotiated from ``Accept`` (RFC 9110 q-values; the most specific matching range
-decides each format's weight): AVIF, else WebP, else JPEG on ties, and JPEG when nothing matches or
-no ``Accept`` was sent (every client decodes it). The variant is read from the public media prefix
-(``MEDIA_PUBLIC_BASE_URL`` + the key of ``shared.media``, the layout the pipeline writes); variants
-never change once written, so the answer is cacheable for a year, and ``Vary: Accept`` keeps caches
-from handing AVIF to a client that asked for JPEG. Only the widths the pipeline produces exist.
+The format is negotiated from ``Accept`` (RFC 9110 q-values). AVIF and WebP are sent only to a client
+that names them (``image/avif``, ``image/webp``) with a q-value above 0: wildcards do not count,
+because clients that cannot decode them send wildcards too (Firefox 65-92 ``image/webp,*/*``, Chrome
+80-84 ``image/webp,image/apng,image/*,*/*;q=0.8``, curl and link-preview crawlers ``*/*``). Of the
+named ones the highest q wins, AVIF on ties; JPEG, which every client decodes, when neither is named,
+when the client weighs JPEG (``image/jpeg``, else ``image/*``, else ``*/*``) above both, or when no
+``Accept`` was sent. The variant is read from the public media prefix (``MEDIA_PUBLIC_BASE_URL`` + the
+key of ``shared.media``, the layout the pipeline writes); variants never change once written, so the
+answer is cacheable for a year, and ``Vary: Accept`` keeps caches from handing AVIF to a client that
+asked for JPEG. Only the widths the pipeline produces exist.
 """
 
 from __future__ import annotations
@@ -25,8 +29,17 @@ _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{1
 MISSING_CACHE_CONTROL = "public, max-age=60"  # a variant may appear once processing finishes
 
 
-def _accept_ranges(accept: str) -> list[tuple[str, float]]:
-    ranges = []
+# RFC 9110 section 12.4.2: "0", "1", or up to three decimals. Anything else (a typo, "nan", "2") is not
+# a weight the client meant: it counts as a refusal rather than a guess.
+_QVALUE = re.compile(r"^(?:0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?)$")
+# The formats a client must name to be sent, best first (ties go to the first).
+_NAMED_ONLY = tuple(image_format for image_format in FORMATS if image_format != JPEG)
+
+
+def _accept_ranges(accept: str) -> dict[str, float]:
+    """Media range (lower case) → q. A range listed twice keeps its lowest q: a refusal is never
+    overridden by a repetition."""
+    ranges: dict[str, float] = {}
     for item in accept.split(","):
         media_range, *parameters = (part.strip() for part in item.split(";"))
         if not media_range:
@@ -35,20 +48,17 @@ def _accept_ranges(accept: str) -> list[tuple[str, float]]:
         for parameter in parameters:
             name, _, value = parameter.partition("=")
             if name.strip().lower() == "q":
-                try:
-                    weight = min(1.0, max(0.0, float(value)))
-                except ValueError:
-                    weight = 0.0
-        ranges.append((media_range.lower(), weight))
+                value = value.strip()
+                weight = float(value) if _QVALUE.match(value) else 0.0
+        media_range = media_range.lower()
+        ranges[media_range] = min(weight, ranges.get(media_range, weight))
     return ranges
 
 
-def _weight(media_type: str, ranges: list[tuple[str, float]]) -> float:
-    kind = media_type.split("/", maxsplit=1)[0]
-    for candidate in (media_type, f"{kind}/*", "*/*"):
-        weights = [weight for media_range, weight in ranges if media_range == candidate]
-        if weights:
-            return max(weights)
+def _jpeg_weight(ranges: dict[str, float]) -> float:
+    for candidate in (JPEG.media_type, "image/*", "*/*"):  # the most specific range decides
+        if candidate in ranges:
+            return ranges[candidate]
     return 0.0
 
 
@@ -56,8 +66,11 @@ def choose_format(accept: str | None) -> VariantFormat:
     if not accept:
         return JPEG
     ranges = _accept_ranges(accept)
-    best = max(FORMATS, key=lambda image_format: _weight(image_format.media_type, ranges))
-    return best if _weight(best.media_type, ranges) > 0 else JPEG
+    named = [(ranges[f.media_type], f) for f in _NAMED_ONLY if ranges.get(f.media_type, 0.0) > 0]
+    if not named:
+        return JPEG
+    weight, best = max(named, key=lambda item: item[0])  # max keeps the first of equals: AVIF
+    return best if weight >= _jpeg_weight(ranges) else JPEG
 
 
 def stored_key(path: str, image_format: VariantFormat) -> str:

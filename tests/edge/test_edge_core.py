@@ -373,22 +373,66 @@ def test_flags_parse_and_are_cached_in_the_isolate() -> None:
 # --- media -----------------------------------------------------------------------------------------
 
 
+# What real clients send when they fetch an <img>: AVIF and WebP only to those that name them.
+BROWSER_ACCEPT = [
+    ("Chrome 85+, Edge 121+, Opera", "image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8", AVIF),
+    ("Chrome 80-84 (no AVIF)", "image/webp,image/apng,image/*,*/*;q=0.8", WEBP),
+    ("Edge 85-120 (Chromium without AVIF)", "image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8", WEBP),
+    ("Firefox 93+", "image/avif,image/webp,*/*", AVIF),
+    ("Firefox 128+", "image/avif,image/webp,image/png,image/svg+xml,image/*;q=0.8,*/*;q=0.5", AVIF),
+    ("Firefox 65-92 (no AVIF)", "image/webp,*/*", WEBP),
+    ("Firefox 47-64", "*/*", JPEG),
+    (
+        "Safari 17+ (macOS 14)",
+        "image/webp,image/avif,image/jxl,image/heic,image/heic-sequence,video/*;q=0.8,"
+        "image/png,image/svg+xml,image/*;q=0.8,*/*;q=0.5",
+        AVIF,
+    ),
+    ("Safari 14-15", "image/webp,image/png,image/svg+xml,image/*;q=0.8,video/*;q=0.8,*/*;q=0.5", WEBP),
+    ("Safari 13 and older", "image/png,image/svg+xml,image/*;q=0.8,video/*;q=0.8,*/*;q=0.5", JPEG),
+    ("Edge 18 (EdgeHTML)", "image/png,image/svg+xml,image/*;q=0.8,*/*;q=0.5", JPEG),
+    ("Internet Explorer 11", "image/png, image/svg+xml, image/jxr, image/*;q=0.8, */*;q=0.5", JPEG),
+    ("curl, wget, link-preview crawlers", "*/*", JPEG),
+    ("a generic image client", "image/*", JPEG),
+    ("no Accept at all", None, JPEG),
+    ("an empty Accept", "", JPEG),
+]
+
+
+@pytest.mark.parametrize(("client", "accept", "chosen"), BROWSER_ACCEPT, ids=[row[0] for row in BROWSER_ACCEPT])
+def test_real_clients_get_a_format_they_named(client: str, accept: str | None, chosen: object) -> None:
+    assert choose_format(accept) == chosen
+
+
 @pytest.mark.parametrize(
     ("accept", "chosen"),
     [
-        (None, JPEG),
-        ("", JPEG),
-        ("image/avif,image/webp,*/*", AVIF),
-        ("image/webp,*/*;q=0.8", WEBP),
-        ("image/*", AVIF),
+        ("image/avif", AVIF),
+        ("IMAGE/AVIF", AVIF),
+        ("image/webp", WEBP),
+        ("image/avif;q=0,image/*", JPEG),  # refused, and a wildcard does not name WebP
+        ("image/avif;q=0,image/webp", WEBP),
+        ("image/avif;q=0, */*", JPEG),
+        ("image/avif;q=0.5,image/webp;q=0.9,image/jpeg", JPEG),  # JPEG weighed above both
+        ("image/avif;q=0.5,image/webp;q=0.9,image/jpeg;q=0.8", WEBP),
+        ("image/avif;q=0.9,image/webp", WEBP),  # the highest q among the named
+        ("image/webp;q=0.7,image/avif;q=0.7,*/*;q=0.7", AVIF),  # ties go to AVIF
         ("image/avif;q=0.1,image/webp;q=0.2,image/jpeg;q=0.3", JPEG),
-        ("image/avif;q=0,image/*", WEBP),
+        ("image/webp;q=0.5,*/*", JPEG),  # */* weighs JPEG at 1
+        ("image/avif,image/jpeg;q=0", AVIF),
+        ("image/avif;q=1.000", AVIF),
+        ("image/avif;q=0.000,image/webp", WEBP),
+        ("image/avif;q=abc,image/webp;q=0.4", WEBP),  # a malformed q is a refusal, not a guess
+        ("image/avif;q=2,image/webp;q=nan", JPEG),
+        ("image/avif;q=1e0", JPEG),
+        ("image/avif, image/avif;q=0", JPEG),  # a repeated range keeps its refusal
+        ("image/avif;level=1;q=0.8,image/webp;q=0.5", AVIF),  # other parameters are ignored
         ("text/html", JPEG),
         ("image/webp;q=abc,image/jpeg", JPEG),
-        ("IMAGE/AVIF", AVIF),
+        (",,;,image/webp", WEBP),
     ],
 )
-def test_formats_are_chosen_by_q_value(accept: str | None, chosen: object) -> None:
+def test_q_values_are_honoured(accept: str, chosen: object) -> None:
     assert choose_format(accept) == chosen
 
 

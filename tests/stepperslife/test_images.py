@@ -41,10 +41,12 @@ from tests.stepperslife.images_fixtures import (
     animated,
     camera_jpeg,
     encode,
+    natural_photo,
     photo_like,
     png_header_only,
     png_rgb16,
     solid,
+    ssim,
     swapped_primaries_icc,
 )
 from tests.stepperslife.test_api import assert_error, create_event
@@ -211,6 +213,30 @@ def test_blurhash_and_dominant_colour_describe_the_picture() -> None:
     assert average[0] > average[2]  # mostly red, some blue
 
 
+def test_ssim_ranks_by_fidelity() -> None:
+    picture = natural_photo(320, 240)
+    assert ssim(picture, picture) == pytest.approx(1.0)
+    coarse, fine = (Image.open(io.BytesIO(encode(picture, "JPEG", quality=q))) for q in (20, 90))
+    assert ssim(picture, coarse) < ssim(picture, fine) < 1.0
+    assert ssim(picture, solid(RED, (320, 240))) < 0.7 < ssim(picture, coarse)
+    with pytest.raises(ValueError, match="sizes differ"):
+        ssim(picture, solid(RED))
+
+
+def test_every_format_of_a_variant_has_the_same_quality_and_avif_and_webp_cost_fewer_bytes() -> None:
+    """The encoder settings are calibrated to one SSIM for all formats at 1280 px on this 12 MP picture
+    (``benchmarks/images.py`` prices AVIF and WebP against a JPEG of the same SSIM)."""
+    data = encode(natural_photo(4000, 3000), "JPEG", quality=90)
+    with Image.open(io.BytesIO(data)) as original:
+        reference = original.convert("RGB").resize((1280, 960), Image.Resampling.LANCZOS)
+    at_1280 = {v.encoding.name: v for v in images.process(data).variants if v.url_width == 1280}
+    scores = {name: ssim(reference, opened(variant).convert("RGB")) for name, variant in at_1280.items()}
+    assert max(scores.values()) - min(scores.values()) <= 0.002, scores
+    assert all(0.97 <= score <= 0.98 for score in scores.values()), scores
+    sizes = {name: len(variant.data) for name, variant in at_1280.items()}
+    assert sizes["avif"] <= 0.75 * sizes["jpeg"] and sizes["webp"] <= sizes["jpeg"], sizes
+
+
 # --- the upload service: idempotency and failures, on PostgreSQL -------------------------------------
 
 
@@ -304,7 +330,7 @@ def test_duplicate_deliveries_do_the_work_once(
     assert len(images_of(stepperslife_url, event["id"])) == 1
 
 
-def test_the_same_bytes_uploaded_twice_make_one_entry(
+def test_the_same_bytes_uploaded_twice_are_processed_once_and_the_second_id_answers(
     service: UploadService, store: MemoryStore, event: dict[str, Any], stepperslife_url: str
 ) -> None:
     data = encode(photo_like(400, 300), "JPEG")
@@ -313,7 +339,30 @@ def test_the_same_bytes_uploaded_twice_make_one_entry(
     puts = store.puts
     assert service.handle(second, attempt=1, final_attempt=False) is Outcome.DUPLICATE
     assert store.puts == puts and second.key not in store.objects
-    assert [entry["id"] for entry in images_of(stepperslife_url, event["id"])] == [image_id_of(first)]
+    ready, duplicate = images_of(stepperslife_url, event["id"])
+    assert ready["id"] == image_id_of(first) and ready["status"] == "ready"
+    # The client polling for the id its upload form gave it is told which picture it repeats.
+    assert duplicate["id"] == image_id_of(second)
+    assert (duplicate["status"], duplicate["duplicate_of"]) == ("duplicate", ready["id"])
+    assert duplicate["content_hash"] == images.content_hash(data) and "variants" not in duplicate
+    # Settled: a redelivery of the duplicate does nothing.
+    store.upload(second.key, data)
+    assert service.handle(second, attempt=2, final_attempt=False) is Outcome.ALREADY_DONE
+    assert second.key not in store.objects and len(images_of(stepperslife_url, event["id"])) == 2
+
+
+def test_a_duplicate_of_a_picture_still_processing_points_to_it(
+    service: UploadService, store: MemoryStore, event: dict[str, Any], stepperslife_url: str
+) -> None:
+    data = encode(photo_like(400, 300), "JPEG")
+    first, second = uploaded(store, event["id"], data), uploaded(store, event["id"], data)
+    store.crash_after_puts = 0  # the first upload's delivery dies while writing: still processing
+    with pytest.raises(ConnectionError):
+        service.handle(first, attempt=1, final_attempt=False)
+    assert service.handle(second, attempt=1, final_attempt=False) is Outcome.DUPLICATE
+    processing, duplicate = images_of(stepperslife_url, event["id"])
+    assert processing["status"] == "processing"
+    assert (duplicate["status"], duplicate["duplicate_of"]) == ("duplicate", processing["id"])
 
 
 def test_a_redelivery_after_a_crash_mid_processing_finishes_the_job(
@@ -390,6 +439,79 @@ def test_an_upload_for_a_deleted_event_is_dropped(
 def test_a_key_outside_the_upload_prefix_is_a_bad_notification(service: UploadService) -> None:
     with pytest.raises(BadNotification):
         service.handle(UploadedObject("b", "public/x/y/320.jpg", 1, "x"), attempt=1, final_attempt=False)
+
+
+# --- who sees what of an event's pictures ----------------------------------------------------------
+
+PUBLIC_IMAGE_KEYS = {"id", "width", "height", "variants", "blurhash", "dominant_color"}
+PUBLIC_VARIANT_KEYS = {"url_width", "width", "height", "format", "content_type", "bytes"}
+
+
+@pytest.fixture
+def pictures(service: UploadService, store: MemoryStore, event: dict[str, Any]) -> dict[str, str]:
+    """A published event with a ready picture (camera and lens in its EXIF), a failed upload (a PDF)
+    and a duplicate of the ready one: image ids by kind."""
+    photo = camera_jpeg((700, 480))
+    ready, pdf, again = (
+        uploaded(store, event["id"], photo),
+        uploaded(store, event["id"], b"%PDF-1.4\n1 0 obj<<>>endobj\n%%EOF"),
+        uploaded(store, event["id"], photo),
+    )
+    assert service.handle(ready, attempt=1, final_attempt=False) is Outcome.READY
+    assert service.handle(pdf, attempt=1, final_attempt=False) is Outcome.REJECTED
+    assert service.handle(again, attempt=1, final_attempt=False) is Outcome.DUPLICATE
+    return {"ready": image_id_of(ready), "failed": image_id_of(pdf), "duplicate": image_id_of(again)}
+
+
+def assert_public_only(shown: list[dict[str, Any]], ready_id: str) -> None:
+    assert [image["id"] for image in shown] == [ready_id]
+    [image] = shown
+    assert set(image) == PUBLIC_IMAGE_KEYS and (image["width"], image["height"]) == (480, 700)
+    assert image["variants"] and all(set(variant) == PUBLIC_VARIANT_KEYS for variant in image["variants"])
+    text = json.dumps(shown)
+    for private in ("originals/", "sha256:", "Canon", "RF24-70mm", "PDF", "reason", "content_hash", "camera"):
+        assert private not in text
+
+
+@pytest.mark.parametrize("who", [None, "customer", "user2"])
+def test_readers_who_do_not_manage_the_event_see_ready_pictures_only(
+    api: EdgeSignedClient, users: dict[str, Identity], event: dict[str, Any], pictures: dict[str, str], who: str | None
+) -> None:
+    identity = users[who] if who else None
+    for _ in range(2):  # the anonymous answer is cached the second time: the same representation
+        response = api.request("GET", f"/events/{event['id']}", identity=identity)
+        assert response.status == 200, response.body
+        assert_public_only(response.json["event"]["images"], pictures["ready"])
+
+
+@pytest.mark.parametrize("who", ["user", "admin"])
+def test_the_organizer_and_admins_see_every_entry_with_its_details(
+    api: EdgeSignedClient, users: dict[str, Identity], event: dict[str, Any], pictures: dict[str, str], who: str
+) -> None:
+    shown = api.request("GET", f"/events/{event['id']}", identity=users[who]).json["event"]["images"]
+    by_id = {image["id"]: image for image in shown}
+    assert list(by_id) == [pictures["ready"], pictures["failed"], pictures["duplicate"]]
+    ready = by_id[pictures["ready"]]
+    assert ready["camera"] == "Canon EOS R5" and ready["lens"] == "RF24-70mm F2.8 L IS USM"
+    assert ready["original"]["key"].startswith("originals/") and ready["content_hash"].startswith("sha256:")
+    assert by_id[pictures["failed"]]["status"] == "failed" and "PDF" in by_id[pictures["failed"]]["reason"]
+    assert by_id[pictures["duplicate"]]["duplicate_of"] == pictures["ready"]
+    # A change returns the organizer's view too.
+    changed = api.request("PATCH", f"/events/{event['id']}", identity=users[who], json_body={"capacity": 90})
+    assert changed.status == 200, changed.body
+    assert [image["id"] for image in changed.json["event"]["images"]] == list(by_id)
+
+
+def test_listings_and_search_show_ready_pictures_only(
+    api: EdgeSignedClient, users: dict[str, Identity], event: dict[str, Any], pictures: dict[str, str]
+) -> None:
+    for identity in (None, users["user"], users["admin"]):  # listings are the same for everyone
+        listed = api.request("GET", f"/events?organizer={users['user'].user_id}", identity=identity).json["items"]
+        [mine] = [item for item in listed if item["id"] == event["id"]]
+        assert_public_only(mine["images"], pictures["ready"])
+    found = api.request("GET", f"/events/search?q=steppers&organizer={users['user'].user_id}").json["items"]
+    [mine] = [item for item in found if item["id"] == event["id"]]
+    assert_public_only(mine["images"], pictures["ready"])
 
 
 # --- the upload form: POST /events/{event_id}/images --------------------------------------------------

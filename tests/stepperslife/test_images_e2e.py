@@ -79,8 +79,9 @@ def upload(api: EdgeSignedClient, who: Identity, event_id: str, data: bytes, con
     return image_id
 
 
-def entry(api: EdgeSignedClient, event_id: str, image_id: str) -> dict[str, Any] | None:
-    images = api.request("GET", f"/events/{event_id}").json["event"]["images"]
+def entry(api: EdgeSignedClient, who: Identity, event_id: str, image_id: str) -> dict[str, Any] | None:
+    """The entry as the event's organizer (or an admin) sees it: every status, with its details."""
+    images = api.request("GET", f"/events/{event_id}", identity=who).json["event"]["images"]
     return next((image for image in images if image["id"] == image_id), None)
 
 
@@ -95,11 +96,11 @@ def test_upload_to_published_variants(local_aws: LocalAws, api: EdgeSignedClient
     image_id = upload(api, users["user"], event["id"], data, "image/jpeg")
 
     def ready() -> bool:
-        found = entry(api, event["id"], image_id)
+        found = entry(api, users["user"], event["id"], image_id)
         return found is not None and found["status"] == "ready"
 
     local_aws.deliver(ready)
-    image = entry(api, event["id"], image_id)
+    image = entry(api, users["user"], event["id"], image_id)
     assert image is not None
     assert (image["original"]["width"], image["original"]["height"]) == (480, 700)
     assert image["blurhash"] and image["dominant_color"].startswith("#")
@@ -117,10 +118,15 @@ def test_upload_to_published_variants(local_aws: LocalAws, api: EdgeSignedClient
     assert original == data  # kept whole, in the private prefix
     assert not object_exists(s3, bucket, upload_key(event["id"], image_id))
 
-    # The same bytes again: one entry, no new work.
+    # The same bytes again: no new work, and the id the client polls answers with the picture it repeats.
     again = upload(api, users["user"], event["id"], data, "image/jpeg")
-    local_aws.deliver(lambda: not object_exists(s3, bucket, upload_key(event["id"], again)))
-    assert [image["id"] for image in api.request("GET", f"/events/{event['id']}").json["event"]["images"]] == [image_id]
+    local_aws.deliver(lambda: entry(api, users["user"], event["id"], again) is not None)
+    duplicate = entry(api, users["user"], event["id"], again)
+    assert duplicate is not None and (duplicate["status"], duplicate["duplicate_of"]) == ("duplicate", image_id)
+    assert not object_exists(s3, bucket, upload_key(event["id"], again))
+    assert not object_exists(s3, bucket, f"public/{event['id']}/{again}/")
+    public = api.request("GET", f"/events/{event['id']}").json["event"]["images"]
+    assert [picture["id"] for picture in public] == [image_id]
 
 
 def test_a_pdf_fails_at_once_and_a_broken_pipeline_ends_in_the_dlq(
@@ -134,11 +140,11 @@ def test_a_pdf_fails_at_once_and_a_broken_pipeline_ends_in_the_dlq(
         pdf_id = upload(api, users["admin"], event["id"], b"%PDF-1.7\n1 0 obj<<>>endobj\n%%EOF\n", "image/jpeg")
 
         def pdf_settled() -> bool:
-            found = entry(api, event["id"], pdf_id)
+            found = entry(api, users["admin"], event["id"], pdf_id)
             return found is not None and found["status"] == "failed"
 
         local_aws.deliver(pdf_settled)
-        pdf = entry(api, event["id"], pdf_id)
+        pdf = entry(api, users["admin"], event["id"], pdf_id)
         assert pdf is not None and "PDF" in pdf["reason"] and pdf["attempts"] == 1 and not pdf["retryable"]
 
         def broken_put(*args: Any, **kwargs: Any) -> None:
@@ -159,7 +165,7 @@ def test_a_pdf_fails_at_once_and_a_broken_pipeline_ends_in_the_dlq(
             return int(attributes["ApproximateNumberOfMessages"]) == 1
 
         local_aws.deliver(in_dlq, rounds=IMAGE_UPLOADS.max_receive_count + 3)
-        photo = entry(api, event["id"], photo_id)
+        photo = entry(api, users["admin"], event["id"], photo_id)
         assert photo is not None and photo["status"] == "failed" and photo["retryable"]
         assert photo["attempts"] == IMAGE_UPLOADS.max_receive_count
         assert f"failed {IMAGE_UPLOADS.max_receive_count} times" in photo["reason"]

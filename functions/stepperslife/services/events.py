@@ -53,10 +53,37 @@ _UPDATABLE = (
 )
 
 
-def public_event(row: Row) -> dict[str, Any]:
+# Of a ready picture, what a page needs to show it; everything else in an entry (the content hash, the
+# private original's key, camera, lens, capture time, failure reasons) is for the organizer and admins.
+_PUBLIC_VARIANT_FIELDS = ("url_width", "width", "height", "format", "content_type", "bytes")
+
+
+def public_images(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The pictures anyone may see (entries as ``services/uploads.py`` writes them): ready ones only,
+    with their displayed dimensions, variants (served at ``/img/{event_id}/{id}/{url_width}``),
+    blurhash and dominant colour."""
+    return [
+        {
+            "id": entry["id"],
+            "width": entry["original"]["width"],
+            "height": entry["original"]["height"],
+            "variants": [{name: variant[name] for name in _PUBLIC_VARIANT_FIELDS} for variant in entry["variants"]],
+            "blurhash": entry["blurhash"],
+            "dominant_color": entry["dominant_color"],
+        }
+        for entry in entries
+        if entry.get("status") == "ready"
+    ]
+
+
+def public_event(row: Row, viewer: Identity | None = None) -> dict[str, Any]:
+    """The event as ``viewer`` may see it: its organizer and admins get every picture entry, with its
+    processing state and metadata; everyone else the ready pictures only (``public_images``)."""
     event = {key: row[key] for key in row if key not in ("registered_count", "user_id")}
     event["organizer_id"] = row["user_id"]
     event["seats_left"] = row["capacity"] - row["registered_count"]
+    if not can_manage(viewer, row):
+        event["images"] = public_images(row["images"])
     return event
 
 
@@ -185,7 +212,7 @@ class EventService:
                     assert row is not None
                     self._changed(conn, row, None)
                 self._committed(str(row["id"]))
-                return public_event(row)
+                return public_event(row, organizer)
             except psycopg.errors.UniqueViolation as exc:
                 if exc.diag.constraint_name != "events_slug_key":
                     raise
@@ -202,7 +229,7 @@ class EventService:
     def get(self, event_id: str, viewer: Identity | None) -> dict[str, Any]:
         def load() -> dict[str, Any]:
             with self._db.transaction() as conn:
-                event: dict[str, Any] = json_ready(public_event(self._visible_row(conn, event_id, viewer)))
+                event: dict[str, Any] = json_ready(public_event(self._visible_row(conn, event_id, viewer), viewer))
                 return event
 
         if viewer is not None:
@@ -320,7 +347,7 @@ class EventService:
                 if new_status == "published":
                     assignments.append("published_at = now()")
             if not assignments:
-                return public_event(current)
+                return public_event(current, actor)
             row = conn.execute(
                 f"UPDATE events SET {', '.join(assignments)}, updated_at = now() WHERE id = %s "
                 f"RETURNING {EVENT_COLUMNS}",
@@ -329,7 +356,7 @@ class EventService:
             assert row is not None
             self._changed(conn, row, current["status"])
         self._committed(event_id)
-        return public_event(row)
+        return public_event(row, actor)
 
     def delete(self, event_id: str, actor: Identity) -> None:
         with self._db.transaction() as conn:

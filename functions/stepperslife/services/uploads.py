@@ -10,14 +10,17 @@ S3 and SQS deliver at least once, and a Lambda can die half-way, so every step i
 variant and original keys are fixed by (event, image, width, format) and rewritten whole; the upload
 is removed only after the entry says ``ready`` (or ``failed`` for good), so a redelivery after a
 crash finds either the upload to process again or a finished entry. Idempotency is by content hash
-within an event: the same bytes uploaded twice become one entry and are processed once.
+within an event: the same bytes uploaded twice are processed once and shown once.
 
-Entry statuses: ``processing`` (claimed by a delivery), ``ready``, ``failed`` with a ``reason``.
-Rejected files (not an image, over budget, corrupt) fail at once and are removed. Other errors are
-retried by the queue; the last delivery before the DLQ marks the entry ``failed`` and ``retryable``
-and keeps the upload, so a redrive from the DLQ can try again. (A Lambda killed during that last
-delivery leaves ``processing``: the DLQ alarm is the signal then.) A duplicate upload leaves no entry
-of its own: the event already shows the picture.
+Entry statuses: ``processing`` (claimed by a delivery), ``ready``, ``failed`` with a ``reason``,
+``duplicate`` with ``duplicate_of``. Rejected files (not an image, over budget, corrupt) fail at once
+and are removed. Other errors are retried by the queue; the last delivery before the DLQ marks the
+entry ``failed`` and ``retryable`` and keeps the upload, so a redrive from the DLQ can try again. (A
+Lambda killed during that last delivery leaves ``processing``: the DLQ alarm is the signal then.) A
+duplicate upload (the same bytes as an image of the event that is ``processing`` or ``ready``) is not
+processed: it gets an entry of its own, settled at once, whose ``duplicate_of`` names that image, so
+a client polling for the id it was given gets an answer. Only ``ready`` entries are public
+(``events.public_images``); the others are for the organizer and admins.
 
 Every change to an entry makes the cached reads of the event and of the listings miss, at the origin
 and at the edge (``EventInvalidation``).
@@ -123,7 +126,8 @@ def _utc_now() -> datetime:
 
 
 def _settled(entry: dict[str, Any]) -> bool:
-    return entry.get("status") == "ready" or (entry.get("status") == "failed" and not entry.get("retryable"))
+    status = entry.get("status")
+    return status in ("ready", "duplicate") or (status == "failed" and not entry.get("retryable"))
 
 
 def _find(entries: list[dict[str, Any]], image_id: str) -> dict[str, Any] | None:
@@ -258,31 +262,38 @@ class UploadService:
             entry = _find(entries, image_id)
             if entry is not None and _settled(entry):
                 return Outcome.ALREADY_DONE
-            if any(
-                other.get("id") != image_id
-                and other.get("content_hash") == digest
-                and other.get("status") in ("processing", "ready")
-                for other in entries
-            ):
-                return Outcome.DUPLICATE
+            same = next(
+                (
+                    other
+                    for other in entries
+                    if other.get("id") != image_id
+                    and other.get("content_hash") == digest
+                    and other.get("status") in ("processing", "ready")
+                ),
+                None,
+            )
             if (
-                entry is not None
+                same is None
+                and entry is not None
                 and entry.get("status") == "processing"
                 and datetime.fromisoformat(entry["claimed_at"]) > now - self._claim_for
             ):
                 raise ImageBusy(f"image {image_id} is being processed by another delivery")
-            claimed = {
+            recorded: dict[str, Any] = {
                 "id": image_id,
-                "status": "processing",
+                "status": "processing" if same is None else "duplicate",
                 "content_hash": digest,
                 "bytes": len(data),
                 "attempts": attempt,
-                "claimed_at": now.isoformat(),
                 "created_at": entry["created_at"] if entry else now.isoformat(),
             }
-            self._write(conn, event_id, _replaced(entries, claimed))
+            if same is None:
+                recorded["claimed_at"] = now.isoformat()
+            else:
+                recorded["duplicate_of"] = same["id"]
+            self._write(conn, event_id, _replaced(entries, recorded))
         self._invalidation.invalidate_event(event_id)
-        return None
+        return None if same is None else Outcome.DUPLICATE
 
     def _publish(self, event_id: str, image_id: str, processed: images.ProcessedImage) -> list[str]:
         """Variants to the public prefix, then the original to the private one. Returns the keys."""

@@ -1479,7 +1479,7 @@ CASES: list[dict[str, Any]] = [
             {
                 "method": "GET",
                 "path": f"/img/{EVENT_ID}/{IMAGE_ID}/640",
-                "headers": {"Accept": "image/avif;q=0, */*"},
+                "headers": {"Accept": "image/avif;q=0, image/webp;q=0.5, */*;q=0.1"},
                 "expect": {"status": 200, "headers": {"content-type": "image/webp"}},
             },
             {
@@ -1493,6 +1493,32 @@ CASES: list[dict[str, Any]] = [
                 "headers": {"Accept": "image/avif"},
                 "expect": {"status": 200, "headers": {"content-type": "image/avif"}},
             },
+        ],
+    },
+    {
+        # Wildcards do not name a format: browsers that cannot decode AVIF or WebP send them too.
+        "id": "images_avif_and_webp_only_to_clients_that_name_them",
+        "steps": [
+            {
+                "method": "GET",
+                "path": f"/img/{EVENT_ID}/{IMAGE_ID}/320",
+                "headers": {"Accept": accept},
+                "expect": {
+                    "status": 200,
+                    "body": IMAGE_BYTES[extension],
+                    "headers": {"content-type": f"image/{media_type}", "vary": Re(r"(?i).*accept.*")},
+                },
+            }
+            for accept, media_type, extension in (
+                ("image/webp,*/*", "webp", "webp"),  # Firefox 65-92
+                ("image/webp,image/apng,image/*,*/*;q=0.8", "webp", "webp"),  # Chrome 80-84
+                ("*/*", "jpeg", "jpg"),  # curl, link-preview crawlers
+                ("image/*", "jpeg", "jpg"),
+                ("image/avif;q=0,image/*", "jpeg", "jpg"),
+                ("image/avif;q=0.8,image/webp", "webp", "webp"),
+                ("image/webp;q=0.6,image/avif;q=0.6", "avif", "avif"),
+                ("image/png,image/svg+xml,image/*;q=0.8,video/*;q=0.8,*/*;q=0.5", "jpeg", "jpg"),  # Safari 13
+            )
         ],
     },
     {
