@@ -1195,6 +1195,42 @@ CASES: list[dict[str, Any]] = [
             }
         ],
     },
+    {
+        "id": "deeply_nested_json_is_refused_with_400_everywhere_the_edge_reads_json",
+        "steps": [
+            login(),
+            {
+                "method": "PUT",
+                "path": "/api/me/preferences",
+                "session": True,
+                "body": b"[" * 2000 + b"]" * 2000,
+                "headers": {"Content-Type": "application/json"},
+                "expect": {"status": 400, "json": error("json_too_deep"), "origin_calls": 0},
+            },
+            {
+                "method": "POST",
+                "path": "/api/users",
+                "body": b'{"a":' * 2000 + b"1" + b"}" * 2000,
+                "headers": {"Content-Type": "application/json"},
+                "expect": {"status": 400, "json": error("json_too_deep"), "origin_calls": 0, "siteverify_calls": 0},
+            },
+            {
+                "method": "POST",
+                "path": "/push/subscriptions",
+                "session": True,
+                "body": b"[" * 3000,
+                "headers": {"Content-Type": "application/json"},
+                "expect": {"status": 400, "json": error("json_too_deep"), "origin_calls": 0},
+            },
+            {
+                "method": "PUT",
+                "path": "/api/me/preferences",
+                "session": True,
+                "json": {"categories": ["[[[[" * 20], "notify": True},
+                "expect": {"status": 422, "origin_calls": 0},
+            },
+        ],
+    },
     # --- flags ---------------------------------------------------------------------------------------
     {
         "id": "feature_flags_from_kv",
