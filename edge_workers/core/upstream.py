@@ -21,6 +21,8 @@ RELAYED_RESPONSE_HEADERS = (
     "retry-after",
     "content-language",
     "vary",
+    # The origin's word that this is the stored answer to an earlier request with the same key.
+    "idempotent-replayed",
 )
 
 

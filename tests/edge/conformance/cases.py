@@ -232,8 +232,70 @@ CASES: list[dict[str, Any]] = [
             {
                 "method": "GET",
                 "path": "/healthz",
-                "expect": {"status": 200, "json": {"status": "ok", "checks": {"kv": "ok", "origin": "ok"}}},
+                "expect": {
+                    "status": 200,
+                    "json": {
+                        "status": "ok",
+                        "checks": {"kv": "ok", "origin": "ok", "origins": {"stepperslife": {"status": "ok"}}},
+                    },
+                },
             }
+        ],
+    },
+    {
+        "id": "health_says_degraded_with_the_origins_own_checks",
+        "env": {"STEPPERSLIFE_ORIGIN": "{FAKES_URL}/degraded-origin"},
+        "steps": [
+            {
+                "method": "GET",
+                "path": "/healthz",
+                "expect": {
+                    "status": 503,
+                    "json": {
+                        "status": "degraded",
+                        "checks": {
+                            "origin": "degraded",
+                            "origins": {"stepperslife": {"status": "degraded", "checks": {"redis": "down"}}},
+                        },
+                    },
+                },
+            }
+        ],
+    },
+    {
+        "id": "health_says_down_when_the_origin_does_not_answer",
+        "env": {"STEPPERSLIFE_ORIGIN": "{CLOSED_URL}"},
+        "steps": [
+            {
+                "method": "GET",
+                "path": "/healthz",
+                "expect": {
+                    "status": 503,
+                    "json": {"checks": {"origin": "down", "origins": {"stepperslife": {"status": "down"}}}},
+                },
+            }
+        ],
+    },
+    {
+        "id": "a_replayed_answer_keeps_idempotent_replayed",
+        "steps": [
+            login(),
+            {
+                "method": "POST",
+                "path": "/api/events",
+                "session": True,
+                "headers": {"Idempotency-Key": "k-1"},
+                "json": {"title": "x"},
+                "expect": {"status": 201, "headers": {"idempotent-replayed": ABSENT}},
+            },
+            {
+                "method": "POST",
+                "path": "/api/events",
+                "session": True,
+                "headers": {"Idempotency-Key": "k-1"},
+                "json": {"title": "x"},
+                "expect": {"status": 201, "headers": {"idempotent-replayed": "true"}},
+            },
         ],
     },
     {
@@ -1548,7 +1610,7 @@ CASES: list[dict[str, Any]] = [
                 "headers": {"Accept": "image/webp"},
                 "expect": {
                     "status": 404,
-                    "headers": {"vary": Re(r"(?i).*accept.*"), "cache-control": "public, max-age=60"},
+                    "headers": {"vary": Re(r"(?i).*accept.*"), "cache-control": "no-store"},
                 },
             },
         ],
