@@ -30,7 +30,7 @@ from edge_workers.core.security import apply_cors, apply_security_headers, prefl
 from edge_workers.core.sessions import COOKIE_NAME, cleared_cookie, session_cookie, session_id_from_cookies
 from edge_workers.core.tokens import InvalidToken, verify_hs256
 from edge_workers.core.turnstile import check_token, idempotency_key, take_token
-from edge_workers.core.upstream import call_origin, client_headers, relay
+from edge_workers.core.upstream import call_origin, client_headers, relay, within_deadline
 from shared import jsonbody
 from shared.envelope import Identity, sign
 from shared.errors import (
@@ -414,7 +414,7 @@ async def _origin_health(deps: GatewayDeps, origin: str) -> dict[str, Any]:
     timeout = min(HEALTH_TIMEOUT_SECONDS, deps.config.origin_timeout_seconds)
     url = deps.config.origins[origin] + "/healthz"
     try:
-        response = await deps.origin.fetch(OutboundRequest("GET", url, headers, b"", timeout))
+        response = await within_deadline(deps, OutboundRequest("GET", url, headers, b"", timeout))
     except OriginUnavailable:
         return {"status": "down"}
     try:

@@ -80,6 +80,18 @@ class _OriginHandler(BaseHTTPRequestHandler):
             return
         if self.path.startswith("/slow"):
             time.sleep(1.0)
+        if self.path.startswith("/drip"):
+            # Each write well inside a per-operation socket timeout, the whole answer far beyond the deadline.
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", "12")
+            self.end_headers()
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                for byte in b'{"drip": 1} ':
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(0.15)
+            return
         echo = {
             "method": self.command,
             "path": self.path,
@@ -600,6 +612,8 @@ def test_slow_origin_gives_504(tmp_path: Path, origin: _OriginServer) -> None:
     impatient = start_edge(tmp_path, origin_url(origin), ORIGIN_TIMEOUT_SECONDS="0.3")
     try:
         assert_error(call(impatient.url, "GET", "/api/slow"), 504, "upstream_timeout")
+        # The timeout bounds the whole exchange, not each read: a trickle does not keep it open.
+        assert_error(call(impatient.url, "GET", "/api/drip"), 504, "upstream_timeout")
     finally:
         impatient.server.stop()
 
