@@ -278,7 +278,7 @@ def _error_shape(request: Request, get_response: Callable[[Request], Response]) 
         shaped = json_response(500, internal_error_body())
     else:
         error = kind(str(body.get("Message") or kind.code.replace("_", " ")))
-        kept = {name: value for name, value in response.headers.items() if name.lower() == "allow"}
+        kept = {name: str(value) for name, value in response.headers.items() if name.lower() == "allow"}
         shaped = json_response(error.status, error.body(), kept)
     if request.method == "HEAD":
         shaped.body = ""
@@ -300,6 +300,8 @@ def _run_once(
         try:
             result = handler(call)
         except AppError as exc:
+            if exc.status >= 500:
+                raise  # "not now" is no answer to remember: the claim is released and a retry runs again
             return json_response(exc.status, exc.body()), StoredResponse(exc.status, exc.body())
         if isinstance(result, Response):
             return result, StoredResponse(result.status_code, None)
