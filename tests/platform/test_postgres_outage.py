@@ -96,6 +96,7 @@ def test_breaker_fails_fast_while_open_then_lets_one_trial_through() -> None:
     assert not breaker.is_open
 
 
+@pytest.mark.slow  # about 70 s: a request the outage caught mid-way waits out its claim's 60 s lease
 def test_killing_the_database_mid_burst(outage_api: tuple[EdgeSignedClient, Server]) -> None:
     api, server = outage_api
     url = url_for_database(server.url, PREFIX + "stepperslife")
