@@ -173,12 +173,11 @@ class DevStack:
     def _start_api(self, product: Product) -> None:
         import threading
 
-        from chalice.config import Config
-        from chalice.local import create_local_server
+        from devstack.local_api import local_server
 
         app = product.app()
         port = self.options.port(product)
-        server = create_local_server(app, Config.create(chalice_app=app, stage="dev"), self.options.host, port)
+        server = local_server(app, self.options.host, port)
         thread = threading.Thread(target=server.server.serve_forever, name=f"api-{product.name}", daemon=True)
         thread.start()
         self._stops.append(server.server.server_close)

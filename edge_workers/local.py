@@ -25,6 +25,7 @@ import json
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from email.message import Message
 from http import HTTPStatus
@@ -211,17 +212,36 @@ class HttpOriginClient:
             conn = connection_class(parts.hostname, parts.port, timeout=request.timeout)
         except ValueError as exc:  # a malformed port
             raise OriginUnavailable(f"invalid origin URL {request.url!r}") from exc
+        deadline = time.monotonic() + request.timeout
         try:
             headers = {**dict(request.headers.items()), "connection": "close"}
             conn.request(request.method, target, body=request.body or None, headers=headers)
+            _shorten(conn, deadline)
             response = conn.getresponse()
-            return _response(response.status, response.headers, response.read())
+            body = bytearray()
+            # Read in chunks, each within what is left: a per-read timeout alone lets a trickle run on.
+            while True:
+                _shorten(conn, deadline)
+                chunk = response.read1(65536)
+                if not chunk:
+                    break
+                body += chunk
+            return _response(response.status, response.headers, bytes(body))
         except TimeoutError as exc:
             raise OriginTimeout(str(exc)) from exc
         except (OSError, http.client.HTTPException) as exc:
             raise OriginUnavailable(str(exc)) from exc
         finally:
             conn.close()
+
+
+def _shorten(conn: http.client.HTTPConnection, deadline: float) -> None:
+    """The socket's timeout cut to what is left before ``deadline`` (``TimeoutError`` once it passed)."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("the origin's deadline passed")
+    if conn.sock is not None:
+        conn.sock.settimeout(left)
 
 
 def _response(status: int, headers: Message, body: bytes) -> EdgeResponse:

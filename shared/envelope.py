@@ -72,14 +72,17 @@ def _b64decode(text: str) -> bytes:
 
 
 def canonical_target(path: str) -> str:
-    """The path in one percent-encoding, with its query pairs decoded and sorted.
+    """The path in one percent-encoding, without a trailing slash, with its query pairs decoded and sorted.
 
     The gateway sees the raw request line while the origin framework hands over decoded path
-    parameters and query pairs in its own order; both sides sign this form so that they agree.
+    parameters and query pairs in its own order, and API Gateway (like ``chalice local``) routes
+    ``/events/`` as ``/events``; both sides sign this form so that they agree.
     """
     bare, _, query = path.partition("?")
     pairs = sorted(parse_qsl(query, keep_blank_values=True))
     bare = quote(unquote(bare), safe="/")
+    if len(bare) > 1:
+        bare = bare.rstrip("/") or "/"
     return f"{bare}?{urlencode(pairs, quote_via=quote)}" if pairs else bare
 
 

@@ -26,6 +26,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from devstack.aws_local import ensure_resources
+from devstack.local_api import api_client
 from devstack.services import RunningService, start_moto, start_postgres, start_redis
 from functions.platform.adapters.postgres import DATABASES
 from functions.platform.config import AwsSettings, DatabaseSettings, EdgeSettings, RedisSettings, Settings
@@ -196,7 +197,7 @@ def configured_app(settings: Settings) -> Iterator[Any]:
 
 @pytest.fixture
 def api(configured_app: Any, clean_stepperslife: None) -> Iterator[EdgeSignedClient]:
-    with Client(configured_app) as client:
+    with api_client(configured_app) as client:
         yield EdgeSignedClient(client, SIGNING_SECRET)
 
 
@@ -213,7 +214,7 @@ def configured_agi_app(settings: Settings) -> Iterator[Any]:
 @pytest.fixture
 def agi_api(configured_agi_app: Any) -> Iterator[EdgeSignedClient]:
     """AGI Staffers' real Chalice app, signed to like the edge (tests/agistaffers empties its tables)."""
-    with Client(configured_agi_app) as client:
+    with api_client(configured_agi_app) as client:
         yield EdgeSignedClient(client, SIGNING_SECRET)
 
 

@@ -30,7 +30,8 @@ from edge_workers.core.security import apply_cors, apply_security_headers, prefl
 from edge_workers.core.sessions import COOKIE_NAME, cleared_cookie, session_cookie, session_id_from_cookies
 from edge_workers.core.tokens import InvalidToken, verify_hs256
 from edge_workers.core.turnstile import check_token, idempotency_key, take_token
-from edge_workers.core.upstream import call_origin, client_headers, relay
+from edge_workers.core.upstream import call_origin, client_headers, relay, within_deadline
+from shared import jsonbody
 from shared.envelope import Identity, sign
 from shared.errors import (
     AppError,
@@ -379,11 +380,15 @@ async def _flags(exchange: Exchange, deps: GatewayDeps, body: bytes) -> EdgeResp
 
 
 async def _health(exchange: Exchange, deps: GatewayDeps, body: bytes) -> EdgeResponse:
-    kv_up, *origins_up = await asyncio.gather(
-        _kv_up(deps), *(_origin_up(deps, name) for name in sorted(deps.routes.origins()) if name != "media")
-    )
-    checks = {"kv": "ok" if kv_up else "down", "origin": "ok" if all(origins_up) else "down"}
-    healthy = kv_up and all(origins_up)
+    names = sorted(name for name in deps.routes.origins() if name != "media")
+    kv_up, *reports = await asyncio.gather(_kv_up(deps), *(_origin_health(deps, name) for name in names))
+    origins = dict(zip(names, reports, strict=True))
+    # The worst origin's state: "down" (unreachable or no answer we understand) over "degraded" (it
+    # serves, but one of its dependencies is down: its own checks say which) over "ok".
+    states = [report["status"] for report in reports]
+    origin_state = next((state for state in ("down", "degraded") if state in states), "ok")
+    checks: dict[str, Any] = {"kv": "ok" if kv_up else "down", "origin": origin_state, "origins": origins}
+    healthy = kv_up and origin_state == "ok"
     return EdgeResponse.json(
         200 if healthy else 503,
         {"status": "ok" if healthy else "degraded", "checks": checks},
@@ -401,17 +406,28 @@ async def _kv_up(deps: GatewayDeps) -> bool:
     return True
 
 
-async def _origin_up(deps: GatewayDeps, origin: str) -> bool:
+async def _origin_health(deps: GatewayDeps, origin: str) -> dict[str, Any]:
+    """``{"status": "ok" | "degraded" | "down", "checks": <the origin's own checks, when it said>}``."""
     headers = Headers(
         sign(deps.config.signing_secret, method="GET", path="/healthz", now=int(deps.clock.now()), identity=None)
     )
     timeout = min(HEALTH_TIMEOUT_SECONDS, deps.config.origin_timeout_seconds)
     url = deps.config.origins[origin] + "/healthz"
     try:
-        response = await deps.origin.fetch(OutboundRequest("GET", url, headers, b"", timeout))
+        response = await within_deadline(deps, OutboundRequest("GET", url, headers, b"", timeout))
     except OriginUnavailable:
-        return False
-    return response.status == 200
+        return {"status": "down"}
+    try:
+        answer = jsonbody.loads(response.body)
+    except (ValueError, AppError):
+        answer = None
+    checks = answer.get("checks") if isinstance(answer, dict) else None
+    if response.status == 200:
+        return {"status": "ok", "checks": checks} if isinstance(checks, dict) else {"status": "ok"}
+    if response.status == 503 and isinstance(checks, dict):
+        # An origin that answers 503 with its checks is up, and says which of its dependencies is not.
+        return {"status": "degraded", "checks": checks}
+    return {"status": "down"}
 
 
 HANDLERS: dict[Handler, HandlerFunction] = {

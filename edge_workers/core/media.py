@@ -26,7 +26,8 @@ _URL_WIDTHS = frozenset(str(width) for width in VARIANT_WIDTHS)
 # Ids as the pipeline writes them (canonical UUIDs); matched rather than parsed with ``uuid``, whose
 # import costs tens of milliseconds of isolate start-up under Pyodide.
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-MISSING_CACHE_CONTROL = "public, max-age=60"  # a variant may appear once processing finishes
+# Never stored: a variant appears once processing finishes, and the next request must see it.
+MISSING_CACHE_CONTROL = "no-store"
 
 
 # RFC 9110 section 12.4.2: "0", "1", or up to three decimals. Anything else (a typo, "nan", "2") is not

@@ -39,8 +39,7 @@ def normalise_path(raw_path: str) -> str:
     if _CONTROL.search(decoded) or _STILL_ENCODED.search(decoded):
         raise BadRequest("the request path is malformed", code="bad_path")
     segments: list[str] = []
-    raw_segments = decoded.split("/")[1:]
-    for segment in raw_segments:
+    for segment in decoded.split("/")[1:]:
         if segment in ("", "."):
             continue
         if segment == "..":
@@ -49,8 +48,9 @@ def normalise_path(raw_path: str) -> str:
                 segments.pop()
             continue
         segments.append(segment)
-    trailing = bool(segments) and raw_segments[-1] in ("", ".", "..")
-    return "/" + "/".join(segments) + ("/" if trailing else "")
+    # No trailing slash: the origin (API Gateway, chalice local) routes "/events/" as "/events", and
+    # the signed target must be the path it routes (shared.envelope.canonical_target agrees).
+    return "/" + "/".join(segments)
 
 
 def encode_path(path: str) -> str:

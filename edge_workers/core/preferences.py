@@ -17,6 +17,7 @@ from typing import Any
 from edge_workers.core.context import Exchange, GatewayDeps
 from edge_workers.core.http import EdgeResponse, Headers
 from edge_workers.core.upstream import call_origin, relay
+from shared import jsonbody
 from shared.errors import BadRequest, ValidationFailed
 
 KEY_PREFIX = "prefs:"
@@ -100,7 +101,7 @@ async def handle_preferences(exchange: Exchange, deps: GatewayDeps, body: bytes)
         )
     else:
         try:
-            document = json.loads(body)
+            document = jsonbody.loads(body)
         except (UnicodeDecodeError, ValueError) as exc:
             raise BadRequest("the body is not valid JSON", code="malformed_json") from exc
         canonical = json.dumps(validate(document), separators=(",", ":")).encode()

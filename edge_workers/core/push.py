@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 from edge_workers.core.context import Exchange, GatewayDeps
 from edge_workers.core.http import EdgeResponse, Headers
 from edge_workers.core.upstream import call_origin, relay
+from shared import jsonbody
 from shared.errors import BadRequest
 from shared.kv_keys import endpoint_hash, push_subscription_key
 from shared.net import MAX_URL_LENGTH, is_public_address
@@ -84,7 +85,7 @@ def validate_subscription(document: Any) -> dict[str, Any]:
 
 def _json_body(body: bytes) -> Any:
     try:
-        return json.loads(body)
+        return jsonbody.loads(body)
     except (UnicodeDecodeError, ValueError) as exc:
         raise BadRequest("the body is not valid JSON", code="malformed_json") from exc
 

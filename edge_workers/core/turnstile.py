@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl, urlencode
 
 from edge_workers.core.http import EdgeResponse, Headers, OutboundRequest
 from edge_workers.core.ports import OriginClient, OriginUnavailable, RandomSource
+from shared import jsonbody
 from shared.errors import Forbidden, ServiceUnavailable
 
 TOKEN_FIELD = "cf-turnstile-response"  # noqa: S105 - a field name, not a secret
@@ -65,7 +66,7 @@ def take_token(headers: Headers, body: bytes) -> tuple[str | None, bytes]:
             return tokens[0], urlencode([(name, value) for name, value in pairs if name != TOKEN_FIELD]).encode()
     elif media_type == "application/json":
         try:
-            document = json.loads(body)
+            document = jsonbody.loads(body)
         except (UnicodeDecodeError, ValueError):
             return None, body
         if isinstance(document, dict) and isinstance(document.get(TOKEN_FIELD), str):

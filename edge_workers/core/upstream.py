@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from edge_workers.core.context import Exchange, GatewayDeps
 from edge_workers.core.http import EdgeResponse, Headers, OutboundRequest
 from edge_workers.core.observability import REQUEST_ID_HEADER
@@ -21,6 +23,8 @@ RELAYED_RESPONSE_HEADERS = (
     "retry-after",
     "content-language",
     "vary",
+    # The origin's word that this is the stored answer to an earlier request with the same key.
+    "idempotent-replayed",
 )
 
 
@@ -37,10 +41,22 @@ def client_headers(exchange: Exchange) -> Headers:
     return headers
 
 
-async def fetch(deps: GatewayDeps, request: OutboundRequest) -> EdgeResponse:
-    """Outbound fetch with the runtime's failures mapped to 502/504."""
+async def within_deadline(deps: GatewayDeps, request: OutboundRequest) -> EdgeResponse:
+    """The runtime's fetch, bounded as a whole by ``request.timeout``: connect, send, wait and read.
+
+    Runtimes bound what they can (a socket timeout bounds each operation, not their sum); this bound is
+    the one that holds everywhere, so a slow or trickling origin never holds a request longer.
+    """
     try:
-        return await deps.origin.fetch(request)
+        return await asyncio.wait_for(deps.origin.fetch(request), request.timeout)
+    except TimeoutError as exc:  # asyncio.TimeoutError is TimeoutError since Python 3.11
+        raise OriginTimeout(f"no complete answer within {request.timeout} s") from exc
+
+
+async def fetch(deps: GatewayDeps, request: OutboundRequest) -> EdgeResponse:
+    """Outbound fetch within its deadline, with the runtime's failures mapped to 502/504."""
+    try:
+        return await within_deadline(deps, request)
     except OriginTimeout as exc:
         raise GatewayTimeout("the origin did not answer in time") from exc
     except OriginUnavailable as exc:

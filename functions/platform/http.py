@@ -1,5 +1,13 @@
 """The Chalice side of HTTP: envelope check, access rules, body parsing and the one place where
-errors become responses. Route handlers stay thin: parse, call a service, shape the output."""
+errors become responses. Route handlers stay thin: parse, call a service, shape the output.
+
+Chalice answers some requests itself, in its own format (``{"Code": ...}`` for a wrong method, a
+content type or an exception outside a view; API Gateway and ``chalice local`` answer an unknown path
+with 403 ``Missing Authentication Token``). ``install`` closes those gaps for a whole app: routes
+accept every content type (the glue decides, with 415 in our shape), a catch-all route answers unknown
+paths with 404, and one middleware reshapes whatever Chalice still answers by itself, so that every
+response of both APIs is ``{"error": {code, message, details}}``.
+"""
 
 from __future__ import annotations
 
@@ -12,19 +20,21 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 from urllib.parse import quote, urlencode
 
-from chalice.app import Blueprint, Chalice, Response
+from chalice.app import Blueprint, Chalice, Request, Response
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
 from functions.platform import jsonable
 from functions.platform.config import Settings
-from functions.platform.idempotency import IdempotencyKeys, StoredResponse, request_hash
-from shared import envelope
+from functions.platform.idempotency import IdempotencyKeys, StoredResponse, check_key, request_hash
+from shared import envelope, jsonbody
 from shared.envelope import Identity
 from shared.errors import (
     AppError,
     BadRequest,
     Forbidden,
+    MethodNotAllowed,
+    NotFound,
     PayloadTooLarge,
     Unauthorized,
     UnsupportedMediaType,
@@ -38,16 +48,20 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 # How long the edge may keep a public read: the seed's API-response TTL.
 PUBLIC_S_MAXAGE = 300
 ANYONE: frozenset[str] = frozenset()
-# Broad on purpose: Chalice answers unlisted types itself, in its own error format; we answer 415 ours.
-ACCEPTED_CONTENT_TYPES = [
-    "application/json",
-    "text/plain",
-    "application/x-www-form-urlencoded",
-    "multipart/form-data",
-    "application/xml",
-    "text/xml",
-    "text/html",
-]
+# Every type: Chalice would answer unlisted types itself, in its own error format; ``Call.json`` answers 415.
+ACCEPTED_CONTENT_TYPES = ["*/*"]
+# What the catch-all route answers (API Gateway's greedy path variable: any path no other route has).
+ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+CATCH_ALL_PATHS = ("/", "/{proxy+}")
+# Chalice's own error answers, by status, as our errors; any other status is an internal error.
+_CHALICE_ERRORS: dict[int, type[AppError]] = {
+    400: BadRequest,
+    403: Forbidden,
+    404: NotFound,
+    405: MethodNotAllowed,
+    413: PayloadTooLarge,
+    415: UnsupportedMediaType,
+}
 
 
 def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
@@ -102,7 +116,7 @@ class Call:
         if content_type != "application/json":
             raise UnsupportedMediaType("send the body as application/json")
         try:
-            data = json.loads(self.body or b"null")
+            data = jsonbody.loads(self.body or b"null")
         except (ValueError, UnicodeDecodeError) as exc:
             raise BadRequest("the body is not valid JSON", code="malformed_json") from exc
         return validate(model, data)
@@ -178,7 +192,9 @@ class Router:
                 )
 
             view.__name__ = handler.__name__
-            app.route(path, methods=methods, content_types=ACCEPTED_CONTENT_TYPES)(view)
+            # HEAD is GET without the body (RFC 9110 9.3.2), for every read.
+            served = [*methods, "HEAD"] if "GET" in methods else methods
+            app.route(path, methods=served, content_types=ACCEPTED_CONTENT_TYPES)(view)
             return handler
 
         return register
@@ -204,6 +220,8 @@ class Router:
             if roles and call.identity is not None and call.identity.role not in roles:
                 raise Forbidden("your role may not do this", code="role_forbidden")
             key = call.headers.get("idempotency-key")
+            if key is not None:
+                check_key(key)  # before any use: a key the claims table cannot hold is the client's error
             if idempotent and key and call.identity is not None:
                 response = _run_once(
                     runtime.idempotency,
@@ -216,10 +234,12 @@ class Router:
             else:
                 response = _run(call, handler, status)
         except AppError as exc:
-            response = json_response(exc.status, exc.body())
+            response = json_response(exc.status, exc.body(), exc.headers())
         except Exception:
             log.exception("unhandled error in %s %s", request.method, path)
             response = json_response(500, internal_error_body())
+        if request.method == "HEAD":
+            response.body = ""
         log.info(
             json.dumps(
                 {
@@ -231,6 +251,44 @@ class Router:
             )
         )
         return response
+
+
+def install(app: Chalice) -> None:
+    """Every answer of ``app`` in the error shape: unknown paths 404 (the catch-all route, which API
+    Gateway matches last and the dev stack's local gateway too: ``devstack/local_api.py``) and
+    Chalice's own answers reshaped (405 keeps its ``Allow``)."""
+
+    def unknown_route(**_: str) -> Response:
+        unknown = NotFound("no such resource")
+        return json_response(unknown.status, unknown.body())
+
+    for path in CATCH_ALL_PATHS:
+        app.route(path, methods=ALL_METHODS, content_types=ACCEPTED_CONTENT_TYPES, name=f"unknown_route{path}")(
+            unknown_route
+        )
+    app.register_middleware(_error_shape, "http")
+
+
+def _error_shape(request: Request, get_response: Callable[[Request], Response]) -> Response:
+    try:
+        response = get_response(request)
+    except Exception:
+        log.exception("unhandled error outside a view")
+        return json_response(500, internal_error_body())
+    body = response.body
+    if not (isinstance(body, dict) and "Code" in body):  # ours are strings: this is Chalice's own answer
+        return response
+    kind = _CHALICE_ERRORS.get(response.status_code)
+    if kind is None:
+        log.error("Chalice answered %s by itself: %s", response.status_code, body.get("Code"))
+        shaped = json_response(500, internal_error_body())
+    else:
+        error = kind(str(body.get("Message") or kind.code.replace("_", " ")))
+        kept = {name: str(value) for name, value in response.headers.items() if name.lower() == "allow"}
+        shaped = json_response(error.status, error.body(), kept)
+    if request.method == "HEAD":
+        shaped.body = ""
+    return shaped
 
 
 def _run(call: Call, handler: Handler, status: int) -> Response:
@@ -248,6 +306,8 @@ def _run_once(
         try:
             result = handler(call)
         except AppError as exc:
+            if exc.status >= 500:
+                raise  # "not now" is no answer to remember: the claim is released and a retry runs again
             return json_response(exc.status, exc.body()), StoredResponse(exc.status, exc.body())
         if isinstance(result, Response):
             return result, StoredResponse(result.status_code, None)

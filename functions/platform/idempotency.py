@@ -38,6 +38,14 @@ def request_hash(method: str, path: str, body: bytes) -> str:
     return hashlib.sha256(b"\n".join([method.encode(), path.encode(), body])).hexdigest()
 
 
+def check_key(key: str) -> None:
+    """``ValidationFailed`` (422) unless ``key`` is a key the claims table can hold as it is."""
+    if not _KEY.match(key):
+        raise ValidationFailed(
+            "Idempotency-Key must be 1-200 characters of A-Z a-z 0-9 . _ : -", code="idempotency_key_invalid"
+        )
+
+
 class IdempotencyKeys:
     def __init__(self, claims: Claims) -> None:
         self._claims = claims
@@ -46,8 +54,7 @@ class IdempotencyKeys:
         self, user_id: str, route: str, key: str, fingerprint: str, respond: Callable[[], tuple[R, StoredResponse]]
     ) -> R | StoredResponse:
         """``respond()``'s response (and its stored form) on the first call; the stored form after."""
-        if not _KEY.match(key):
-            raise ValidationFailed("Idempotency-Key must be 1-200 characters of A-Z a-z 0-9 . _ : -")
+        check_key(key)
         try:
             outcome = self._claims.run_once(
                 f"{FAMILY}:{user_id}:{route}",

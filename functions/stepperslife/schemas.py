@@ -18,9 +18,19 @@ from functions.platform.schemas import Email, Name, NoNul
 _SLUG = r"^[a-z0-9]+(-[a-z0-9]+)*$"
 
 
+# The years an event date or a date filter may name. Python and PostgreSQL both hold years 1-9999, but
+# not every offset at their edges (9999-12-31T23:00-05:00 is past PostgreSQL's and Python's UTC range),
+# and every later step (local time in the event's zone, notifications) must be able to compute with it.
+# The check is on the written year, before any conversion that could overflow.
+FIRST_YEAR = 2000
+LAST_YEAR = 2099
+
+
 def _aware(value: datetime) -> datetime:
     if value.tzinfo is None:
         raise ValueError("a time zone offset is required (e.g. 2027-05-01T19:00:00+00:00)")
+    if not FIRST_YEAR <= value.year <= LAST_YEAR:
+        raise ValueError(f"the date must be in the years {FIRST_YEAR}-{LAST_YEAR}")
     return value
 
 

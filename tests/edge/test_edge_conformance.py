@@ -59,7 +59,9 @@ def test_conformance(
     runtime_name: str, case: dict[str, Any], request: pytest.FixtureRequest, fakes: FakeServices, closed_url: str
 ) -> None:
     runtime: EdgeRuntime = request.getfixturevalue(f"{runtime_name}_runtime")
-    problems = CaseRun(runtime, fakes, base_env(fakes.url), {"CLOSED_URL": closed_url}).run(case)
+    problems = CaseRun(runtime, fakes, base_env(fakes.url), {"CLOSED_URL": closed_url, "FAKES_URL": fakes.url}).run(
+        case
+    )
     assert not problems, "\n".join(problems)
 
 

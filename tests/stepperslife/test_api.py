@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 import psycopg
 import pytest
@@ -364,3 +365,33 @@ def test_a_user_created_by_helper_can_log_in(api: EdgeSignedClient, stepperslife
         "POST", "/auth/login", json_body={"email": "root@example.com", "password": "correct horse battery"}
     )
     assert login.json["user"] == {**login.json["user"], "id": admin.user_id, "role": "admin"}
+
+
+@pytest.mark.parametrize(
+    "date",
+    [
+        "9999-12-31T23:00:00-05:00",
+        "0001-01-01T00:00:00+01:00",
+        "9999-12-31T23:59:59+14:00",
+        "1999-12-31T23:00:00+00:00",
+    ],
+)
+def test_dates_outside_the_window_are_422_everywhere(
+    api: EdgeSignedClient, users: dict[str, Identity], stepperslife_url: str, date: str
+) -> None:
+    organizer = users["user"]
+    assert_error(api.request("POST", "/events", identity=organizer, json_body=event_body(event_date=date)), 422)
+    assert_error(api.request("POST", "/events", identity=organizer, json_body=event_body(ends_at=date)), 422)
+    event = create_event(api, organizer)
+    for field in ("event_date", "ends_at"):
+        response = api.request("PATCH", f"/events/{event['id']}", identity=organizer, json_body={field: date})
+        assert_error(response, 422, "validation_failed")
+    for name in ("from", "to"):
+        assert_error(api.request("GET", f"/events?{name}={quote(date)}"), 422, "validation_failed")
+    assert count_rows(stepperslife_url, "events") == 1
+
+
+def test_the_edges_of_the_window_are_accepted(api: EdgeSignedClient, users: dict[str, Identity]) -> None:
+    for date in ("2099-12-31T23:59:59-12:00", "2000-01-01T00:00:00+14:00"):
+        event = create_event(api, users["user"], event_date=date, status="published")
+        assert api.request("GET", f"/events/{event['id']}").status == 200

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -66,6 +66,20 @@ def test_offline_content_is_derived_from_the_fields() -> None:
         assert EVENT.url in post
     assert "#Social" in content.social["x"] and "#LiveDj" in content.social["instagram"]
     assert "sprung maple" in content.social["linkedin"]  # the long networks carry the whole description
+
+
+@pytest.mark.parametrize(
+    ("event_date", "time_zone"),
+    [
+        (datetime(9999, 12, 31, 23, 0, tzinfo=UTC), "Pacific/Kiritimati"),  # +14:00: past year 9999
+        (datetime(1, 1, 1, 0, 30, tzinfo=UTC), "America/Los_Angeles"),  # -07:53 (LMT): before year 1
+    ],
+)
+def test_dates_at_the_calendar_edge_still_make_content(event_date: datetime, time_zone: str) -> None:
+    # Rows written before the API checked its date window must not make a step fail into the DLQ.
+    content = OfflineEnhancer().enhance(replace(EVENT, event_date=event_date, time_zone=time_zone))
+    assert event_date.isoformat() in content.meta_description
+    assert_within_limits(content)
 
 
 def test_offline_content_stays_within_limits_for_huge_fields() -> None:

@@ -30,7 +30,9 @@ def _filters(query: EventFilterQuery) -> EventFilters:
 @route(bp, "/events", methods=["GET"], roles=ANYONE)
 def list_events(call: Call) -> Response:
     query = call.query_model(EventListQuery)
-    page, hit = container().events.list_published(limit=query.limit, cursor=query.cursor, filters=_filters(query))
+    page, hit = container().events.list_published(
+        limit=query.limit, cursor=query.cursor, filters=_filters(query), viewer=call.identity
+    )
     return public_read_response(call, page, cache_hit=hit)
 
 

@@ -129,7 +129,12 @@ def when_text(event_date: datetime, time_zone: str) -> str:
         zone = ZoneInfo(time_zone)
     except (ZoneInfoNotFoundError, ValueError):
         zone = ZoneInfo("UTC")
-    local = (event_date if event_date.tzinfo else event_date.replace(tzinfo=UTC)).astimezone(zone)
+    try:
+        local = (event_date if event_date.tzinfo else event_date.replace(tzinfo=UTC)).astimezone(zone)
+    except OverflowError:
+        # A date at the edge of the calendar (stored before the API checked the window): the step that
+        # formats it must still finish, so it says the date as it was written.
+        return event_date.isoformat()
     hour = local.hour % 12 or 12
     return f"{local:%a}, {local:%b} {local.day}, {local.year} at {hour}:{local:%M} {local:%p} {local.tzname()}"
 

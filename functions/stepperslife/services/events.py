@@ -240,19 +240,26 @@ class EventService:
         return event
 
     def list_published(
-        self, *, limit: int, cursor: str | None, filters: EventFilters | None = None
+        self, *, limit: int, cursor: str | None, filters: EventFilters | None = None, viewer: Identity | None = None
     ) -> tuple[dict[str, Any], bool]:
-        """A page of published events, newest first; returns (page, served_from_cache)."""
+        """A page of published events, newest first, with the drafts ``viewer`` may see (their own; an
+        admin's: all); returns (page, served_from_cache). Only the anonymous listing is cached."""
         filters = filters or EventFilters()
 
         def load() -> dict[str, Any]:
             where, params = filters.where()
+            visible = "status = 'published'"
+            if viewer is not None and viewer.role == "admin":
+                visible = "status IN ('published', 'draft')"
+            elif viewer is not None:
+                visible = "(status = 'published' OR (status = 'draft' AND user_id::text = %(viewer)s))"
+                params["viewer"] = viewer.user_id
             if cursor:
                 params["cursor_date"], params["cursor_id"] = decode_cursor(cursor)
                 where += " AND (event_date, id) < (%(cursor_date)s, %(cursor_id)s)"
             with self._db.transaction() as conn:
                 rows = conn.execute(
-                    f"SELECT {EVENT_COLUMNS} FROM events WHERE status = 'published'{where} "
+                    f"SELECT {EVENT_COLUMNS} FROM events WHERE {visible}{where} "
                     "ORDER BY event_date DESC, id DESC LIMIT %(limit)s",
                     {**params, "limit": limit + 1},
                 ).fetchall()
@@ -263,6 +270,8 @@ class EventService:
             )
             return result
 
+        if viewer is not None:
+            return load(), False
         version = self._cache.version(CACHE_SERVICE, LIST_FAMILY)
         query = {"limit": limit, "cursor": cursor, **asdict(filters)}
         key = cache_key(CACHE_SERVICE, "events", f"list:{digest(query)}", version)

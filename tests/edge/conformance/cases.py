@@ -232,8 +232,70 @@ CASES: list[dict[str, Any]] = [
             {
                 "method": "GET",
                 "path": "/healthz",
-                "expect": {"status": 200, "json": {"status": "ok", "checks": {"kv": "ok", "origin": "ok"}}},
+                "expect": {
+                    "status": 200,
+                    "json": {
+                        "status": "ok",
+                        "checks": {"kv": "ok", "origin": "ok", "origins": {"stepperslife": {"status": "ok"}}},
+                    },
+                },
             }
+        ],
+    },
+    {
+        "id": "health_says_degraded_with_the_origins_own_checks",
+        "env": {"STEPPERSLIFE_ORIGIN": "{FAKES_URL}/degraded-origin"},
+        "steps": [
+            {
+                "method": "GET",
+                "path": "/healthz",
+                "expect": {
+                    "status": 503,
+                    "json": {
+                        "status": "degraded",
+                        "checks": {
+                            "origin": "degraded",
+                            "origins": {"stepperslife": {"status": "degraded", "checks": {"redis": "down"}}},
+                        },
+                    },
+                },
+            }
+        ],
+    },
+    {
+        "id": "health_says_down_when_the_origin_does_not_answer",
+        "env": {"STEPPERSLIFE_ORIGIN": "{CLOSED_URL}"},
+        "steps": [
+            {
+                "method": "GET",
+                "path": "/healthz",
+                "expect": {
+                    "status": 503,
+                    "json": {"checks": {"origin": "down", "origins": {"stepperslife": {"status": "down"}}}},
+                },
+            }
+        ],
+    },
+    {
+        "id": "a_replayed_answer_keeps_idempotent_replayed",
+        "steps": [
+            login(),
+            {
+                "method": "POST",
+                "path": "/api/events",
+                "session": True,
+                "headers": {"Idempotency-Key": "k-1"},
+                "json": {"title": "x"},
+                "expect": {"status": 201, "headers": {"idempotent-replayed": ABSENT}},
+            },
+            {
+                "method": "POST",
+                "path": "/api/events",
+                "session": True,
+                "headers": {"Idempotency-Key": "k-1"},
+                "json": {"title": "x"},
+                "expect": {"status": 201, "headers": {"idempotent-replayed": "true"}},
+            },
         ],
     },
     {
@@ -1195,6 +1257,42 @@ CASES: list[dict[str, Any]] = [
             }
         ],
     },
+    {
+        "id": "deeply_nested_json_is_refused_with_400_everywhere_the_edge_reads_json",
+        "steps": [
+            login(),
+            {
+                "method": "PUT",
+                "path": "/api/me/preferences",
+                "session": True,
+                "body": b"[" * 2000 + b"]" * 2000,
+                "headers": {"Content-Type": "application/json"},
+                "expect": {"status": 400, "json": error("json_too_deep"), "origin_calls": 0},
+            },
+            {
+                "method": "POST",
+                "path": "/api/users",
+                "body": b'{"a":' * 2000 + b"1" + b"}" * 2000,
+                "headers": {"Content-Type": "application/json"},
+                "expect": {"status": 400, "json": error("json_too_deep"), "origin_calls": 0, "siteverify_calls": 0},
+            },
+            {
+                "method": "POST",
+                "path": "/push/subscriptions",
+                "session": True,
+                "body": b"[" * 3000,
+                "headers": {"Content-Type": "application/json"},
+                "expect": {"status": 400, "json": error("json_too_deep"), "origin_calls": 0},
+            },
+            {
+                "method": "PUT",
+                "path": "/api/me/preferences",
+                "session": True,
+                "json": {"categories": ["[[[[" * 20], "notify": True},
+                "expect": {"status": 422, "origin_calls": 0},
+            },
+        ],
+    },
     # --- flags ---------------------------------------------------------------------------------------
     {
         "id": "feature_flags_from_kv",
@@ -1538,7 +1636,7 @@ CASES: list[dict[str, Any]] = [
                 "headers": {"Accept": "image/webp"},
                 "expect": {
                     "status": 404,
-                    "headers": {"vary": Re(r"(?i).*accept.*"), "cache-control": "public, max-age=60"},
+                    "headers": {"vary": Re(r"(?i).*accept.*"), "cache-control": "no-store"},
                 },
             },
         ],

@@ -63,6 +63,7 @@ class FakeState:
     preferences: dict[str, dict[str, Any]] = field(default_factory=dict)
     subscriptions: dict[str, dict[str, Any]] = field(default_factory=dict)
     origin_reads: int = 0
+    idempotency_keys: set[str] = field(default_factory=set)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -77,6 +78,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self._siteverify(body)
             elif self.path.startswith("/media/"):
                 self._media()
+            elif self.path == "/degraded-origin/healthz":
+                # An origin that serves while one of its dependencies is down (functions' /healthz).
+                self._json(503, {"status": "degraded", "checks": {"postgres": "up", "redis": "down"}})
             elif self.path.startswith("/origin/"):
                 self._origin(self.path[len("/origin") :], headers, body)
             else:
@@ -160,6 +164,11 @@ class _Handler(BaseHTTPRequestHandler):
             route(self, identity, body)
         elif bare.startswith("/events") and self.command in ("GET", "HEAD"):
             self._public_read(identity, {"items": [{"id": 1, "title": "Social"}], "path": path})
+        elif bare == "/events" and self.command == "POST" and identity and "idempotency-key" in headers:
+            # The functions' Idempotency-Key: the same key again gets the stored answer, marked.
+            replayed = headers["idempotency-key"] in state.idempotency_keys
+            state.idempotency_keys.add(headers["idempotency-key"])
+            self._json(201, {"created": bare}, {"Idempotent-Replayed": "true"} if replayed else {})
         elif bare.startswith("/events") and self.command in ("PATCH", "DELETE", "POST"):
             self._json(200 if identity else 401, {"updated": bare} if identity else {"error": "no identity"})
         else:
