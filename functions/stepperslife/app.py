@@ -11,6 +11,7 @@ import os
 
 from chalice.app import Chalice
 
+from functions.platform.backups import routes as backups
 from functions.stepperslife.routes import events, health, images, me, processing, push, registrations, users
 
 app = Chalice(app_name="agistack-api")
@@ -22,5 +23,7 @@ app.register_blueprint(me.bp)  # /me/preferences, /me/recommendations, /me/regis
 app.register_blueprint(images.bp)  # POST /events/{event_id}/images and the image_uploaded queue handler
 app.register_blueprint(processing.bp)  # domain-events queue handler; relay_outbox and pruning schedules
 app.register_blueprint(push.bp)  # POST and DELETE /push/subscriptions
+# Both databases' backups, drills and freshness check (the platform's; registered by this app only).
+app.register_blueprint(backups.bp)
 app.log.setLevel(os.environ.get("LOG_LEVEL", "INFO"))
 logging.getLogger("agistack").setLevel(os.environ.get("LOG_LEVEL", "INFO"))
