@@ -61,11 +61,17 @@ def ensure_resources(settings: Settings) -> dict[str, str]:
 def _ensure_backup_bucket(s3: Any, bucket: str) -> None:
     """Versioned, with Object Lock in compliance mode, as cdk/stack.py makes it: the local stack then
     refuses to delete a backup younger than its retention, as AWS does. Object Lock can only be
-    turned on as the bucket is created, so an existing bucket is left as it is."""
+    turned on as the bucket is created, so an existing bucket is left as it is (asked first: in
+    us-east-1 creating a bucket one already owns succeeds)."""
+    from botocore.exceptions import ClientError
+
     try:
-        s3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
-    except (s3.exceptions.BucketAlreadyOwnedByYou, s3.exceptions.BucketAlreadyExists):
+        s3.head_bucket(Bucket=bucket)
         return
+    except ClientError:
+        pass  # not there (404) or not ours (403): creating it says which
+    with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
+        s3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
     shortest = min(kind.retention_days for kind in topology.BACKUP_KINDS)
     s3.put_object_lock_configuration(
         Bucket=bucket,
