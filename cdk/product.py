@@ -86,7 +86,8 @@ class ProductApi:
                 stage_config={"environment_variables": self.environment},
                 preserve_logical_ids=preserve_logical_ids,
             )
-        _wire_sqs_event_sources(self.chalice, work, queues)
+        self._sam_template = _sam_template(work)
+        _wire_sqs_event_sources(self.chalice, self._sam_template, queues)
 
     def functions(self) -> list[cdk.CfnResource]:
         """The AWS::Serverless::Function resources Chalice generated (one per route set/handler)."""
@@ -95,6 +96,14 @@ class ProductApi:
             for child in self.chalice.sam_template.node.children
             if isinstance(child, cdk.CfnResource) and child.cfn_resource_type == SERVERLESS_FUNCTION
         ]
+
+    def functions_by_handler(self) -> dict[str, cdk.CfnResource]:
+        """Each function by the name of the Python handler it runs (``backup_daily``...)."""
+        return {
+            str(resource["Properties"]["Handler"]).rpartition(".")[2]: self.chalice.get_resource(logical_id)
+            for logical_id, resource in self._sam_template.get("Resources", {}).items()
+            if resource.get("Type") == SERVERLESS_FUNCTION
+        }
 
     def grant(self, *grants: Callable[[iam.IGrantable], iam.Grant]) -> None:
         """Call each grant method (``bucket.grant_read``...) with the app's role; before any function runs."""
@@ -135,19 +144,24 @@ def context_settings(stack: cdk.Stack, product: str, *, reserved: set[str]) -> d
     return {name: value for name, value in values.items() if value}
 
 
-def _wire_sqs_event_sources(chalice: Chalice, work: Path, queues: Mapping[str, sqs.Queue]) -> None:
+def _sam_template(work: Path) -> dict[str, Any]:
+    """The SAM template the Chalice construct wrote under chalice.out/ (jsii cannot read it back)."""
+    templates = sorted((work / "chalice.out").glob("*/sam.json"))
+    if len(templates) != 1:
+        raise RuntimeError(f"expected one Chalice SAM template under {work / 'chalice.out'}: {templates}")
+    template: dict[str, Any] = json.loads(templates[0].read_text(encoding="utf-8"))
+    return template
+
+
+def _wire_sqs_event_sources(chalice: Chalice, sam: Mapping[str, Any], queues: Mapping[str, sqs.Queue]) -> None:
     """Turn on ReportBatchItemFailures for every SQS event source Chalice generated, and make its
-    function depend on the queue (``queues``: by name).
+    function depend on the queue it consumes (``queues``: by name).
 
     The handlers return Lambda's {"batchItemFailures": [...]} (functions/platform/queues.py). Without
     this setting Lambda ignores that answer and deletes the whole batch, failed messages included.
     Chalice 1.34 cannot set it, and the event definitions cannot be read back through jsii, so
-    they are read from the SAM template the construct wrote under chalice.out/.
+    they are read from the SAM template (``sam``).
     """
-    templates = sorted((work / "chalice.out").glob("*/sam.json"))
-    if len(templates) != 1:
-        raise RuntimeError(f"expected one Chalice SAM template under {work / 'chalice.out'}: {templates}")
-    sam = json.loads(templates[0].read_text(encoding="utf-8"))
     for logical_id, resource in sam.get("Resources", {}).items():
         if resource.get("Type") != SERVERLESS_FUNCTION:
             continue

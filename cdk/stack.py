@@ -23,6 +23,7 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from cdk.agistaffers import AgistaffersApi
+from cdk.backups import BackupPath
 from cdk.stepperslife import StepperslifeApi
 from functions.platform import topology
 from functions.platform.config import secret_arn_variable
@@ -99,6 +100,8 @@ class AgistackStack(cdk.Stack):
 
         self.stepperslife = StepperslifeApi(self, repo_root=repo_root, lambda_memory_mb=lambda_memory_mb)
         self.agistaffers = AgistaffersApi(self, repo_root=repo_root, lambda_memory_mb=lambda_memory_mb)
+        # The backups run in SteppersLife's app (functions/platform/backups/routes.py says why).
+        self.backups = BackupPath(self, "Backups", bucket=self.backup_bucket, app=self.stepperslife)
         self._outputs()
 
     def secret_arns(self, *settings: str) -> dict[str, str]:
@@ -146,6 +149,38 @@ class AgistackStack(cdk.Stack):
         )
 
     def _backup_bucket(self) -> s3.Bucket:
+        """Versioned, encrypted, and under S3 Object Lock in compliance mode.
+
+        Object Lock rather than a bucket policy: a policy denying deletes can be edited away by anyone
+        who may edit policies (a stolen admin key, a hurried operator), and it cannot tell a backup's
+        age; a compliance-mode lock cannot be shortened or removed by anyone, the root account
+        included, until each version's own retain-until date, which the writer sets per kind
+        (functions/platform/backups/store.py). The default retention (the shortest kind's) covers a
+        version written without one. The functions' role may put and read, never delete.
+
+        The lifecycle follows topology.BACKUP_KINDS: each kind expires the day after its lock ends;
+        weekly archives move to Glacier after a day (a drill never reads them; the daily ones cover 35
+        days); old versions and unfinished multipart uploads go after a day."""
+        shortest = min(kind.retention_days for kind in topology.BACKUP_KINDS)
+        rules = [
+            s3.LifecycleRule(
+                id=f"{kind.name}-retention",
+                prefix=kind.prefix,
+                expiration=cdk.Duration.days(kind.retention_days + 1),
+                noncurrent_version_expiration=cdk.Duration.days(1),
+                transitions=(
+                    [s3.Transition(storage_class=s3.StorageClass.GLACIER, transition_after=cdk.Duration.days(1))]
+                    if kind.archived
+                    else None
+                ),
+            )
+            for kind in topology.BACKUP_KINDS
+        ]
+        rules.append(
+            s3.LifecycleRule(
+                id="abort-incomplete-multipart", abort_incomplete_multipart_upload_after=cdk.Duration.days(1)
+            )
+        )
         return s3.Bucket(
             self,
             "BackupBucket",
@@ -153,20 +188,9 @@ class AgistackStack(cdk.Stack):
             encryption=s3.BucketEncryption.S3_MANAGED,
             enforce_ssl=True,
             versioned=True,
-            lifecycle_rules=[
-                s3.LifecycleRule(
-                    id="archive-then-expire",
-                    transitions=[
-                        s3.Transition(
-                            storage_class=s3.StorageClass.GLACIER,
-                            transition_after=cdk.Duration.days(30),
-                        )
-                    ],
-                    expiration=cdk.Duration.days(365),
-                    noncurrent_version_expiration=cdk.Duration.days(30),
-                    abort_incomplete_multipart_upload_after=cdk.Duration.days(1),
-                )
-            ],
+            object_lock_enabled=True,
+            object_lock_default_retention=s3.ObjectLockRetention.compliance(cdk.Duration.days(shortest)),
+            lifecycle_rules=rules,
             removal_policy=cdk.RemovalPolicy.RETAIN,
         )
 

@@ -1,6 +1,7 @@
 """SteppersLife's Chalice app (functions/stepperslife/app.py): its environment, grants and sizes.
 
-It reads and writes the media bucket (uploads in, variants and originals out), writes backups, sends
+It reads and writes the media bucket (uploads in, variants and originals out), writes and reads
+backups (it runs both databases' backups and restore drills: cdk/backups.py), sends
 domain events to the queues or the bus, consumes both queues, and reads every secret: the database,
 Redis and edge ones, and the keys of its integrations (web push, flowise, Cloudflare KV). Each
 integration stays off until cdk.json's ``agistack:settings.stepperslife`` turns it on.
@@ -11,7 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from aws_cdk import aws_iam as iam
+
 from cdk.product import HANDLER_TIMEOUT_S, ProductApi, context_settings
+from functions.platform.backups.tools import LAMBDA_LAYER_BIN
 
 if TYPE_CHECKING:
     from cdk.stack import AgistackStack
@@ -37,6 +41,8 @@ class StepperslifeApi(ProductApi):
         resources = {
             "MEDIA_BUCKET": stack.media_bucket.bucket_name,
             "BACKUP_BUCKET": stack.backup_bucket.bucket_name,
+            # The client tools of the layer cdk/backups.py adds to the backup functions.
+            "PG_BIN_DIR": LAMBDA_LAYER_BIN,
             "EVENT_BUS_NAME": stack.event_bus.event_bus_name,
             **stack.secret_arns(*SECRETS),
         }
@@ -62,7 +68,14 @@ class StepperslifeApi(ProductApi):
         # allows sqs:ReceiveMessage/DeleteMessage/GetQueueAttributes for its SQS event sources.
         self.grant(
             stack.media_bucket.grant_read_write,
+            # Backups: write (with an Object Lock retention) and read for the drills; never delete.
             stack.backup_bucket.grant_put,
+            stack.backup_bucket.grant_read,
+            lambda role: iam.Grant.add_to_principal(
+                grantee=role,
+                actions=["s3:PutObjectRetention"],
+                resource_arns=[stack.backup_bucket.arn_for_objects("*")],
+            ),
             stack.domain_events_queue.grant_send_messages,
             stack.image_uploads_queue.grant_send_messages,
             stack.event_bus.grant_put_events_to,

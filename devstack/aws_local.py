@@ -32,9 +32,9 @@ def ensure_resources(settings: Settings) -> dict[str, str]:
 
     Idempotent: each create is a no-op when the resource exists. Returns queue name → URL."""
     s3, sqs, events = client(settings, "s3"), client(settings, "sqs"), client(settings, "events")
-    for bucket in (settings.aws.media_bucket, settings.aws.backup_bucket):
-        with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou, s3.exceptions.BucketAlreadyExists):
-            s3.create_bucket(Bucket=bucket)
+    with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou, s3.exceptions.BucketAlreadyExists):
+        s3.create_bucket(Bucket=settings.aws.media_bucket)
+    _ensure_backup_bucket(s3, settings.aws.backup_bucket)
     queue_urls = {queue.name: _ensure_queue(sqs, queue) for queue in topology.QUEUES}
     uploads_arn = sqs.get_queue_attributes(
         QueueUrl=queue_urls[topology.IMAGE_UPLOADS.name], AttributeNames=["QueueArn"]
@@ -56,6 +56,30 @@ def ensure_resources(settings: Settings) -> dict[str, str]:
     with contextlib.suppress(events.exceptions.ResourceAlreadyExistsException):
         events.create_event_bus(Name=settings.aws.event_bus_name)
     return queue_urls
+
+
+def _ensure_backup_bucket(s3: Any, bucket: str) -> None:
+    """Versioned, with Object Lock in compliance mode, as cdk/stack.py makes it: the local stack then
+    refuses to delete a backup younger than its retention, as AWS does. Object Lock can only be
+    turned on as the bucket is created, so an existing bucket is left as it is (asked first: in
+    us-east-1 creating a bucket one already owns succeeds)."""
+    from botocore.exceptions import ClientError
+
+    try:
+        s3.head_bucket(Bucket=bucket)
+        return
+    except ClientError:
+        pass  # not there (404) or not ours (403): creating it says which
+    with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
+        s3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+    shortest = min(kind.retention_days for kind in topology.BACKUP_KINDS)
+    s3.put_object_lock_configuration(
+        Bucket=bucket,
+        ObjectLockConfiguration={
+            "ObjectLockEnabled": "Enabled",
+            "Rule": {"DefaultRetention": {"Mode": "COMPLIANCE", "Days": shortest}},
+        },
+    )
 
 
 def _ensure_queue(sqs: Any, queue: topology.Queue) -> str:

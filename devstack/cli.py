@@ -1,4 +1,4 @@
-"""The `agistack` command: dev, migrate, run, smoke, user, agi, vapid."""
+"""The `agistack` command: dev, migrate, run, smoke, user, agi, backup, vapid."""
 
 from __future__ import annotations
 
@@ -9,6 +9,10 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from functions.platform.config import Settings
 
 LOG_FORMAT = "%(asctime)s %(levelname)-5s %(name)s: %(message)s"
 
@@ -58,24 +62,37 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _configure_from_running_stack(data_dir: Path) -> None:
-    """Point this process at the running dev stack's services (or the configured ones)."""
-    from devstack.products import PRODUCTS
+def settings_from_running_stack(data_dir: Path) -> Settings:
+    """Settings pointing at the running dev stack's services (or the configured ones)."""
     from devstack.stack import read_state, signing_secret
     from functions.platform.config import Settings
 
     env = dict(os.environ)
     state = read_state(data_dir) or {}
-    for variable, key in (("DATABASE_URL", "database_url"), ("REDIS_URL", "redis_url"), ("AWS_ENDPOINT_URL", "aws")):
+    for variable, key in (
+        ("DATABASE_URL", "database_url"),
+        ("REDIS_URL", "redis_url"),
+        ("AWS_ENDPOINT_URL", "aws"),
+        ("PG_BIN_DIR", "pg_bin_dir"),
+    ):
         if not env.get(variable) and state.get(key):
             env[variable] = state[key]
             os.environ[variable] = state[key]
     env.setdefault("EDGE_SIGNING_SECRET", signing_secret(env, data_dir))
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "local")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "local")
-    settings = Settings.from_env(env)
+    return Settings.from_env(env)
+
+
+def _configure_from_running_stack(data_dir: Path) -> None:
+    """Point this process's containers at the running dev stack's services (or the configured ones)."""
+    from devstack.products import PRODUCTS
+    from functions.platform.backups import composition as backups
+
+    settings = settings_from_running_stack(data_dir)
     for product in PRODUCTS:
         product.configure(settings)
+    backups.configure(settings)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -193,6 +210,10 @@ def parser() -> argparse.ArgumentParser:
     staff.add_argument("--name", default="Staff")
     staff.add_argument("--data-dir", default=".agistack")
     staff.set_defaults(handler=_agi_staff)
+
+    from devstack import backup_cli
+
+    backup_cli.add_commands(commands)
 
     vapid = commands.add_parser("vapid", help="web push (VAPID) keys")
     vapid_commands = vapid.add_subparsers(dest="vapid_command", required=True)

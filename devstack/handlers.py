@@ -1,18 +1,20 @@
 """The Chalice app's non-HTTP handlers, found the way Chalice's deployer finds them, so the local
-stack fires exactly what Lambda would."""
+stack fires exactly what Lambda would: rate() schedules at their rate, cron() schedules at their
+times (UTC, as EventBridge), computed by croniter, a maintained cron library."""
 
 from __future__ import annotations
 
 import logging
+import re
 import threading
-import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from chalice.app import Chalice, Rate, ScheduledEventConfig, SQSEventConfig
+from chalice.app import Chalice, Cron, Rate, ScheduledEventConfig, SQSEventConfig
 from chalice.local import LambdaContext
+from croniter import croniter
 
 log = logging.getLogger("agistack.dev.schedule")
 
@@ -31,8 +33,25 @@ class SqsHandler:
 class ScheduledHandler:
     name: str
     expression: str
-    interval_seconds: int | None  # None: a cron expression, fired only by `agistack run`
+    interval_seconds: int | None  # None: a cron expression (``cron``)
     function: Any
+    cron: str | None = None  # the cron expression in croniter's five fields
+
+    def next_due(self, after: datetime) -> datetime:
+        """The next time this schedule fires after ``after`` (UTC)."""
+        if self.interval_seconds:
+            return after + timedelta(seconds=self.interval_seconds)
+        assert self.cron is not None
+        return croniter(self.cron, after).get_next(datetime)  # type: ignore[no-any-return]
+
+
+def croniter_expression(cron: Cron) -> str:
+    """EventBridge's six fields (minutes hours day-of-month month day-of-week year) as croniter's five.
+
+    ``?`` means "any" there; day-of-week numbers are 1-7 from Sunday there, 0-6 in croniter."""
+    day_of_week = re.sub(r"\d", lambda m: str(int(m.group()) - 1), str(cron.day_of_week))
+    fields = (cron.minutes, cron.hours, cron.day_of_month, cron.month, day_of_week)
+    return " ".join(str(field).replace("?", "*") for field in fields)
 
 
 def sqs_handlers(app: Chalice) -> list[SqsHandler]:
@@ -50,8 +69,9 @@ def scheduled_handlers(app: Chalice) -> list[ScheduledHandler]:
             continue
         expression = source.schedule_expression
         interval = expression.value * _RATE_SECONDS[expression.unit] if isinstance(expression, Rate) else None
+        cron = croniter_expression(expression) if isinstance(expression, Cron) else None
         text = expression if isinstance(expression, str) else expression.to_string()
-        handlers.append(ScheduledHandler(source.name, text, interval, app.handler_map[source.name]))
+        handlers.append(ScheduledHandler(source.name, text, interval, app.handler_map[source.name], cron))
     return handlers
 
 
@@ -75,26 +95,27 @@ def fire(handler: ScheduledHandler) -> Any:
 
 
 class Scheduler(threading.Thread):
-    """Fires each rate() schedule at its rate, first one interval after start, as EventBridge does."""
+    """Fires each rate() schedule at its rate, first one interval after start, and each cron() schedule
+    at its next time, as EventBridge does."""
 
     def __init__(self, handlers: list[ScheduledHandler]) -> None:
         super().__init__(name="scheduler", daemon=True)
-        self._handlers = [h for h in handlers if h.interval_seconds]
+        self._handlers = [h for h in handlers if h.interval_seconds or h.cron]
         self._stopping = threading.Event()
 
     def stop(self) -> None:
         self._stopping.set()
 
     def run(self) -> None:
-        due = {h.name: time.monotonic() + (h.interval_seconds or 0) for h in self._handlers}
+        due = {h.name: h.next_due(datetime.now(UTC)) for h in self._handlers}
         while not self._stopping.is_set():
-            now = time.monotonic()
+            now = datetime.now(UTC)
             for handler in self._handlers:
                 if now >= due[handler.name]:
-                    due[handler.name] = now + (handler.interval_seconds or 0)
+                    due[handler.name] = handler.next_due(now)
                     try:
                         log.info("schedule %s (%s): %s", handler.name, handler.expression, fire(handler))
                     except Exception:
                         log.exception("schedule %s failed", handler.name)
-            wake = min(due.values(), default=now + 60) - time.monotonic()
+            wake = (min(due.values(), default=now + timedelta(seconds=60)) - datetime.now(UTC)).total_seconds()
             self._stopping.wait(max(0.05, min(wake, 60.0)))

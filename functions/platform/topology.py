@@ -58,3 +58,26 @@ BACKUP_BUCKET = "agistack-backups"
 UPLOADS_PREFIX = "uploads/"
 ORIGINALS_PREFIX = "originals/"
 UPLOAD_NOTIFICATION_PREFIX = UPLOADS_PREFIX
+
+
+class BackupKind(NamedTuple):
+    """A kind of database backup: its key prefix in the backup bucket and how long it is kept.
+
+    The bucket's Object Lock retention (nobody may delete a backup younger than this) and its
+    lifecycle rules (expire after it, archive weekly ones) both come from here (cdk/stack.py)."""
+
+    name: str
+    retention_days: int
+    # Moved to a long-term storage class by the bucket's lifecycle (weekly archives only).
+    archived: bool = False
+
+    @property
+    def prefix(self) -> str:
+        return f"{self.name}/"
+
+
+# Every 15 minutes, kept 3 days: the local RPO of 15 minutes (functions/platform/backups/__init__.py).
+INCREMENTAL_BACKUP = BackupKind("incremental", retention_days=3)
+DAILY_BACKUP = BackupKind("daily", retention_days=35)
+WEEKLY_BACKUP = BackupKind("weekly", retention_days=365, archived=True)
+BACKUP_KINDS = (INCREMENTAL_BACKUP, DAILY_BACKUP, WEEKLY_BACKUP)

@@ -11,6 +11,7 @@ import os
 
 from chalice.app import Chalice
 
+from functions.platform.backups import routes as backups
 from functions.platform.http import install
 from functions.stepperslife.routes import events, health, images, me, processing, push, registrations, users
 
@@ -23,6 +24,8 @@ app.register_blueprint(me.bp)  # /me/preferences, /me/recommendations, /me/regis
 app.register_blueprint(images.bp)  # POST /events/{event_id}/images and the image_uploaded queue handler
 app.register_blueprint(processing.bp)  # domain-events queue handler; relay_outbox and pruning schedules
 app.register_blueprint(push.bp)  # POST and DELETE /push/subscriptions
+# Both databases' backups, drills and freshness check (the platform's; registered by this app only).
+app.register_blueprint(backups.bp)
 install(app)  # unknown paths 404, Chalice's own answers in the error shape
 app.log.setLevel(os.environ.get("LOG_LEVEL", "INFO"))
 logging.getLogger("agistack").setLevel(os.environ.get("LOG_LEVEL", "INFO"))

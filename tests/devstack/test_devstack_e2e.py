@@ -180,6 +180,21 @@ def test_handlers_can_be_fired_once(stack: RunningStack) -> None:
     assert unknown.returncode == 2 and "known:" in unknown.stderr
 
 
+def test_backups_and_the_drill_run_on_the_embedded_server_with_its_own_tools(stack: RunningStack) -> None:
+    """PostgreSQL 18 (embedded) with its own pg_dump/pg_restore; amcheck exists there too."""
+    data_dir = ("--data-dir", str(stack.data_dir))
+    created = agistack("backup", "create", "--kind", "incremental", *data_dir, timeout=120)
+    assert created.returncode == 0, created.stderr
+    assert "stepperslife: incremental/stepperslife/" in created.stdout
+    assert "agistaffers: incremental/agistaffers/" in created.stdout
+    fired = agistack("run", "backup_drill", *data_dir, timeout=180)  # the schedule's own handler
+    assert fired.returncode == 0, fired.stderr
+    assert "'succeeded': True" in fired.stdout and "'succeeded': False" not in fired.stdout
+    drilled = agistack("backup", "drill", "--database", "agistaffers", *data_dir, timeout=180)
+    assert drilled.returncode == 0, drilled.stderr
+    assert "restored and verified" in drilled.stdout and "RTO" in drilled.stdout
+
+
 def test_busy_port_is_a_one_line_error(stack: RunningStack, tmp_path: Path) -> None:
     second = agistack("dev", "--data-dir", str(tmp_path / "other"), "--edge-port", str(stack.edge_port),
                       "--api-port", str(free_port()))  # fmt: skip

@@ -1,0 +1,14 @@
+-- The application's own reads, run against a restored copy by the restore drill
+-- (functions/platform/backups/restore.py): each must run without error.
+
+-- The staff listing: customers newest first with their plan's limits and live sites.
+SELECT c.id, c.email, p.max_sites, count(s.id) FILTER (WHERE s.status <> 'deleted') AS sites
+  FROM customers c JOIN plans p ON p.name = c.plan LEFT JOIN customer_sites s ON s.customer_id = c.id
+ GROUP BY c.id, p.max_sites ORDER BY c.created_at DESC, c.id DESC LIMIT 20;
+
+-- A customer's team and open invitations.
+SELECT u.customer_id, count(*) FROM users u GROUP BY u.customer_id LIMIT 10;
+SELECT customer_id, email FROM invitations WHERE accepted_at IS NULL AND revoked_at IS NULL LIMIT 10;
+
+-- A site's latest metrics (dashboards).
+SELECT site_id, metric_type, max("timestamp") FROM monitoring_metrics GROUP BY site_id, metric_type LIMIT 10;
