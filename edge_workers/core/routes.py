@@ -32,6 +32,7 @@ class Handler(Enum):
     PROXY = "proxy"
     LOGIN = "login"
     LOGOUT = "logout"
+    END_SESSIONS = "end_sessions"
     HEALTH = "health"
     PREFERENCES = "preferences"
     FLAGS = "flags"
@@ -171,6 +172,25 @@ GATEWAY_ROUTES: tuple[Route, ...] = (
         exact=True,
         body_limit=SMALL_BODY_LIMIT,
     ),
+    # Both end every session of the account at the origin; the edge then drops this one at once.
+    Route(
+        "/api/auth/logout-all",
+        Handler.END_SESSIONS,
+        {"POST": Access(Auth.REQUIRED)},
+        exact=True,
+        origin=STEPPERSLIFE,
+        strip_prefix="/api",
+        body_limit=SMALL_BODY_LIMIT,
+    ),
+    Route(
+        "/api/me/password",
+        Handler.END_SESSIONS,
+        {"POST": Access(Auth.REQUIRED, FORMS_POLICY)},
+        exact=True,
+        origin=STEPPERSLIFE,
+        strip_prefix="/api",
+        body_limit=SMALL_BODY_LIMIT,
+    ),
     # Sign-up is the one write that needs no session; bots are kept out by Turnstile. The origin has
     # no list of users to read here.
     Route(
@@ -208,6 +228,15 @@ GATEWAY_ROUTES: tuple[Route, ...] = (
         Handler.LOGOUT,
         {"POST": Access(Auth.ANONYMOUS)},
         exact=True,
+        body_limit=SMALL_BODY_LIMIT,
+    ),
+    Route(
+        "/api/agi/auth/logout-all",
+        Handler.END_SESSIONS,
+        {"POST": Access(Auth.REQUIRED)},
+        exact=True,
+        origin=AGISTAFFERS,
+        strip_prefix="/api/agi",
         body_limit=SMALL_BODY_LIMIT,
     ),
     # The writes that need no session: a new customer, and a team member accepting an invitation.

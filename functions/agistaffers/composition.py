@@ -20,6 +20,8 @@ from functions.platform.claims import Claims
 from functions.platform.composition import Installed, health, redis_client
 from functions.platform.config import Settings
 from functions.platform.idempotency import IdempotencyKeys
+from functions.platform.login_throttle import LoginThrottle
+from shared.envelope import AGISTAFFERS, Identity
 
 
 @dataclass
@@ -48,7 +50,10 @@ class Container:
 
     @cached_property
     def accounts(self) -> AccountService:
-        return AccountService(self.agistaffers_db)
+        return AccountService(self.agistaffers_db, throttle=LoginThrottle(self.redis, AGISTAFFERS))
+
+    def current_identity(self, identity: Identity) -> Identity:
+        return self.accounts.current_identity(identity)
 
     @cached_property
     def plans(self) -> PlanService:

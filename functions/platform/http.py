@@ -8,7 +8,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol, TypeVar
 from urllib.parse import quote, urlencode
 
@@ -26,6 +26,7 @@ from shared.errors import (
     BadRequest,
     Forbidden,
     PayloadTooLarge,
+    RateLimited,
     Unauthorized,
     UnsupportedMediaType,
     ValidationFailed,
@@ -56,6 +57,14 @@ def json_response(status: int, body: Any, headers: dict[str, str] | None = None)
         status_code=status,
         headers={"Content-Type": "application/json", "Cache-Control": "no-store", **(headers or {})},
     )
+
+
+def error_response(error: AppError) -> Response:
+    """The error shape; a 429 says when to come back (``Retry-After``), as the edge's own 429s do."""
+    headers = {}
+    if isinstance(error, RateLimited) and isinstance(error.details, dict) and "retry_after" in error.details:
+        headers["Retry-After"] = str(error.details["retry_after"])
+    return json_response(error.status, error.body(), headers)
 
 
 def public_read_response(call: Call, body: Any, *, cache_hit: bool | None = None) -> Response:
@@ -133,6 +142,10 @@ class HttpRuntime(Protocol):
     @property
     def idempotency(self) -> IdempotencyKeys: ...
 
+    def current_identity(self, identity: Identity) -> Identity:
+        """The caller as the database says now, or 401 ``session_revoked`` (functions/platform/sessions.py)."""
+        ...
+
 
 class Router:
     """The route decorator of one product: only its identities count, its runtime serves the glue."""
@@ -193,6 +206,9 @@ class Router:
         try:
             runtime = self._runtime()
             call = _verified_call(request, uri_params, runtime.settings, self.product, signed=signed)
+            if call.identity is not None:
+                # Never the session's word for the role: it may be days old.
+                call = replace(call, identity=runtime.current_identity(call.identity))
             if roles and call.identity is None:
                 raise Unauthorized("sign in first", code="authentication_required")
             if roles and call.identity is not None and call.identity.role not in roles:
@@ -210,7 +226,7 @@ class Router:
             else:
                 response = _run(call, handler, status)
         except AppError as exc:
-            response = json_response(exc.status, exc.body())
+            response = error_response(exc)
         except Exception:
             log.exception("unhandled error in %s %s", request.method, path)
             response = json_response(500, internal_error_body())

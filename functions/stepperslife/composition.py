@@ -26,6 +26,7 @@ from functions.platform.claims import Claims
 from functions.platform.composition import Installed, aws_client, health, redis_client
 from functions.platform.config import ConfigurationError, Settings
 from functions.platform.idempotency import IdempotencyKeys
+from functions.platform.login_throttle import LoginThrottle
 from functions.platform.outbox_relay import MessagePublisher, OutboxRelay
 from functions.platform.ports import EdgeCache
 from functions.platform.processing import StepEngine
@@ -41,6 +42,7 @@ from functions.stepperslife.services.recommendations import RecommendationServic
 from functions.stepperslife.services.registrations import RegistrationService
 from functions.stepperslife.services.uploads import UploadService
 from functions.stepperslife.services.users import UserService
+from shared.envelope import STEPPERSLIFE, Identity
 from shared.net import check_public_https_url
 
 
@@ -74,7 +76,14 @@ class Container:
 
     @cached_property
     def users(self) -> UserService:
-        return UserService(self.stepperslife_db, recommendations=self.recommendations)
+        return UserService(
+            self.stepperslife_db,
+            recommendations=self.recommendations,
+            throttle=LoginThrottle(self.redis, STEPPERSLIFE),
+        )
+
+    def current_identity(self, identity: Identity) -> Identity:
+        return self.users.current_identity(identity)
 
     @cached_property
     def event_invalidation(self) -> EventInvalidation:
