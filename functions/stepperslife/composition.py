@@ -27,6 +27,7 @@ from functions.platform.composition import Installed, aws_client, health, redis_
 from functions.platform.config import ConfigurationError, Settings
 from functions.platform.idempotency import IdempotencyKeys
 from functions.platform.login_throttle import LoginThrottle
+from functions.platform.outbound import GuardedHttpClient
 from functions.platform.outbox_relay import MessagePublisher, OutboxRelay
 from functions.platform.ports import EdgeCache
 from functions.platform.processing import StepEngine
@@ -43,7 +44,6 @@ from functions.stepperslife.services.registrations import RegistrationService
 from functions.stepperslife.services.uploads import UploadService
 from functions.stepperslife.services.users import UserService
 from shared.envelope import STEPPERSLIFE, Identity
-from shared.net import check_public_https_url
 
 
 @dataclass
@@ -145,7 +145,7 @@ class Container:
             return None
         from functions.platform.adapters.webpush import WebPushSender  # cryptography: only where push is configured
 
-        sender = WebPushSender(private_key=push.vapid_private_key, subject=push.vapid_subject)
+        sender = WebPushSender(private_key=push.vapid_private_key, subject=push.vapid_subject, client=self.outbound)
         if push.vapid_public_key and push.vapid_public_key.rstrip("=") != sender.public_key:
             raise ConfigurationError("VAPID_PUBLIC_KEY is not the public half of VAPID_PRIVATE_KEY")
         return sender
@@ -172,13 +172,17 @@ class Container:
         )
 
     @cached_property
+    def outbound(self) -> GuardedHttpClient:
+        """Requests on someone's behalf (push endpoints): https on 443 to public addresses only."""
+        return GuardedHttpClient(allow_hosts=self.settings.push.allow_hosts)
+
+    @cached_property
     def push(self) -> PushService:
-        allow_hosts = self.settings.push.allow_hosts
         return PushService(
             self.stepperslife_db,
             sender=self.push_sender,
             pruner=self.kv_pruner,
-            check_endpoint=lambda url: check_public_https_url(url, allow_hosts=allow_hosts),
+            check_endpoint=self.outbound.check,
             site_url=self.settings.site.url,
             concurrency=self.settings.push.concurrency,
         )
