@@ -74,9 +74,9 @@ REFUSED = [
     "https://%31%32%37.0.0.1/x",
     "https://127.0.0.1%2e/x",
     "https://[fe80::1%25eth0]/x",
-    "https://push。example.com/x",
-    "https://push．example.com/x",
-    "https://push｡example.com/x",
+    "https://push\u3002example.com/x",  # ideographic full stop
+    "https://push\uff0eexample.com/x",  # fullwidth full stop
+    "https://push\uff61example.com/x",  # halfwidth ideographic full stop
     "https://user:pw@push.example.com/x",
     "https://push.example.com@127.0.0.1/x",
     "https://@push.example.com/x",
