@@ -43,10 +43,20 @@ class Identity(NamedTuple):
     email: str = ""
     # Sessions stored before products were told apart carry no product: they were SteppersLife's.
     product: str = STEPPERSLIFE
+    # The account's session generation when the session was opened (functions/platform/sessions.py):
+    # the origin refuses it once the account's generation has moved on. Older sessions carry none: 0.
+    generation: int = 0
 
     def to_json(self) -> str:
         return json.dumps(
-            {"user_id": self.user_id, "role": self.role, "email": self.email, "product": self.product}, sort_keys=True
+            {
+                "user_id": self.user_id,
+                "role": self.role,
+                "email": self.email,
+                "product": self.product,
+                "generation": self.generation,
+            },
+            sort_keys=True,
         )
 
     @classmethod
@@ -55,12 +65,14 @@ class Identity(NamedTuple):
         if not isinstance(data, dict):
             raise ValueError("identity must be an object")
         user_id, role, email = data.get("user_id"), data.get("role"), data.get("email", "")
-        product = data.get("product", STEPPERSLIFE)
+        product, generation = data.get("product", STEPPERSLIFE), data.get("generation", 0)
         if not isinstance(user_id, str) or not user_id or not isinstance(email, str):
             raise ValueError("identity is malformed")
         if not isinstance(product, str) or role not in ROLES_BY_PRODUCT.get(product, ()):
             raise ValueError("identity is malformed")
-        return cls(user_id=user_id, role=role, email=email, product=product)
+        if isinstance(generation, bool) or not isinstance(generation, int) or generation < 0:
+            raise ValueError("identity is malformed")
+        return cls(user_id=user_id, role=role, email=email, product=product, generation=generation)
 
 
 def _b64encode(raw: bytes) -> str:

@@ -140,7 +140,7 @@ def stepperslife_url(settings: Settings) -> str:
 @pytest.fixture
 def clean_stepperslife(stepperslife_url: str, redis_url: str) -> None:
     with psycopg.connect(stepperslife_url, autocommit=True) as conn:
-        conn.execute("TRUNCATE users, events, event_registrations, outbox, claims CASCADE")
+        conn.execute("TRUNCATE users, events, event_registrations, outbox, claims, session_generations CASCADE")
     client = redis.Redis.from_url(redis_url)
     for pattern in ("stepperslife:*", "ai:*"):
         for key in client.scan_iter(pattern):

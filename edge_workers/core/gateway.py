@@ -22,7 +22,7 @@ from edge_workers.core.media import handle_image
 from edge_workers.core.observability import REQUEST_ID_HEADER, request_id, trace_context
 from edge_workers.core.paths import canonical_query, encode_path, normalise_path
 from edge_workers.core.ports import Background, OriginUnavailable
-from edge_workers.core.preferences import handle_preferences
+from edge_workers.core.preferences import handle_preferences, prefs_key
 from edge_workers.core.push import handle_subscription, handle_vapid_key
 from edge_workers.core.ratelimit import client_key
 from edge_workers.core.routes import Auth, Handler, Route, RouteMethodNotAllowed
@@ -30,7 +30,7 @@ from edge_workers.core.security import apply_cors, apply_security_headers, prefl
 from edge_workers.core.sessions import COOKIE_NAME, cleared_cookie, session_cookie, session_id_from_cookies
 from edge_workers.core.tokens import InvalidToken, verify_hs256
 from edge_workers.core.turnstile import check_token, idempotency_key, take_token
-from edge_workers.core.upstream import call_origin, client_headers, relay, within_deadline
+from edge_workers.core.upstream import call_origin, client_headers, end_session, relay, within_deadline
 from shared import jsonbody
 from shared.envelope import Identity, sign
 from shared.errors import (
@@ -349,6 +349,19 @@ async def _login(exchange: Exchange, deps: GatewayDeps, body: bytes) -> EdgeResp
     return response
 
 
+async def _end_sessions(exchange: Exchange, deps: GatewayDeps, body: bytes) -> EdgeResponse:
+    """Log out everywhere, or a password change: the origin ends every session of the account. This
+    one is destroyed at once, and so is the edge's copy of the account's preferences, the one answer a
+    session gets without asking the origin: any other session of the account meets the origin, and
+    its ``session_revoked``, on its next request."""
+    response = await _proxy(exchange, deps, body)
+    identity = exchange.identity
+    if response.status < 300 and identity is not None:
+        exchange.defer(deps.kv.USER_PREFS_KV.delete(prefs_key(identity.user_id)))
+        end_session(exchange, deps)
+    return response
+
+
 async def _logout(exchange: Exchange, deps: GatewayDeps, body: bytes) -> EdgeResponse:
     session_id = session_id_from_cookies(exchange.request.headers.get_all("cookie"))
     if session_id is not None:
@@ -357,16 +370,24 @@ async def _logout(exchange: Exchange, deps: GatewayDeps, body: bytes) -> EdgeRes
 
 
 def _login_identity(body: bytes, product: str) -> Identity:
-    """The identity in the origin's login answer ``{"user": {"id", "email", "name", "role"}}``; the
-    product is the route's, never the origin's word, so one product cannot mint another's sessions."""
+    """The identity in the origin's login answer ``{"user": {"id", "email", "name", "role"}, "session":
+    {"generation"}}``; the product is the route's, never the origin's word, so one product cannot mint
+    another's sessions."""
     try:
-        user = json.loads(body)["user"]
+        answer = json.loads(body)
+        user = answer["user"]
         user_id = user["id"]
         if isinstance(user_id, bool) or not isinstance(user_id, str | int):
             raise TypeError("user id")
         return Identity.from_json(
             json.dumps(
-                {"user_id": str(user_id), "role": user["role"], "email": user.get("email") or "", "product": product}
+                {
+                    "user_id": str(user_id),
+                    "role": user["role"],
+                    "email": user.get("email") or "",
+                    "product": product,
+                    "generation": answer.get("session", {}).get("generation", 0),
+                }
             )
         )
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -434,6 +455,7 @@ HANDLERS: dict[Handler, HandlerFunction] = {
     Handler.PROXY: _proxy,
     Handler.LOGIN: _login,
     Handler.LOGOUT: _logout,
+    Handler.END_SESSIONS: _end_sessions,
     Handler.HEALTH: _health,
     Handler.PREFERENCES: handle_preferences,
     Handler.FLAGS: _flags,

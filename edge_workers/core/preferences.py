@@ -31,6 +31,10 @@ DEFAULTS: dict[str, Any] = {"categories": [], "locations": [], "notify": False, 
 _NO_STORE = {"cache-control": "private, no-store"}
 
 
+def prefs_key(user_id: str) -> str:
+    return KEY_PREFIX + user_id
+
+
 def _problem(field: str, message: str) -> dict[str, Any]:
     return {"loc": [field], "msg": message}
 
@@ -79,7 +83,7 @@ async def handle_preferences(exchange: Exchange, deps: GatewayDeps, body: bytes)
     if identity is None or route is None or route.origin is None:
         raise RuntimeError("the preferences route must require an identity and name an origin")
     store = deps.kv.USER_PREFS_KV
-    key = KEY_PREFIX + identity.user_id
+    key = prefs_key(identity.user_id)
     method = exchange.request.method
     if method in ("GET", "HEAD"):
         stored = await store.get(key)

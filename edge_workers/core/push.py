@@ -1,7 +1,8 @@
 """The push router's handlers: browser subscriptions in PUSH_SUBS_KV and at the origin, and the VAPID key.
 
 ``POST /push/subscriptions`` takes ``PushSubscription.toJSON()``: an https endpoint on a public host
-(no IP literal outside public space, no localhost/.local/.internal names, port 443 only), a
+(``shared.net.parse_url``: no IP literal outside public space, embedded IPv4 forms included, no
+localhost/.local/.internal names, no ambiguous spelling, port 443 only), a
 ``p256dh`` key that is an uncompressed point on P-256 and a 16-byte ``auth`` secret, both base64url:
 the keys are checked by ``shared.push_subscription``, the check the origin runs too, so the edge
 refuses what the origin would refuse. Workers cannot resolve DNS, so the edge checks the host's
@@ -12,11 +13,8 @@ durable one); the edge copy's key (``shared.kv_keys``) is the one the origin's p
 
 from __future__ import annotations
 
-import ipaddress
 import json
-import re
 from typing import Any
-from urllib.parse import urlsplit
 
 from edge_workers.core.context import Exchange, GatewayDeps
 from edge_workers.core.http import EdgeResponse, Headers
@@ -24,45 +22,22 @@ from edge_workers.core.upstream import call_origin, relay
 from shared import jsonbody
 from shared.errors import BadRequest
 from shared.kv_keys import endpoint_hash, push_subscription_key
-from shared.net import MAX_URL_LENGTH, is_public_address
+from shared.net import MAX_URL_LENGTH, UnsafeUrl, parse_url
 from shared.push_subscription import invalid, validate_keys
 
 ORIGIN_PATH = "/push/subscriptions"
-_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
-# Names that are numbers in disguise: resolvers read "127.1", "0x7f.1" or "2130706433" as IPv4.
-_NUMERIC_LABEL = re.compile(r"^(0x[0-9a-f]*|[0-9]+)$")
-_LOCAL_SUFFIXES = (".localhost", ".local", ".internal", ".localdomain", ".home.arpa", ".lan")
 
 
 def check_endpoint(endpoint: Any) -> str:
+    """An https endpoint on port 443 of a public host, in a spelling every parser reads alike
+    (``shared.net.parse_url``, the check the origin's guard runs before it resolves the name)."""
     if not isinstance(endpoint, str) or not endpoint or len(endpoint) > MAX_URL_LENGTH:
         raise invalid(["endpoint"], f"the endpoint must be a URL of at most {MAX_URL_LENGTH} characters")
     try:
-        parts = urlsplit(endpoint)
-        port = parts.port
-    except ValueError as exc:
-        raise invalid(["endpoint"], "the endpoint is not a URL") from exc
-    if parts.scheme != "https" or parts.username is not None or parts.password is not None:
-        raise invalid(["endpoint"], "the endpoint must be an https URL without credentials")
-    if port not in (None, 443):
-        raise invalid(["endpoint"], "the endpoint must use the https port")
-    host = (parts.hostname or "").lower()
-    if not _public_host(host):
-        raise invalid(["endpoint"], "the endpoint's host is not a public internet host")
+        parse_url(endpoint)
+    except UnsafeUrl as exc:
+        raise invalid(["endpoint"], f"the endpoint is refused: {exc}") from exc
     return endpoint
-
-
-def _public_host(host: str) -> bool:
-    try:
-        return is_public_address(ipaddress.ip_address(host))
-    except ValueError:
-        pass  # a name, checked below
-    labels = host.split(".")
-    if len(labels) < 2 or not all(_LABEL.match(label) for label in labels):
-        return False
-    if _NUMERIC_LABEL.match(labels[-1]) or host == "localhost":
-        return False
-    return not host.endswith(_LOCAL_SUFFIXES)
 
 
 def validate_subscription(document: Any) -> dict[str, Any]:

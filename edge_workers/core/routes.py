@@ -32,6 +32,7 @@ class Handler(Enum):
     PROXY = "proxy"
     LOGIN = "login"
     LOGOUT = "logout"
+    END_SESSIONS = "end_sessions"
     HEALTH = "health"
     PREFERENCES = "preferences"
     FLAGS = "flags"
@@ -164,6 +165,13 @@ def _logout(path: str) -> Route:
     return Route(path, Handler.LOGOUT, {"POST": Access(Auth.ANONYMOUS)}, exact=True, body_limit=SMALL_BODY_LIMIT)
 
 
+def _end_sessions(path: str, origin: str, strip_prefix: str, policy: RateLimitPolicy = API_POLICY) -> Route:
+    """A signed-in write after which the origin has ended every session of the account (log out
+    everywhere, a password change): the edge drops the current one at once."""
+    access = Access(Auth.REQUIRED, policy)
+    return Route(path, Handler.END_SESSIONS, {"POST": access}, True, origin, strip_prefix, SMALL_BODY_LIMIT)
+
+
 def _public_form(path: str, origin: str, strip_prefix: str) -> Route:
     """A write that needs no session (sign-up, accepting an invitation): bots are kept out by Turnstile."""
     access = Access(Auth.OPTIONAL, FORMS_POLICY, turnstile=True)
@@ -180,6 +188,9 @@ GATEWAY_ROUTES: tuple[Route, ...] = (
     Route("/healthz", Handler.HEALTH, _reads(Access(Auth.ANONYMOUS)), exact=True),
     _login("/api/auth/login", STEPPERSLIFE, "/api", LOGIN_POLICY),
     _logout("/api/auth/logout"),
+    # Both end every session of the account at the origin; the edge then drops this one at once.
+    _end_sessions("/api/auth/logout-all", STEPPERSLIFE, "/api"),
+    _end_sessions("/api/me/password", STEPPERSLIFE, "/api", FORMS_POLICY),
     # The origin has no list of users to read here.
     _public_form("/api/users", STEPPERSLIFE, "/api"),
     Route(
@@ -196,6 +207,7 @@ GATEWAY_ROUTES: tuple[Route, ...] = (
     # which product it belongs to and counts only on that product's routes.
     _login("/api/agi/auth/login", AGISTAFFERS, "/api/agi", AGI_LOGIN_POLICY),
     _logout("/api/agi/auth/logout"),
+    _end_sessions("/api/agi/auth/logout-all", AGISTAFFERS, "/api/agi"),
     _public_form("/api/agi/signup", AGISTAFFERS, "/api/agi"),
     _public_form("/api/agi/invitations/accept", AGISTAFFERS, "/api/agi"),
     _api("/api/agi/", AGISTAFFERS),

@@ -1,8 +1,14 @@
-"""Calls to an origin: the signed envelope, request id and trace context added, the answer filtered."""
+"""Calls to an origin: the signed envelope, request id and trace context added, the answer filtered.
+
+The origin re-derives every identified caller from its database and answers 401 ``session_revoked``
+for a session whose account is gone or whose sessions were all ended (``functions/platform/sessions.py``);
+every origin call passes here, so this is where the edge destroys such a session and clears its cookie.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
 
 from edge_workers.core.context import Exchange, GatewayDeps
 from edge_workers.core.http import EdgeResponse, Headers, OutboundRequest
@@ -11,6 +17,7 @@ from edge_workers.core.ports import OriginTimeout, OriginUnavailable
 from shared.envelope import Identity, sign
 from shared.errors import AppError, UpstreamUnavailable
 
+SESSION_REVOKED = "session_revoked"
 # An allow-list: cookies, credentials, hop-by-hop fields and client-sent x-agistack-* never pass.
 FORWARDED_REQUEST_HEADERS = ("content-type", "accept", "accept-language", "idempotency-key")
 # Set-Cookie from the origin is dropped: the edge alone owns the session cookie.
@@ -93,7 +100,27 @@ async def call_origin(
     request = OutboundRequest(
         method, deps.config.origins[origin] + target, outgoing, body, deps.config.origin_timeout_seconds
     )
-    return await fetch(deps, request)
+    response = await fetch(deps, request)
+    if exchange.session is not None and _session_revoked(response):
+        end_session(exchange, deps)
+    return response
+
+
+def end_session(exchange: Exchange, deps: GatewayDeps) -> None:
+    """Destroy the caller's session (after the answer) and clear its cookie; it is not renewed."""
+    if exchange.session is not None:
+        exchange.defer(deps.sessions.destroy(exchange.session.id))
+        exchange.session = None
+    exchange.clear_cookie = True
+
+
+def _session_revoked(response: EdgeResponse) -> bool:
+    if response.status != 401:
+        return False
+    try:
+        return bool(json.loads(response.body)["error"]["code"] == SESSION_REVOKED)
+    except (ValueError, KeyError, TypeError):
+        return False
 
 
 def relay(upstream: EdgeResponse) -> EdgeResponse:

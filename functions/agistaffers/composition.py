@@ -14,6 +14,8 @@ from functions.agistaffers.services.customers import CustomerService
 from functions.agistaffers.services.plans import PlanService
 from functions.agistaffers.services.sites import SiteService
 from functions.platform.composition import Installed, ProductContainer
+from functions.platform.login_throttle import LoginThrottle
+from shared.envelope import AGISTAFFERS, Identity
 
 
 @dataclass
@@ -22,7 +24,10 @@ class Container(ProductContainer):
 
     @cached_property
     def accounts(self) -> AccountService:
-        return AccountService(self.db)
+        return AccountService(self.db, throttle=LoginThrottle(self.redis, AGISTAFFERS))
+
+    def current_identity(self, identity: Identity) -> Identity:
+        return self.accounts.current_identity(identity)
 
     @cached_property
     def plans(self) -> PlanService:

@@ -16,7 +16,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol, TypeVar
 from urllib.parse import quote, urlencode
 
@@ -153,6 +153,10 @@ class HttpRuntime(Protocol):
     @property
     def idempotency(self) -> IdempotencyKeys: ...
 
+    def current_identity(self, identity: Identity) -> Identity:
+        """The caller as the database says now, or 401 ``session_revoked`` (functions/platform/sessions.py)."""
+        ...
+
 
 class Router:
     """The route decorator of one product: only its identities count, its runtime serves the glue."""
@@ -215,6 +219,9 @@ class Router:
         try:
             runtime = self._runtime()
             call = _verified_call(request, uri_params, runtime.settings, self.product, signed=signed)
+            if call.identity is not None:
+                # Never the session's word for the role: it may be days old.
+                call = replace(call, identity=runtime.current_identity(call.identity))
             if roles and call.identity is None:
                 raise Unauthorized("sign in first", code="authentication_required")
             if roles and call.identity is not None and call.identity.role not in roles:

@@ -167,6 +167,9 @@ class PushDelivery:
             retry_after = None
             try:
                 result = self._sender.send(subscription, payload, ttl=note.ttl, urgency=note.urgency, topic=note.topic)
+            except UnsafeUrl as exc:  # the guard's check at connection time (the name now resolves elsewhere)
+                log.warning("push %s: endpoint refused when sending: %s", target, exc)
+                return "blocked"
             except OSError as exc:  # refused, reset, timed out (requests' errors are OSErrors too): retried
                 log.warning("push %s attempt %d: %s", target, attempt, type(exc).__name__)
             else:

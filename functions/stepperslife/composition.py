@@ -6,7 +6,6 @@ built on first use so that a handler that does not need them does not pay for th
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -22,6 +21,8 @@ from functions.platform.adapters.messaging import EventBridgePublisher, SqsPubli
 from functions.platform.adapters.object_store import S3ObjectStore
 from functions.platform.composition import Installed, ProductContainer, aws_client
 from functions.platform.config import ConfigurationError
+from functions.platform.login_throttle import LoginThrottle
+from functions.platform.outbound import GuardedHttpClient
 from functions.platform.outbox_relay import MessagePublisher, OutboxRelay
 from functions.platform.ports import EdgeCache
 from functions.platform.processing import StepEngine
@@ -37,7 +38,7 @@ from functions.stepperslife.services.recommendations import RecommendationServic
 from functions.stepperslife.services.registrations import RegistrationService
 from functions.stepperslife.services.uploads import UploadService
 from functions.stepperslife.services.users import UserService
-from shared.net import check_public_https_url
+from shared.envelope import STEPPERSLIFE, Identity
 
 
 @dataclass
@@ -50,7 +51,12 @@ class Container(ProductContainer):
 
     @cached_property
     def users(self) -> UserService:
-        return UserService(self.db, recommendations=self.recommendations)
+        return UserService(
+            self.db, recommendations=self.recommendations, throttle=LoginThrottle(self.redis, STEPPERSLIFE)
+        )
+
+    def current_identity(self, identity: Identity) -> Identity:
+        return self.users.current_identity(identity)
 
     @cached_property
     def event_invalidation(self) -> EventInvalidation:
@@ -108,7 +114,7 @@ class Container(ProductContainer):
             return None
         from functions.platform.adapters.webpush import WebPushSender  # cryptography: only where push is configured
 
-        sender = WebPushSender(private_key=push.vapid_private_key, subject=push.vapid_subject)
+        sender = WebPushSender(private_key=push.vapid_private_key, subject=push.vapid_subject, client=self.outbound)
         if push.vapid_public_key and push.vapid_public_key.rstrip("=") != sender.public_key:
             raise ConfigurationError("VAPID_PUBLIC_KEY is not the public half of VAPID_PRIVATE_KEY")
         return sender
@@ -135,15 +141,19 @@ class Container(ProductContainer):
         )
 
     @cached_property
+    def outbound(self) -> GuardedHttpClient:
+        """Requests on someone's behalf (push endpoints): https on 443 to public addresses only."""
+        return GuardedHttpClient(allow_hosts=self.settings.push.allow_hosts)
+
+    @cached_property
     def push(self) -> PushService:
-        check_endpoint = functools.partial(check_public_https_url, allow_hosts=self.settings.push.allow_hosts)
         return PushService(
             self.db,
             delivery=PushDelivery(
-                self.push_sender, check_endpoint=check_endpoint, concurrency=self.settings.push.concurrency
+                self.push_sender, check_endpoint=self.outbound.check, concurrency=self.settings.push.concurrency
             ),
             pruner=self.kv_pruner,
-            check_endpoint=check_endpoint,
+            check_endpoint=self.outbound.check,
             site_url=self.settings.site.url,
         )
 

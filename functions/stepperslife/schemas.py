@@ -64,9 +64,17 @@ class SignUp(Strict):
     password: Password
 
 
+LoginPassword = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+
+
 class Login(Strict):
     email: Email
-    password: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    password: LoginPassword
+
+
+class PasswordChange(Strict):
+    current_password: LoginPassword
+    new_password: Password
 
 
 def _paired_coordinates(latitude: float | None, longitude: float | None) -> None:

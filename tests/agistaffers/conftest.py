@@ -8,12 +8,15 @@ from typing import Any
 
 import psycopg
 import pytest
+import redis
 
 from functions.agistaffers.services.accounts import AccountService, Actor
 from functions.agistaffers.services.customers import CustomerService
 from functions.agistaffers.services.sites import SiteService
 from functions.platform.adapters.postgres import Database
 from functions.platform.config import Settings
+from functions.platform.login_throttle import LoginThrottle
+from shared.envelope import AGISTAFFERS
 
 PASSWORD = "correct horse battery"
 
@@ -32,10 +35,15 @@ def agi_db(agistaffers_url: str) -> Iterator[Database]:
 
 
 @pytest.fixture(autouse=True)
-def clean_agistaffers(agistaffers_url: str) -> None:
+def clean_agistaffers(agistaffers_url: str, redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    for key in client.scan_iter("agistaffers:login-attempts:*"):
+        client.delete(key)
     # plans is seed data the migration owns: it stays.
     with psycopg.connect(agistaffers_url, autocommit=True) as conn:
-        conn.execute("TRUNCATE invitations, users, monitoring_metrics, customer_sites, customers CASCADE")
+        conn.execute(
+            "TRUNCATE invitations, users, monitoring_metrics, customer_sites, customers, session_generations CASCADE"
+        )
 
 
 @pytest.fixture
@@ -46,8 +54,8 @@ def sql(agistaffers_url: str) -> Iterator[psycopg.Connection[Any]]:
 
 
 @pytest.fixture
-def accounts(agi_db: Database) -> AccountService:
-    return AccountService(agi_db)
+def accounts(agi_db: Database, redis_url: str) -> AccountService:
+    return AccountService(agi_db, throttle=LoginThrottle(redis.Redis.from_url(redis_url), AGISTAFFERS))
 
 
 @pytest.fixture

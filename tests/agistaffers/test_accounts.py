@@ -31,7 +31,7 @@ def test_sign_up_creates_a_pending_customer_and_its_owner(
     assert result["user"]["customer_id"] == result["customer"]["id"]
     assert sql.execute("SELECT count(*) FROM users").fetchone() == (1,)
     logged_in = accounts.authenticate("BOSS@acme.example.com", PASSWORD)
-    assert logged_in == {"user": result["user"]}
+    assert logged_in == {"user": result["user"], "session": {"generation": 0}}
 
 
 def test_an_email_signs_up_once_whatever_its_case(accounts: AccountService, sql: psycopg.Connection[Any]) -> None:

@@ -222,9 +222,26 @@ def test_role_changes_count_on_the_next_request(agi_api: EdgeSignedClient, world
         "PATCH", f"/team/members/{owner_a.user_id}", identity=identity(member_a), json_body={"role": "member"}
     )
     assert demote.status == 200, demote.body
-    # owner_a's session still says "owner": the edge's role gate lets it through, the origin refuses.
+    # The promotion ended nothing: member_a's session, which says "member", already acts as an owner.
+    # The demotion ended owner_a's sessions; a new one (generation 1) is a member's.
     response = call(agi_api, world, "owner_a", "POST", "/team/invitations", {"email": "x@example.com"})
+    assert_error(response, 401, "session_revoked")
+    relogged = identity(owner_a)._replace(generation=1)
+    response = agi_api.request("POST", "/team/invitations", identity=relogged, json_body={"email": "x@example.com"})
     assert_error(response, 403, "owner_only")
+
+
+def test_logout_everywhere_ends_every_session(agi_api: EdgeSignedClient, world: World) -> None:
+    assert call(agi_api, world, "member_a", "POST", "/auth/logout-all").status == 204
+    assert_error(call(agi_api, world, "member_a", "GET", "/me"), 401, "session_revoked")
+    # Another account's sessions are untouched.
+    assert call(agi_api, world, "owner_a", "GET", "/me").status == 200
+    login = agi_api.request(
+        "POST", "/auth/login", json_body={"email": world.actors["member_a"].email, "password": PASSWORD}
+    )
+    assert login.status == 200 and login.json["session"] == {"generation": 1}
+    fresh = identity(world.actors["member_a"])._replace(generation=1)
+    assert agi_api.request("GET", "/me", identity=fresh).status == 200
 
 
 def test_removed_member_is_signed_out_at_once(agi_api: EdgeSignedClient, world: World) -> None:

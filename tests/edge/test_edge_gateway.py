@@ -302,7 +302,13 @@ def test_envelope_is_signed_and_anonymous_without_a_session(edge: Edge) -> None:
 def test_session_identity_is_forwarded_in_the_envelope(edge: Edge) -> None:
     cookie, _ = login(edge)
     read = call(edge.url, "GET", "/api/events/mine", {"Cookie": cookie}).json()
-    assert read["identity"] == {"user_id": "42", "role": "user", "email": "ada@example.com", "product": "stepperslife"}
+    assert read["identity"] == {
+        "user_id": "42",
+        "role": "user",
+        "email": "ada@example.com",
+        "product": "stepperslife",
+        "generation": 0,
+    }
     write = call(
         edge.url, "POST", "/api/events", {"Cookie": cookie, "Content-Type": "application/json"}, b'{"title": "x"}'
     )
@@ -387,6 +393,7 @@ def test_login_sets_a_host_cookie_and_stores_the_session(edge: Edge) -> None:
         "role": "user",
         "email": "ada@example.com",
         "product": "stepperslife",
+        "generation": 0,
     }
     assert record["expires_at"] - record["created_at"] == 86400
 

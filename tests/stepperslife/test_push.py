@@ -29,6 +29,7 @@ from functions.platform.adapters.webpush import WebPushSender, generate_vapid_ke
 from functions.platform.cache import Cache
 from functions.platform.claims import Claims
 from functions.platform.config import ConfigurationError, Settings
+from functions.platform.outbound import GuardedHttpClient
 from functions.platform.push import FanOutReport, Notification, PushDelivery, Subscription, retry_delay
 from functions.stepperslife.composition import Container, container
 from functions.stepperslife.services.engagement import EngagementService
@@ -171,7 +172,9 @@ def vapid_private_key() -> str:
 @pytest.fixture
 def harness(stepperslife_url: str, clean_stepperslife: None, vapid_private_key: str) -> Iterator[Harness]:
     db = Database(stepperslife_url)
-    sender = WebPushSender(private_key=vapid_private_key, subject=SUBJECT)
+    sender = WebPushSender(
+        private_key=vapid_private_key, subject=SUBJECT, client=GuardedHttpClient(allow_hosts={"127.0.0.1"})
+    )
     pruner = RecordingPruner()
     sleeps: list[float] = []
 
@@ -529,6 +532,7 @@ def fake_dns(host: str, port: int) -> list[str]:
         "https://100.64.0.1/x",
         "https://0.0.0.0/x",
         "https://push.example.com:99999/x",
+        "https://push.example.com:8443/x",  # push services listen on 443
         "ftp://push.example.com/x",
         "https:///x",
         "https://push.example.com/" + "x" * 2100,
@@ -541,7 +545,7 @@ def test_unsafe_urls_are_refused(url: str) -> None:
 
 def test_public_urls_and_the_allow_list_pass() -> None:
     check_public_https_url("https://push.example.com/send/abc", resolver=fake_dns)
-    check_public_https_url("https://PUSH.example.com:8443/send", resolver=fake_dns)
+    check_public_https_url("https://PUSH.example.com:443/send", resolver=fake_dns)
     check_public_https_url("http://127.0.0.1:8080/push/x", allow_hosts={"127.0.0.1"})
     with pytest.raises(UnsafeUrl):
         check_public_https_url("http://127.0.0.2:8080/push/x", allow_hosts={"127.0.0.1"})

@@ -34,6 +34,13 @@ def login(call: Call) -> dict[str, Any]:
     return container().accounts.authenticate(form.email, form.password)
 
 
+@route(bp, "/auth/logout-all", methods=["POST"], roles=SIGNED_IN)
+def logout_everywhere(call: Call) -> Response:
+    """Every session of the caller's account ends, this one included."""
+    container().accounts.end_sessions(caller(call))
+    return Response(body="", status_code=204, headers={"Cache-Control": "no-store"})
+
+
 @route(bp, "/me", methods=["GET"], roles=SIGNED_IN)
 def me(call: Call) -> dict[str, Any]:
     return container().accounts.me(caller(call))

@@ -3,10 +3,13 @@
 Failure model:
 - Login failures are one answer, ``Unauthorized(code="invalid_credentials")``, whether the e-mail is
   unknown, the password wrong, the user disabled or the customer cancelled: no oracle. Unknown e-mails
-  are verified against a dummy hash so they take as long as known ones.
+  are verified against a dummy hash so they take as long as known ones. Each attempt passes the
+  platform's per-account throttle first (``functions/platform/login_throttle.py``).
+- Passwords follow the platform's policy (``functions/platform/password_policy.py``).
 - ``actor()`` re-reads the user's role, customer and customer status on every request, so a role change,
   a removal, a disabled user or a cancelled customer takes effect on the next request, not at the end of
-  a session; a user who is gone is ``Unauthorized(code="session_revoked")``.
+  a session; a user who is gone is ``Unauthorized(code="session_revoked")``. A demotion by an owner,
+  and "log out everywhere", also end every session of the account (``functions/platform/sessions.py``).
 - Team changes lock the customer row (``SELECT ... FOR UPDATE``), so concurrent invitations cannot
   exceed the plan's ``max_members`` and concurrent removals cannot leave a customer without an owner.
 - Users of a suspended customer may read but change nothing (``require_writable``).
@@ -25,14 +28,25 @@ from psycopg import Connection
 
 from functions.agistaffers.services import parse_uuid
 from functions.agistaffers.services.plans import PLAN_COLUMNS, Plan, load_plan
+from functions.platform.login_throttle import LoginThrottle
+from functions.platform.password_policy import MAX_PASSWORD_LENGTH, check_password
 from functions.platform.passwords import dummy_hash, hash_password, verify_password
 from functions.platform.ports import Row, TransactionalDatabase
+from functions.platform.sessions import (
+    SESSION_GENERATION_COLUMN,
+    current_identity,
+    demoted,
+    forget_sessions,
+    login_answer,
+    revoke_sessions,
+    session_revoked,
+)
+from shared.envelope import Identity
 from shared.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
 
-MIN_PASSWORD_LENGTH = 10
-MAX_PASSWORD_LENGTH = 200
 MAX_NAME_LENGTH = 255
 TEAM_ROLES = ("owner", "member")
+TEAM_ROLES_RANKING = ("member", "owner")  # least to most powerful
 INVITATION_DAYS = 7
 
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9-]{1,63})+$")
@@ -99,23 +113,6 @@ def check_name(name: Any, *, field: str = "name") -> str:
     return name.strip()
 
 
-def check_password(password: Any, email: str) -> None:
-    """The password policy: long enough, not one character repeated, not the e-mail address."""
-
-    def weak(reason: str, message: str) -> ValidationFailed:
-        return ValidationFailed(message, code="weak_password", details=[{"reason": reason}])
-
-    if not isinstance(password, str) or len(password) < MIN_PASSWORD_LENGTH:
-        raise weak("too_short", f"a password has at least {MIN_PASSWORD_LENGTH} characters")
-    if len(password) > MAX_PASSWORD_LENGTH:
-        raise weak("too_long", f"a password has at most {MAX_PASSWORD_LENGTH} characters")
-    if len(set(password)) == 1:
-        raise weak("one_character", "a password is more than one character repeated")
-    lowered = password.lower()
-    if lowered in (email.lower(), email.lower().partition("@")[0]):
-        raise weak("same_as_email", "a password cannot be the e-mail address")
-
-
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
@@ -155,8 +152,9 @@ def _owners_left(conn: Connection[Row], customer_id: str, without: str) -> int:
 
 
 class AccountService:
-    def __init__(self, db: TransactionalDatabase) -> None:
+    def __init__(self, db: TransactionalDatabase, *, throttle: LoginThrottle) -> None:
         self._db = db
+        self._throttle = throttle
 
     # Sign-up, login, sessions
 
@@ -169,7 +167,7 @@ class AccountService:
         email = normalise_email(email)
         company_name = check_name(company_name, field="company_name")
         owner_name = check_name(name if name is not None else email.partition("@")[0])
-        check_password(password, email)
+        check_password(password, email=email, names=[owner_name, company_name])
         # Hashed before the transaction opens: ~50 ms of CPU need not hold a connection.
         password_hash = hash_password(password)
         try:
@@ -196,9 +194,10 @@ class AccountService:
         if not isinstance(email, str) or not isinstance(password, str) or len(password) > MAX_PASSWORD_LENGTH:
             verify_password("", dummy_hash())
             raise failed
+        self._throttle.attempt(email)
         with self._db.transaction() as conn:
             row = conn.execute(
-                f"SELECT {_USER_COLUMNS}, u.password_hash, c.status AS customer_status "
+                f"SELECT {_USER_COLUMNS}, u.password_hash, c.status AS customer_status, {SESSION_GENERATION_COLUMN} "
                 "FROM users u LEFT JOIN customers c ON c.id = u.customer_id WHERE u.email = %s",
                 (email.strip().lower(),),
             ).fetchone()
@@ -211,7 +210,27 @@ class AccountService:
             raise failed
         if row["disabled_at"] is not None or row["customer_status"] == "cancelled":
             raise failed
-        return {"user": public_user(row)}
+        self._throttle.succeeded(email)
+        return login_answer(public_user(row), row)
+
+    def current_identity(self, identity: Identity) -> Identity:
+        """The caller as the database says now (``functions.platform.sessions``); handlers then ask
+        ``actor`` for the customer's state."""
+        parsed = parse_uuid(identity.user_id)
+        if parsed is None:
+            raise session_revoked()
+        with self._db.transaction() as conn:
+            row = conn.execute(
+                f"SELECT u.role, u.email, {SESSION_GENERATION_COLUMN} FROM users u "
+                "WHERE u.id = %s AND u.disabled_at IS NULL",
+                (parsed,),
+            ).fetchone()
+        return current_identity(identity, row)
+
+    def end_sessions(self, actor: Actor) -> None:
+        """Log out everywhere: every session of the actor's account, this one included."""
+        with self._db.transaction() as conn:
+            revoke_sessions(conn, actor.user_id)
 
     def actor(self, user_id: Any) -> Actor:
         """The caller as the database says now; a gone, disabled or cancelled account is refused."""
@@ -356,7 +375,7 @@ class AccountService:
             ).fetchone()
         if peek is None:
             raise not_found
-        check_password(password, peek["email"])
+        check_password(password, email=peek["email"], names=[name])
         password_hash = hash_password(password)
         try:
             with self._db.transaction() as conn:
@@ -395,6 +414,7 @@ class AccountService:
             if target["role"] == "owner" and _owners_left(conn, customer_id, without=str(target["id"])) == 0:
                 raise Conflict("the account needs at least one owner", code="last_owner")
             conn.execute("DELETE FROM users WHERE id = %s", (target["id"],))
+            forget_sessions(conn, target["id"])
         return public_member(target)
 
     def change_member_role(self, actor: Actor, user_id: Any, role: str) -> dict[str, Any]:
@@ -415,6 +435,9 @@ class AccountService:
                 (role, target["id"]),
             ).fetchone()
             assert row is not None
+            if demoted(TEAM_ROLES_RANKING, target["role"], role):
+                # A demoted owner's open sessions end: they sign in again as a member.
+                revoke_sessions(conn, target["id"])
         return public_member(row)
 
     def _locked_member(self, conn: Connection[Row], customer_id: str, user_id: Any) -> Row:
@@ -438,7 +461,7 @@ class AccountService:
         """The staff user with ``email``, created if missing (operator CLI); an existing one is unchanged."""
         email = normalise_email(email)
         name = check_name(name)
-        check_password(password, email)
+        check_password(password, email=email, names=[name])
         password_hash = hash_password(password)
         with self._db.transaction() as conn:
             row = conn.execute(

@@ -1,5 +1,9 @@
 """Web push delivery with pywebpush: aes128gcm payload encryption (RFC 8291) and VAPID (RFC 8292).
 
+Sends go through the platform's outbound guard (``functions/platform/outbound.py``): the endpoint is
+checked again at every send, the connection goes to the address that was checked, and a redirect is
+the answer, never followed (push services do not redirect).
+
 ``VAPID_PRIVATE_KEY`` is the application server's P-256 private key, as base64url of the raw 32-byte
 scalar (what ``agistack vapid generate`` prints) or as PEM. pywebpush (which imports aiohttp) is
 imported on first send, so a Lambda that sends nothing does not pay for it at cold start.
@@ -10,12 +14,12 @@ from __future__ import annotations
 import base64
 import threading
 import time
-from typing import Any
 from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from functions.platform.outbound import GuardedHttpClient, Response
 from functions.platform.push import SendResult, Subscription
 
 # A VAPID token may live 24 h; one signed per push-service origin is reused for an hour of it.
@@ -53,8 +57,20 @@ def load_private_key(text: str) -> ec.EllipticCurvePrivateKey:
     return ec.derive_private_key(int.from_bytes(raw, "big"), ec.SECP256R1())
 
 
+class _GuardedSession:
+    """The one method pywebpush calls on a ``requests_session``, sent through the guard."""
+
+    def __init__(self, client: GuardedHttpClient) -> None:
+        self._client = client
+
+    def post(self, url: str, *, data: bytes, headers: dict[str, str], timeout: float) -> Response:
+        return self._client.request("POST", url, headers=headers, body=data, timeout=timeout, max_redirects=0)
+
+
 class WebPushSender:
-    def __init__(self, *, private_key: str, subject: str, timeout_seconds: float = 10.0) -> None:
+    def __init__(
+        self, *, private_key: str, subject: str, client: GuardedHttpClient, timeout_seconds: float = 10.0
+    ) -> None:
         from py_vapid import Vapid
 
         if not subject.startswith(("mailto:", "https://")):
@@ -65,7 +81,7 @@ class WebPushSender:
         self._timeout = timeout_seconds
         self._tokens: dict[str, tuple[float, dict[str, str]]] = {}
         self._lock = threading.Lock()
-        self._local = threading.local()
+        self._session = _GuardedSession(client)
 
     @property
     def public_key(self) -> str:
@@ -83,22 +99,12 @@ class WebPushSender:
                 self._tokens[audience] = cached
             return dict(cached[1])
 
-    def _session(self) -> Any:
-        # One requests session per fan-out thread: connections to a push service are reused, and no
-        # session is shared between threads.
-        import requests
-
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = self._local.session = requests.Session()
-        return session
-
     def send(self, subscription: Subscription, payload: bytes, *, ttl: int, urgency: str, topic: str) -> SendResult:
         from pywebpush import WebPusher
 
         headers = {**self._authorization(subscription.endpoint), "Urgency": urgency, "Topic": topic}
         info = {"endpoint": subscription.endpoint, "keys": {"p256dh": subscription.p256dh, "auth": subscription.auth}}
-        response = WebPusher(info, requests_session=self._session()).send(
-            payload, headers, ttl=ttl, content_encoding="aes128gcm", timeout=self._timeout
-        )
+        # pywebpush only calls ``post`` on its session: the guard's is enough.
+        pusher = WebPusher(info, requests_session=self._session)
+        response = pusher.send(payload, headers, ttl=ttl, content_encoding="aes128gcm", timeout=self._timeout)
         return SendResult(status=int(response.status_code), retry_after=response.headers.get("Retry-After"))

@@ -25,6 +25,7 @@ from tests.edge.conformance.fakes import (
     IMAGE_BYTES,
     IMAGE_ID,
     PASSWORD,
+    REVOKED_USER,
     SIGNING_SECRET,
     TURNSTILE_SECRET,
     user_for,
@@ -643,6 +644,54 @@ CASES: list[dict[str, Any]] = [
                 "session": True,
                 "body": b"",
                 "expect": {"status": 204, "headers": {"set-cookie": Re(r"__Host-session=; .*Max-Age=0")}},
+            },
+        ],
+        "kv": [{"ns": "SESSION_KV", "prefix": "session:", "count": 0}],
+    },
+    {
+        "id": "logout_everywhere_ends_this_session_and_the_edge_copy_of_preferences",
+        "steps": [
+            login(),
+            # Fills the edge's copy of the preferences, the one answer a session gets without the origin.
+            {"method": "GET", "path": "/api/me/preferences", "session": True, "expect": {"status": 200}},
+            {
+                "method": "POST",
+                "path": "/api/auth/logout-all",
+                "session": True,
+                "body": b"",
+                "expect": {
+                    "status": 204,
+                    "origin": {"method": "POST", "path": "/auth/logout-all", "identity": {"user_id": ADA_ID}},
+                    "headers": {"set-cookie": Re(r"__Host-session=; .*Max-Age=0")},
+                },
+            },
+        ],
+        "kv": [
+            {"ns": "SESSION_KV", "prefix": "session:", "count": 0},
+            {"ns": "USER_PREFS_KV", "prefix": "prefs:", "count": 0},
+        ],
+    },
+    {
+        # The origin's word on a session (its account gone, demoted or logged out everywhere) ends it.
+        "id": "a_session_the_origin_revoked_is_destroyed",
+        "seed": [
+            {
+                "ns": "SESSION_KV",
+                "key": f"session:{SESSION_ID}",
+                "value": {**session_record(80000, 6000), "identity": {"user_id": REVOKED_USER, "role": "admin"}},
+                "ttl": 80000,
+            },
+        ],
+        "steps": [
+            {
+                "method": "GET",
+                "path": "/api/echo",
+                "headers": {"Cookie": f"__Host-session={SESSION_ID}"},
+                "expect": {
+                    "status": 401,
+                    "json": {"error": {"code": "session_revoked"}},
+                    "headers": {"set-cookie": Re(r"__Host-session=; .*Max-Age=0")},
+                },
             },
         ],
         "kv": [{"ns": "SESSION_KV", "prefix": "session:", "count": 0}],

@@ -55,6 +55,9 @@ def user_for(email: str) -> dict[str, Any]:
     return {"id": str(uuid.uuid5(uuid.NAMESPACE_URL, email)), "email": email, "name": "Test", "role": role}
 
 
+REVOKED_USER = "revoked-user"
+
+
 @dataclass
 class FakeState:
     received: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
@@ -64,6 +67,9 @@ class FakeState:
     subscriptions: dict[str, dict[str, Any]] = field(default_factory=dict)
     origin_reads: int = 0
     idempotency_keys: set[str] = field(default_factory=set)
+    # Each account's session generation, as the real origin keeps it (functions/platform/sessions.py):
+    # "revoked-user" logged out everywhere once, so a session opened under generation 0 is refused.
+    generations: dict[str, int] = field(default_factory=lambda: {REVOKED_USER: 1})
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -158,6 +164,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(401, exc.body())
             return
         record["identity"] = identity._asdict() if identity else None
+        if identity is not None and identity.generation != state.generations.get(identity.user_id, 0):
+            self._json(401, {"error": {"code": "session_revoked", "message": "log in again", "details": None}})
+            return
         bare = path.partition("?")[0]
         route = _ORIGIN_ROUTES.get((self.command, bare))
         if route is not None:
@@ -195,11 +204,23 @@ class _Handler(BaseHTTPRequestHandler):
     def _login(self, identity: Identity | None, body: bytes) -> None:
         credentials = json.loads(body or b"{}")
         if credentials.get("password") == PASSWORD and isinstance(credentials.get("email"), str):
-            self._json(200, {"user": user_for(credentials["email"])}, {"Set-Cookie": "origin_session=1; Path=/"})
+            user = user_for(credentials["email"])
+            generation = self.server.state.generations.get(user["id"], 0)
+            self._json(
+                200, {"user": user, "session": {"generation": generation}}, {"Set-Cookie": "origin_session=1; Path=/"}
+            )
         else:
             self._json(
                 401, {"error": {"code": "bad_credentials", "message": "wrong email or password", "details": None}}
             )
+
+    def _logout_all(self, identity: Identity | None, body: bytes) -> None:
+        if identity is None:
+            self._json(401, {"error": {"code": "authentication_required", "message": "sign in", "details": None}})
+            return
+        generations = self.server.state.generations
+        generations[identity.user_id] = generations.get(identity.user_id, 0) + 1
+        self._bytes(204, b"", {})
 
     def _sign_up(self, identity: Identity | None, body: bytes) -> None:
         """Echoes what the edge forwarded: a JSON document, or a plain form's encoded text."""
@@ -274,6 +295,7 @@ class _Handler(BaseHTTPRequestHandler):
 _ORIGIN_ROUTES = {
     ("POST", "/auth/login"): _Handler._login,
     ("POST", "/users"): _Handler._sign_up,
+    ("POST", "/auth/logout-all"): _Handler._logout_all,
     ("GET", "/me/preferences"): _Handler._get_preferences,
     ("PUT", "/me/preferences"): _Handler._put_preferences,
     ("POST", "/push/subscriptions"): _Handler._subscribe,
