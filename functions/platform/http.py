@@ -41,6 +41,7 @@ ANYONE: frozenset[str] = frozenset()
 # Broad on purpose: Chalice answers unlisted types itself, in its own error format; we answer 415 ours.
 ACCEPTED_CONTENT_TYPES = [
     "application/json",
+    "application/x-ndjson",
     "text/plain",
     "application/x-www-form-urlencoded",
     "multipart/form-data",
