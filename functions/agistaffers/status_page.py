@@ -21,7 +21,6 @@ STATE_WORDS = {
 }
 
 
-
 def _percent(value: float | None) -> str:
     return "no data" if value is None else f"{value:.2f}%"
 
@@ -64,7 +63,7 @@ def _site_html(site: dict[str, Any]) -> str:
         f'<h3 id="site-{escape(site["id"])}"><span>{name}</span>'
         f'<span class="state {escape(state)}">{escape(STATE_WORDS[state])}</span></h3>'
         f'<dl class="uptime" aria-label="Uptime of {name}">{uptime}</dl>'
-        f"<p class=\"sr\">Daily uptime of {name} over the last {len(site['bar'])} days, oldest first.</p>"
+        f'<p class="sr">Daily uptime of {name} over the last {len(site["bar"])} days, oldest first.</p>'
         f'<ol class="bar" aria-label="Daily uptime of {name}, last {len(site["bar"])} days">{days}</ol>'
         f'<div class="legend" aria-hidden="true"><span>{len(site["bar"])} days ago</span><span>today</span></div>'
         "</section>"
@@ -87,13 +86,16 @@ def render(page: dict[str, Any]) -> str:
     overall = _overall(page["sites"]) if page["sites"] else "unknown"
     sites = "".join(_site_html(site) for site in page["sites"]) or "<p>No sites are monitored yet.</p>"
     incidents = "".join(_incident_html(incident) for incident in page["incidents"])
-    incidents_html = f'<ul class="incidents">{incidents}</ul>' if incidents else "<p>No incidents in the last 14 days.</p>"
+    incidents_html = (
+        f'<ul class="incidents">{incidents}</ul>' if incidents else "<p>No incidents in the last 14 days.</p>"
+    )
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
         f"<title>{company} status</title><style>{STATUS_PAGE_CSS}</style></head><body>"
-        f'<header><h1>{company} status</h1><p class="summary {overall}" role="status">{_OVERALL_WORDS[overall]}</p></header>'
-        f'<main><h2>Sites</h2>{sites}<h2>Incidents</h2>{incidents_html}</main>'
+        f"<header><h1>{company} status</h1>"
+        f'<p class="summary {overall}" role="status">{_OVERALL_WORDS[overall]}</p></header>'
+        f"<main><h2>Sites</h2>{sites}<h2>Incidents</h2>{incidents_html}</main>"
         f"<footer><p>Updated {escape(page['generated_at'][:19].replace('T', ' '))} UTC. "
         "Uptime is measured from the sites' own checks and refreshed every minute.</p></footer>"
         "</body></html>"

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
-from typing import Any
-
 from datetime import UTC, datetime
+from typing import Any
 
 import psycopg
 import pytest

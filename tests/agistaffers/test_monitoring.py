@@ -302,7 +302,9 @@ def test_status_page_shows_uptime_incidents_and_escapes(
     site = sites.add(owner, "bold.example.com", label="Shop <main>")
     start = NOW - timedelta(minutes=10)
     # 8 minutes up, 2 minutes down: 80% over every window.
-    batch = [sample("up", 0 if minute >= 8 else 1, start + timedelta(minutes=minute, seconds=1)) for minute in range(10)]
+    batch = [
+        sample("up", 0 if minute >= 8 else 1, start + timedelta(minutes=minute, seconds=1)) for minute in range(10)
+    ]
     container().metrics.ingest(site["ingest_token"], batch)
     container().rollups.run(now=NOW)
     slug = sql.execute("SELECT status_slug FROM customers WHERE id = %s", (owner.customer_id,)).fetchone()

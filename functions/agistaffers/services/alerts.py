@@ -147,7 +147,7 @@ class AlertEvaluator:
             "incident_id = %s, evaluated_at = %s WHERE id = %s",
             (value, since, now, incident["id"], now, alert["id"]),
         )
-        self._notify(conn, alert, incident["id"], "firing", value, title, now)
+        self._notify(conn, alert, incident["id"], state="firing", value=value, title=title, now=now)
         return "firing"
 
     def _resolve(self, conn: Connection[Row], alert: Row, value: Any, now: datetime) -> str:
@@ -159,11 +159,12 @@ class AlertEvaluator:
             "evaluated_at = %s WHERE id = %s",
             (value, now, alert["id"]),
         )
-        self._notify(conn, alert, alert["incident_id"], "resolved", value, incident["title"] if incident else "", now)
+        title = incident["title"] if incident else ""
+        self._notify(conn, alert, alert["incident_id"], state="resolved", value=value, title=title, now=now)
         return "resolved"
 
     def _notify(
-        self, conn: Connection[Row], alert: Row, incident_id: Any, state: str, value: Any, title: str, now: datetime
+        self, conn: Connection[Row], alert: Row, incident_id: Any, *, state: str, value: Any, title: str, now: datetime
     ) -> None:
         payload = {
             "alert_id": alert["id"],

@@ -74,7 +74,8 @@ class Dashboards:
         span, table = RANGES[range_name]
         with self._db.transaction() as conn:
             plan = conn.execute(
-                "SELECT p.metrics_retention_days AS days FROM customer_sites s JOIN customers c ON c.id = s.customer_id "
+                "SELECT p.metrics_retention_days AS days FROM customer_sites s "
+                "JOIN customers c ON c.id = s.customer_id "
                 "JOIN plans p ON p.name = c.plan WHERE s.id = %s",
                 (site_id,),
             ).fetchone()
@@ -82,20 +83,22 @@ class Dashboards:
             since = now - min(span, timedelta(days=plan["days"] if plan else 1))
             # ``table`` comes from RANGES, never from the request.
             rows = conn.execute(
-                f"SELECT metric, bucket, count, min, max, sum / count AS avg, p95 FROM {table} "  # noqa: S608
+                f"SELECT metric, bucket, count, min, max, sum / count AS avg, p95 FROM {table} "
                 "WHERE site_id = %s AND bucket >= %s ORDER BY metric, bucket",
                 (site_id, since),
             ).fetchall()
         series: dict[str, list[dict[str, Any]]] = {}
         for row in rows:
             series.setdefault(row.pop("metric"), []).append(row)
-        return jsonable.json_ready({
-            "site_id": str(site_id),
-            "range": range_name,
-            "resolution": "1m" if table.endswith("1m") else "1h",
-            "since": since.isoformat(),
-            "series": series,
-        })
+        return jsonable.json_ready(
+            {
+                "site_id": str(site_id),
+                "range": range_name,
+                "resolution": "1m" if table.endswith("1m") else "1h",
+                "since": since.isoformat(),
+                "series": series,
+            }
+        )
 
     def customer_overview(self, actor: Actor) -> dict[str, Any]:
         """The customer's sites, each with its latest value per metric and its firing alerts."""
@@ -106,6 +109,7 @@ class Dashboards:
 
     def _load_customer(self, customer_id: str) -> Any:
         with self._db.transaction() as conn:
+            customer = conn.execute("SELECT status_slug FROM customers WHERE id = %s", (customer_id,)).fetchone()
             sites = conn.execute(
                 "SELECT s.id, s.domain, s.label, s.status, "
                 "(SELECT count(*) FROM alerts a WHERE a.site_id = s.id AND a.state = 'firing') AS firing "
@@ -121,7 +125,12 @@ class Dashboards:
         values: dict[Any, dict[str, Any]] = {}
         for row in latest:
             values.setdefault(row["site_id"], {})[row["metric"]] = {"value": row["value"], "at": row["bucket"]}
-        return jsonable.json_ready({"sites": [{**site, "latest": values.get(site["id"], {})} for site in sites]})
+        return jsonable.json_ready(
+            {
+                "status_page": f"/status/{customer['status_slug']}" if customer else None,
+                "sites": [{**site, "latest": values.get(site["id"], {})} for site in sites],
+            }
+        )
 
     def staff_overview(self, actor: Actor) -> dict[str, Any]:
         """Every site's state at a glance: counts by status, alerts by state, open incidents, intake."""
@@ -144,9 +153,11 @@ class Dashboards:
                 "WHERE bucket >= %s GROUP BY bucket ORDER BY bucket DESC LIMIT 1",
                 (datetime.now(UTC) - LATEST_WITHIN,),
             ).fetchone()
-        return jsonable.json_ready({
-            "sites": {row["status"]: row["n"] for row in sites},
-            "alerts": {row["state"]: row["n"] for row in alerts},
-            "open_incidents": incidents,
-            "last_minute": intake,
-        })
+        return jsonable.json_ready(
+            {
+                "sites": {row["status"]: row["n"] for row in sites},
+                "alerts": {row["state"]: row["n"] for row in alerts},
+                "open_incidents": incidents,
+                "last_minute": intake,
+            }
+        )

@@ -73,7 +73,7 @@ class IngestSite(NamedTuple):
 
 
 class Refusal(NamedTuple):
-    index: int
+    sample: int  # its index in the batch
     reason: str
 
 
@@ -91,6 +91,7 @@ def token_from_headers(headers: dict[str, str]) -> str:
 
 def parse_batch(body: bytes, content_type: str) -> list[Any]:
     """The samples of a JSON body (``{"samples": [...]}`` or a bare list) or NDJSON (one per line)."""
+    items: Any
     try:
         if content_type in ("application/x-ndjson", "application/jsonl"):
             items = [json.loads(line) for line in body.splitlines() if line.strip()]
@@ -126,7 +127,7 @@ def _timestamp(value: Any) -> datetime | None:
     return None
 
 
-def _labels(value: Any) -> Jsonb | None | str:
+def _labels(value: Any) -> Jsonb | str | None:
     """The labels as stored, or the reason they are refused (a str)."""
     if value is None or value == {}:
         return None
@@ -140,16 +141,19 @@ def _labels(value: Any) -> Jsonb | None | str:
     return Jsonb(value)
 
 
-def validate_samples(
-    site: IngestSite, items: Sequence[Any], now: datetime
-) -> tuple[list[SampleRow], list[Refusal]]:
+def validate_samples(site: IngestSite, items: Sequence[Any], now: datetime) -> tuple[list[SampleRow], list[Refusal]]:
     """Each item judged on its own: the rows to store and the refusals, in order."""
     newest = now + timedelta(seconds=MAX_SKEW_SECONDS)
     oldest = now - timedelta(days=site.retention_days)
     rows: list[SampleRow] = []
     refused: list[Refusal] = []
     for index, item in enumerate(items):
-        if not isinstance(item, dict) or not {"metric", "value", "at"} <= item.keys() <= {"metric", "value", "at", "labels"}:
+        if not isinstance(item, dict) or not {"metric", "value", "at"} <= item.keys() <= {
+            "metric",
+            "value",
+            "at",
+            "labels",
+        }:
             refused.append(Refusal(index, "invalid_sample"))
             continue
         metric, value = item["metric"], item["value"]
@@ -190,7 +194,7 @@ def ingest_answer(accepted: int, refused: Sequence[Refusal]) -> dict[str, Any]:
         "accepted": accepted,
         "refused": len(refused),
         "reasons": dict(Counter(refusal.reason for refusal in refused)),
-        "refusals": [refusal._asdict() for refusal in refused[:MAX_ITEMISED]],
+        "refusals": [{"index": refusal.sample, "reason": refusal.reason} for refusal in refused[:MAX_ITEMISED]],
         "max_batch_samples": MAX_BATCH_SAMPLES,
     }
 

@@ -76,7 +76,7 @@ def _take_watermark(conn: Connection[Row], name: str, default: datetime) -> date
     row = conn.execute(
         "SELECT done_until FROM rollup_watermarks WHERE name = %s FOR UPDATE SKIP LOCKED", (name,)
     ).fetchone()
-    return None if row is None else row["done_until"]  # type: ignore[no-any-return]
+    return None if row is None else row["done_until"]
 
 
 def _move_watermark(conn: Connection[Row], name: str, done_until: datetime) -> None:
@@ -88,7 +88,7 @@ def _move_watermark(conn: Connection[Row], name: str, done_until: datetime) -> N
 
 def watermark(conn: Connection[Row], name: str) -> datetime | None:
     row = conn.execute("SELECT done_until FROM rollup_watermarks WHERE name = %s", (name,)).fetchone()
-    return None if row is None else row["done_until"]  # type: ignore[no-any-return]
+    return None if row is None else row["done_until"]
 
 
 def roll_up_minutes(conn: Connection[Row], now: datetime) -> RollupRun:

@@ -54,12 +54,13 @@ class StatusPages:
 
     def page(self, slug: str) -> dict[str, Any]:
         key = status_key(slug, self._cache.version(SERVICE, ROLLUPS_FAMILY))
-        value, _ = self._cache.get_or_load(key, TTL_DASHBOARD, lambda: self._load(slug))
+        value, _ = self._cache.get_or_load(key, TTL_DASHBOARD, lambda: self.load(slug))
         if value is None:
             raise NotFound("no such status page", code="status_page_not_found")
         return value  # type: ignore[no-any-return]
 
-    def _load(self, slug: str) -> Any:
+    def load(self, slug: str) -> Any:
+        """The page's data read from the rollups now (``page`` caches it); None for no such page."""
         now = datetime.now(UTC)
         with self._db.transaction() as conn:
             customer = conn.execute(
@@ -83,7 +84,8 @@ class StatusPages:
                 (ids, now - CURRENT_WITHIN),
             ).fetchall()
             firing = conn.execute(
-                "SELECT site_id, count(*) AS n FROM alerts WHERE state = 'firing' AND site_id = ANY(%s) GROUP BY site_id",
+                "SELECT site_id, count(*) AS n FROM alerts "
+                "WHERE state = 'firing' AND site_id = ANY(%s) GROUP BY site_id",
                 (ids,),
             ).fetchall()
             incidents = conn.execute(
@@ -109,7 +111,11 @@ def _ratio(up: Any, n: Any) -> float | None:
 
 
 def _site(
-    site: dict[str, Any], days: list[dict[str, Any]], current: list[dict[str, Any]], firing: dict[Any, int], now: datetime
+    site: dict[str, Any],
+    days: list[dict[str, Any]],
+    current: list[dict[str, Any]],
+    firing: dict[Any, int],
+    now: datetime,
 ) -> dict[str, Any]:
     own = [row for row in days if row["site_id"] == site["id"]]
     totals = {name: [0.0, 0] for name in WINDOWS}
