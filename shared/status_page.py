@@ -33,4 +33,6 @@ padding:.6rem 1rem;margin:.5rem 0;border-radius:.25rem}ul.incidents li.resolved{
 footer{color:var(--muted);font-size:.85rem}
 """
 
-STATUS_PAGE_CSS_HASH = "'sha256-" + base64.b64encode(hashlib.sha256(STATUS_PAGE_CSS.encode("utf-8")).digest()).decode() + "'"
+STATUS_PAGE_CSS_HASH = (
+    "'sha256-" + base64.b64encode(hashlib.sha256(STATUS_PAGE_CSS.encode("utf-8")).digest()).decode() + "'"
+)

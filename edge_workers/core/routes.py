@@ -216,7 +216,9 @@ GATEWAY_ROUTES: tuple[Route, ...] = (
     _api("/api/agi/", AGISTAFFERS),
     _api("/api/", STEPPERSLIFE),
     # Customers' public status pages: the same HTML for everyone, cached briefly (the origin's s-maxage).
-    Route("/status/", Handler.PROXY, _reads(Access(Auth.ANONYMOUS)), origin=AGISTAFFERS, cache=CachePolicy(public=True)),
+    Route(
+        "/status/", Handler.PROXY, _reads(Access(Auth.ANONYMOUS)), origin=AGISTAFFERS, cache=CachePolicy(public=True)
+    ),
     Route("/img/", Handler.IMAGE, _reads(Access(Auth.ANONYMOUS, MEDIA_POLICY)), origin=MEDIA),
 )
 
