@@ -21,12 +21,15 @@ import dataclasses
 import json
 import os
 import time
+from datetime import UTC, datetime
 
 import psycopg
+from psycopg.rows import dict_row
 
 from benchmarks._common import environment
 from devstack.aws_local import ensure_resources
 from devstack.services import embedded_pg_bin_dir, start_moto
+from functions.agistaffers.services import partitions
 from functions.platform.backups.composition import Backups
 from functions.platform.config import AwsSettings, BackupSettings, Settings
 
@@ -60,10 +63,10 @@ AGISTAFFERS_FILL = (
     """INSERT INTO customer_sites (customer_id, domain, status, label)
        SELECT c.id, 's' || s || '.c' || c.n || '.example', 'active', 'Site ' || s
          FROM (SELECT id, row_number() OVER (ORDER BY email) AS n FROM customers) c, generate_series(1, 4) s""",
-    """INSERT INTO monitoring_metrics (site_id, metric_type, value, "timestamp")
+    """INSERT INTO metric_samples (site_id, metric, value, at)
        SELECT s.id, t.metric, round((random() * 100)::numeric, 2), now() - m * interval '1 minute'
          FROM (SELECT id FROM customer_sites LIMIT %(sites_with_metrics)s) s,
-              (VALUES ('cpu.percent'), ('memory.percent'), ('http.latency_ms')) t(metric),
+              (VALUES ('cpu_percent'), ('memory_percent'), ('response_time_ms')) t(metric),
               generate_series(1, %(minutes)s) m""",
 )
 
@@ -78,6 +81,8 @@ def fill(settings: Settings, scale: float) -> None:
         "sites_with_metrics": int(4_000 * scale),
         "minutes": 360,  # six hours of minute metrics
     }
+    with psycopg.connect(settings.database_url_for("agistaffers"), autocommit=True, row_factory=dict_row) as conn:
+        partitions.maintain(conn, datetime.now(UTC))  # the days the metrics fall on
     for database, statements in (("stepperslife", STEPPERSLIFE_FILL), ("agistaffers", AGISTAFFERS_FILL)):
         with psycopg.connect(settings.database_url_for(database), autocommit=True) as conn:
             for statement in statements:

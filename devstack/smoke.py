@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -26,10 +27,15 @@ class EdgeClient:
     base_url: str
     cookies: dict[str, str] = field(default_factory=dict)
 
-    def call(self, method: str, path: str, body: Any = None, expect: int = 200) -> Any:
+    def call(
+        self, method: str, path: str, body: Any = None, expect: int = 200, extra_headers: dict[str, str] | None = None
+    ) -> Any:
+        """JSON in and out; an HTML answer comes back as its text."""
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(self.base_url.rstrip("/") + path, data=data, method=method)  # noqa: S310
         request.add_header("Accept", "application/json")
+        for name, value in (extra_headers or {}).items():
+            request.add_header(name, value)
         request.add_header("cf-turnstile-response", TURNSTILE_TEST_TOKEN)
         if data is not None:
             request.add_header("Content-Type", "application/json")
@@ -46,6 +52,8 @@ class EdgeClient:
             self.cookies[name] = rest.split(";")[0]
         if status != expect:
             raise SmokeFailure(f"{method} {path}: expected {expect}, got {status}: {payload[:300]!r}")
+        if (headers.get("Content-Type") or "").startswith("text/html"):
+            return payload.decode("utf-8")
         return json.loads(payload) if payload else None
 
 
@@ -183,9 +191,15 @@ class Journey:
         ]
 
 
+# How long the journey waits for the dev stack's minute schedule to roll the posted samples up.
+ROLLUP_WAIT_SECONDS = 150
+
+
 class AgiJourney:
     """AGI Staffers: a customer signs up, logs in, adds a site and sees it provisioning; another
-    customer cannot read it; the AGI session is worth nothing on SteppersLife's routes."""
+    customer cannot read it; the AGI session is worth nothing on SteppersLife's routes; the site's
+    agent posts metrics with its ingest token, the rollup schedule makes them appear in the dashboard,
+    and the customer's public status page lists the site."""
 
     def __init__(self, base_url: str) -> None:
         self.base_url = base_url
@@ -239,6 +253,38 @@ class AgiJourney:
         self.edge.call("GET", "/api/me/registrations", expect=401)
         return "401 on SteppersLife's routes"
 
+    def post_metrics(self) -> str:
+        # A minute back: inside the rollups' skew window, so the next scheduled run folds it in.
+        at = (datetime.now(UTC) - timedelta(seconds=60)).timestamp()
+        samples = [{"metric": "cpu_percent", "value": 42.0, "at": at}, {"metric": "up", "value": 1, "at": at}]
+        samples.append({"metric": "no_such_metric", "value": 1, "at": at})
+        token = self.state["site"]["ingest_token"]
+        answer = EdgeClient(self.base_url).call(
+            "POST", "/api/agi/metrics", {"samples": samples}, extra_headers={"Authorization": f"Bearer {token}"}
+        )
+        if (answer["accepted"], answer["reasons"]) != (2, {"unknown_metric": 1}):
+            raise SmokeFailure(f"the ingest answered {answer}")
+        EdgeClient(self.base_url).call("POST", "/api/agi/metrics", {"samples": samples}, expect=401)
+        return "2 accepted, 1 refused (unknown_metric); no token: 401"
+
+    def metrics_in_dashboard(self) -> str:
+        path = f"/api/agi/sites/{self.state['site']['id']}/metrics?range=1h"
+        deadline = time.monotonic() + ROLLUP_WAIT_SECONDS
+        while time.monotonic() < deadline:
+            series = self.edge.call("GET", path)["series"]
+            if series.get("cpu_percent"):
+                return f"cpu_percent avg {series['cpu_percent'][-1]['avg']} after the rollup schedule"
+            time.sleep(3)
+        raise SmokeFailure(f"no rollup of the posted samples within {ROLLUP_WAIT_SECONDS} s")
+
+    def status_page(self) -> str:
+        page_path = self.edge.call("GET", "/api/agi/dashboard")["status_page"]
+        html = EdgeClient(self.base_url).call("GET", page_path)
+        domain = self.state["site"]["domain"]
+        if domain not in html or "100.00%" not in html:
+            raise SmokeFailure(f"the status page does not show {domain} up")
+        return f"{page_path} shows {domain} at 100.00%"
+
     def steps(self) -> list[tuple[str, Callable[[], str]]]:
         return [
             ("agi: sign up and log in", self.sign_up_and_log_in),
@@ -247,6 +293,9 @@ class AgiJourney:
             ("agi: list sites", self.listed),
             ("agi: another customer cannot read it", self.other_customer_cannot_read),
             ("agi: the session stays in its product", self.session_stays_in_its_product),
+            ("agi: post metrics with the site's ingest token", self.post_metrics),
+            ("agi: see them in the dashboard", self.metrics_in_dashboard),
+            ("agi: the public status page", self.status_page),
         ]
 
 

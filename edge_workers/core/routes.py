@@ -90,6 +90,8 @@ API_POLICY = RateLimitPolicy("api", Quota(100, 60), per_user=Quota(300, 60))
 PREFS_POLICY = RateLimitPolicy("prefs", Quota(10, 60), per_user=Quota(10, 60))
 PUSH_POLICY = RateLimitPolicy("push", Quota(10, 60), per_user=Quota(10, 60))
 MEDIA_POLICY = RateLimitPolicy("media", Quota(600, 60))
+# Sites' agents post about once a minute each; many sites may share one egress address.
+INGEST_POLICY = RateLimitPolicy("ingest", Quota(600, 60))
 
 
 class Access(NamedTuple):
@@ -117,6 +119,9 @@ class Route(NamedTuple):
     strip_prefix: str = ""
     body_limit: int = DEFAULT_BODY_LIMIT
     cache: CachePolicy | None = None
+    # Request fields forwarded to the origin on this route besides the usual ones: a credential the
+    # origin checks itself (the edge does not read it), such as a site's metrics ingest token.
+    forwarded_headers: tuple[str, ...] = ()
 
     def matches(self, path: str) -> bool:
         return path == self.path if self.exact else path.startswith(self.path)
@@ -210,8 +215,22 @@ GATEWAY_ROUTES: tuple[Route, ...] = (
     _end_sessions("/api/agi/auth/logout-all", AGISTAFFERS, "/api/agi"),
     _public_form("/api/agi/signup", AGISTAFFERS, "/api/agi"),
     _public_form("/api/agi/invitations/accept", AGISTAFFERS, "/api/agi"),
+    # A site's agent: no session, its ingest token is checked by the origin.
+    Route(
+        "/api/agi/metrics",
+        Handler.PROXY,
+        {"POST": Access(Auth.ANONYMOUS, INGEST_POLICY)},
+        exact=True,
+        origin=AGISTAFFERS,
+        strip_prefix="/api/agi",
+        forwarded_headers=("authorization", "x-ingest-token"),
+    ),
     _api("/api/agi/", AGISTAFFERS),
     _api("/api/", STEPPERSLIFE),
+    # Customers' public status pages: the same HTML for everyone, cached briefly (the origin's s-maxage).
+    Route(
+        "/status/", Handler.PROXY, _reads(Access(Auth.ANONYMOUS)), origin=AGISTAFFERS, cache=CachePolicy(public=True)
+    ),
     Route("/img/", Handler.IMAGE, _reads(Access(Auth.ANONYMOUS, MEDIA_POLICY)), origin=MEDIA),
 )
 

@@ -13,6 +13,7 @@ from collections.abc import Collection
 from edge_workers.core.http import EdgeResponse, Headers
 from edge_workers.core.routes import Route
 from shared.errors import Forbidden
+from shared.status_page import STATUS_PAGE_CSS_HASH
 
 SECURITY_HEADERS = {
     "x-frame-options": "DENY",
@@ -26,6 +27,7 @@ SECURITY_HEADERS = {
 # HTML may load its own scripts and Turnstile's; API answers (JSON, images) need nothing at all.
 HTML_CSP = (
     "default-src 'self'; script-src 'self' https://challenges.cloudflare.com; "
+    f"style-src 'self' {STATUS_PAGE_CSS_HASH}; "
     "frame-src https://challenges.cloudflare.com; img-src 'self' data:; object-src 'none'; "
     "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )

@@ -42,7 +42,8 @@ class GatewayTimeout(AppError):
 
 def client_headers(exchange: Exchange) -> Headers:
     headers = Headers()
-    for name in FORWARDED_REQUEST_HEADERS:
+    extra = exchange.route.forwarded_headers if exchange.route is not None else ()
+    for name in (*FORWARDED_REQUEST_HEADERS, *extra):
         for value in exchange.request.headers.get_all(name):
             headers.add(name, value)
     return headers

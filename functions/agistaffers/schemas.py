@@ -165,3 +165,10 @@ class SiteListQuery(QueryString):
     customer_id: UUID | None = None
     limit: Limit = 50
     cursor: Cursor | None = None
+
+
+# Monitoring
+
+
+class MetricsQuery(QueryString):
+    range: Literal["1h", "24h", "7d", "30d", "90d"] = "24h"

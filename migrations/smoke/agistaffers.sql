@@ -10,5 +10,7 @@ SELECT c.id, c.email, p.max_sites, count(s.id) FILTER (WHERE s.status <> 'delete
 SELECT u.customer_id, count(*) FROM users u GROUP BY u.customer_id LIMIT 10;
 SELECT customer_id, email FROM invitations WHERE accepted_at IS NULL AND revoked_at IS NULL LIMIT 10;
 
--- A site's latest metrics (dashboards).
-SELECT site_id, metric_type, max("timestamp") FROM monitoring_metrics GROUP BY site_id, metric_type LIMIT 10;
+-- A site's latest metrics and its rollups (dashboards, status page).
+SELECT site_id, metric, max(at) FROM metric_samples GROUP BY site_id, metric LIMIT 10;
+SELECT site_id, metric, max(bucket) FROM metric_rollups_1h GROUP BY site_id, metric LIMIT 10;
+SELECT site_id, state FROM alerts WHERE state IN ('pending', 'firing') LIMIT 10;

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 import pytest
 import redis
+from psycopg.rows import dict_row
 
+from functions.agistaffers.services import partitions
 from functions.agistaffers.services.accounts import AccountService, Actor
 from functions.agistaffers.services.customers import CustomerService
 from functions.agistaffers.services.sites import SiteService
@@ -34,16 +37,27 @@ def agi_db(agistaffers_url: str) -> Iterator[Database]:
     db.close()
 
 
+@pytest.fixture(scope="session")
+def metric_partitions(agistaffers_url: str) -> None:
+    """Today's partitions and those around it, as the maintenance schedule keeps them (once: they
+    survive the TRUNCATEs)."""
+    with psycopg.connect(agistaffers_url, row_factory=dict_row) as conn:
+        partitions.maintain(conn, datetime.now(UTC))
+
+
 @pytest.fixture(autouse=True)
-def clean_agistaffers(agistaffers_url: str, redis_url: str) -> None:
-    client = redis.Redis.from_url(redis_url)
-    for key in client.scan_iter("agistaffers:login-attempts:*"):
-        client.delete(key)
-    # plans is seed data the migration owns: it stays.
+def clean_agistaffers(agistaffers_url: str, redis_url: str, metric_partitions: None) -> None:
+    # plans and the plans' default alert rules are seed data the migrations own: they stay.
     with psycopg.connect(agistaffers_url, autocommit=True) as conn:
         conn.execute(
-            "TRUNCATE invitations, users, monitoring_metrics, customer_sites, customers, session_generations CASCADE"
+            "TRUNCATE invitations, users, customer_sites, customers, metric_samples, metric_rollups_1m, "
+            "metric_rollups_1h, rollup_watermarks, incidents, alerts, outbox, session_generations CASCADE"
         )
+        conn.execute("DELETE FROM alert_rules WHERE site_id IS NOT NULL")
+    client = redis.Redis.from_url(redis_url)
+    for pattern in ("agistaffers:*", "monitoring:*"):
+        for key in client.scan_iter(pattern):
+            client.delete(key)
 
 
 @pytest.fixture

@@ -25,11 +25,14 @@ def test_adding_a_site(sites: SiteService, tenants: Tenants) -> None:
     owner = tenants.owner()
     member = tenants.member(owner)
     site = sites.add(member, "  WWW.Example.COM. ", label="Main shop")
-    assert set(site) == SITE_KEYS
+    assert set(site) == SITE_KEYS | {"ingest_token"}
     assert site["domain"] == "www.example.com"
     assert site["status"] == "provisioning"
     assert site["label"] == "Main shop"
     assert str(site["customer_id"]) == owner.customer_id
+    token = site.pop("ingest_token")
+    assert token.startswith("agi_ingest_")
+    # Shown once: reads never return it.
     assert sites.get(owner, site["id"]) == site
     with pytest.raises(ValidationFailed) as caught:
         sites.add(owner, "printer.local")

@@ -104,9 +104,9 @@ def stack(data_dir: Path) -> Iterator[RunningStack]:
 def test_smoke_journey_through_the_edge(stack: RunningStack) -> None:
     lines: list[str] = []
     journey(stack.edge_url, lines.append)
-    # SteppersLife's twelve steps, then AGI Staffers' six.
-    assert len(lines) == 18 and all(line.startswith("ok") for line in lines), lines
-    assert sum(" agi: " in line for line in lines) == 6
+    # SteppersLife's twelve steps, then AGI Staffers' nine (the last three: metrics, rollup, status page).
+    assert len(lines) == 21 and all(line.startswith("ok") for line in lines), lines
+    assert sum(" agi: " in line for line in lines) == 9
     health = json.loads(urllib.request.urlopen(f"{stack.edge_url}/healthz", timeout=5).read())
     assert health["status"] == "ok"
     api_health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{stack.api_port}/healthz", timeout=5).read())

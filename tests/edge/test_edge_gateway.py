@@ -832,3 +832,18 @@ def test_an_origin_cannot_mint_another_products_role(two_products: Edge, origin:
             assert "Set-Cookie" not in reply.headers
         finally:
             edge.server.stop()
+
+
+def test_the_metrics_ingest_route_forwards_the_sites_token_and_no_identity(two_products: Edge) -> None:
+    """A site's agent has no session: its bearer token is the origin's to check, never read as a JWT,
+    and it is forwarded on this route only."""
+    headers = {"Authorization": "Bearer agi_ingest_abc", "Content-Type": "application/x-ndjson"}
+    reply = call(two_products.url, "POST", "/api/agi/metrics", headers, b'{"metric":"up","value":1,"at":1}\n')
+    assert reply.status == 200, reply.body
+    echo = reply.json()
+    assert echo["path"] == "/metrics"
+    assert echo["identity"] is None
+    assert echo["headers"]["authorization"] == "Bearer agi_ingest_abc"
+    assert echo["headers"]["content-type"] == "application/x-ndjson"
+    elsewhere = call(two_products.url, "GET", "/api/agi/sites", {"X-Ingest-Token": "agi_ingest_abc"}).json()
+    assert "x-ingest-token" not in elsewhere["headers"]

@@ -22,6 +22,7 @@ from chalice.app import Cron
 from devstack import backup_cli, handlers
 from devstack.cli import main
 from devstack.services import embedded_pg_bin_dir
+from functions.agistaffers.services import partitions
 from functions.platform import topology
 from functions.platform.backups import composition
 from functions.platform.backups.composition import Backups
@@ -53,7 +54,10 @@ def backups(backup_settings: Settings) -> Iterator[Backups]:
 def customers(backup_settings: Settings) -> dict[str, str]:
     """Two AGI Staffers customers, each with a user, a site with metrics and an invitation."""
     ids: dict[str, str] = {}
-    with psycopg.connect(backup_settings.database_url_for("agistaffers"), autocommit=True) as conn:
+    url = backup_settings.database_url_for("agistaffers")
+    with psycopg.connect(url, autocommit=True, row_factory=psycopg.rows.dict_row) as conn:
+        partitions.maintain(conn, datetime.now(UTC))  # the days the metrics below fall on
+    with psycopg.connect(url, autocommit=True) as conn:
         for name in ("alpha", "beta"):
             tag = f"{name}{secrets.token_hex(3)}"
             customer = conn.execute(
@@ -75,8 +79,8 @@ def customers(backup_settings: Settings) -> dict[str, str]:
             ).fetchone()
             assert site is not None
             conn.execute(
-                'INSERT INTO monitoring_metrics (site_id, metric_type, value, "timestamp") '
-                "SELECT %s, 'cpu.percent', g %% 100, now() - g * interval '1 minute' FROM generate_series(1, 50) g",
+                "INSERT INTO metric_samples (site_id, metric, value, at) "
+                "SELECT %s, 'cpu_percent', g %% 100, now() - g * interval '1 minute' FROM generate_series(1, 50) g",
                 (site[0],),
             )
             conn.execute(
@@ -95,7 +99,7 @@ def customer_rows(settings: Settings, customer_id: str) -> dict[str, int]:
             ("users", "customer_id = %(c)s"),
             ("customer_sites", "customer_id = %(c)s"),
             ("invitations", "customer_id = %(c)s"),
-            ("monitoring_metrics", "site_id IN (SELECT id FROM customer_sites WHERE customer_id = %(c)s)"),
+            ("metric_samples", "site_id IN (SELECT id FROM customer_sites WHERE customer_id = %(c)s)"),
         ):
             row = conn.execute(f"SELECT count(*) FROM {table} WHERE {where}", {"c": customer_id}).fetchone()
             counts[table] = int(row[0]) if row else 0
@@ -122,7 +126,7 @@ def test_a_backup_is_a_custom_dump_with_a_manifest_from_the_same_snapshot(
     assert row is not None and manifest.server_version == PgVersion.parse(row[0]).text
     assert manifest.pg_dump_major == manifest.server_major
     tables = {table.qualified: table for table in manifest.tables}
-    assert tables["public.monitoring_metrics"].rows >= 100
+    assert sum(table.rows for name, table in tables.items() if name.startswith("public.metric_samples")) >= 100
     assert tables["public.customers"].sample_rows == tables["public.customers"].rows  # small: all sampled
     head = backups.store.s3.head_object(Bucket=backups.store.bucket, Key=manifest.dump_key)
     assert head["ContentLength"] == manifest.dump_bytes

@@ -10,10 +10,15 @@ Failure model:
 - Deleting marks the site ``deleted`` (its domain is free again); the provisioning worker tears the
   container down.
 - Writes by a customer's users go through ``require_writable`` and again against the locked customer row.
+- Each site gets an ingest token (its agent's credential for ``POST /metrics``) when it is added: the
+  token is in that answer only, the database keeps its SHA-256; a lost or leaked token is replaced
+  with ``rotate_ingest_token``, which voids the old one in the same statement.
 """
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 from typing import Any
 from uuid import UUID
 
@@ -32,11 +37,23 @@ STATUSES = ("provisioning", "active", "suspended", "failed", "deleted")
 STAFF_SETTABLE_STATUSES = ("active", "suspended")
 MAX_LABEL_LENGTH = 100
 
+INGEST_TOKEN_PREFIX = "agi_ingest_"  # noqa: S105 - a marker that makes a leaked token recognisable, not a secret
+
 SITE_COLUMNS = "s.id, s.customer_id, s.domain, s.label, s.status, s.container_id, s.created_at, s.updated_at"
 
 
 def public_site(row: Row) -> dict[str, Any]:
     return {key: row[key] for key in SITE_COLUMNS.replace("s.", "").split(", ")}
+
+
+def ingest_token_hash(token: str) -> str:
+    """What the database keeps of an ingest token (tokens are 256 random bits: a plain hash suffices)."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def _new_ingest_token() -> tuple[str, str]:
+    token = INGEST_TOKEN_PREFIX + secrets.token_urlsafe(32)
+    return token, ingest_token_hash(token)
 
 
 def _not_found() -> NotFound:
@@ -56,11 +73,13 @@ class SiteService:
         self._db = db
 
     def add(self, actor: Actor, domain: str, *, label: str | None = None) -> dict[str, Any]:
-        """A new site (status provisioning) for the actor's customer."""
+        """A new site (status provisioning) for the actor's customer, with its ``ingest_token``: shown
+        in this answer only."""
         customer_id = require_customer(actor)
         require_writable(actor)
         name = normalise_domain(domain)
         label = _label(label)
+        token, token_hash = _new_ingest_token()
         try:
             with self._db.transaction() as conn:
                 # The customer row lock serialises adds (and plan changes) for one customer: the count
@@ -84,14 +103,26 @@ class SiteService:
                         details={"limit": plan.max_sites, "plan": plan.name},
                     )
                 row = conn.execute(
-                    "INSERT INTO customer_sites AS s (customer_id, domain, label, status) "
-                    f"VALUES (%s, %s, %s, 'provisioning') RETURNING {SITE_COLUMNS}",
-                    (customer_id, name, label),
+                    "INSERT INTO customer_sites AS s (customer_id, domain, label, status, ingest_token_hash) "
+                    f"VALUES (%s, %s, %s, 'provisioning', %s) RETURNING {SITE_COLUMNS}",
+                    (customer_id, name, label, token_hash),
                 ).fetchone()
                 assert row is not None
         except psycopg.errors.UniqueViolation as exc:
             raise Conflict(f"{name} is already hosted here", code="domain_taken", details={"domain": name}) from exc
-        return public_site(row)
+        return {**public_site(row), "ingest_token": token}
+
+    def rotate_ingest_token(self, actor: Actor, site_id: Any) -> dict[str, Any]:
+        """A new ingest token for the site (the old one stops working at once); shown in this answer only."""
+        if not actor.is_staff:
+            require_writable(actor)
+        token, token_hash = _new_ingest_token()
+        with self._db.transaction() as conn:
+            site = self._visible(conn, actor, site_id, lock=True)
+            if site["status"] == "deleted":
+                raise _not_found()
+            conn.execute("UPDATE customer_sites SET ingest_token_hash = %s WHERE id = %s", (token_hash, site["id"]))
+        return {"site_id": site["id"], "ingest_token": token}
 
     def list(
         self,

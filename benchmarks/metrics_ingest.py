@@ -1,0 +1,242 @@
+"""Metrics ingest, rollups and the status page on real PostgreSQL and Redis.
+
+    python -m benchmarks.metrics_ingest          # short (shared machines): seconds
+    python -m benchmarks.metrics_ingest --full   # the issue's sizes: 10,000 sites, 1,000,000 COPY rows
+
+Figures (median and spread over rounds):
+- COPY: binary COPY of samples in batches of 5,000 per transaction (the ingest's path, no HTTP);
+  ``executemany`` of the same rows in the same batches, in the same run: the baseline.
+- API: the real Chalice app through ``chalice.test.Client``, signed like the edge signs, requests of
+  1,000 samples each (JSON parse, validation, token check, COPY).
+- Rollup lag: every site sends one sample per metric for a minute; when the minute closes the rollup
+  runs; the lag is how long that run takes (the minute's buckets readable after it). The scheduled
+  rollup fires every minute, so a bucket is at most this lag plus one interval old.
+- Status page: 3 sites with 90 days of hourly rollups; the page loaded from the rollups (uncached)
+  and rendered, p95.
+JSON line last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import secrets
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+from chalice.test import Client
+
+from benchmarks._common import SIGNING_SECRET, environment, percentile, spread
+from functions.agistaffers.app import app
+from functions.agistaffers.composition import configure
+from functions.agistaffers.services import rollups
+from functions.agistaffers.services.metrics import COPY_SQL, METRICS, copy_samples
+from functions.agistaffers.services.sites import ingest_token_hash
+from functions.agistaffers.status_page import render
+from shared import envelope
+
+BATCH = 5000
+API_BATCH = 1000
+# The agent's metrics, minus "up" (one per check) and a custom one: 8 a minute per site.
+SITE_METRICS = sorted(METRICS)[:8]
+
+
+def _sites(conn: psycopg.Connection[Any], count: int) -> list[uuid.UUID]:
+    customer = conn.execute(
+        "INSERT INTO customers (email, company_name, plan, status) "
+        "VALUES (%s, 'Bench Hosting', 'enterprise', 'active') "
+        "RETURNING id",
+        (f"bench-{secrets.token_hex(4)}@example.com",),
+    ).fetchone()
+    assert customer is not None
+    rows = conn.execute(
+        "INSERT INTO customer_sites (customer_id, domain, status) "
+        "SELECT %s, 'site' || n || '-' || %s || '.example.com', 'active' FROM generate_series(1, %s) n RETURNING id",
+        (customer[0], secrets.token_hex(3), count),
+    ).fetchall()
+    conn.commit()
+    return [row[0] for row in rows]
+
+
+def _rows(sites: list[uuid.UUID], count: int, at: datetime) -> list[tuple[Any, ...]]:
+    return [
+        (
+            sites[n % len(sites)],
+            SITE_METRICS[n % len(SITE_METRICS)],
+            at - timedelta(milliseconds=n % 50000),
+            random.random() * 100,
+            None,
+        )
+        for n in range(count)
+    ]
+
+
+def bench_copy(url: str, rows: list[tuple[Any, ...]]) -> float:
+    with psycopg.connect(url) as conn:
+        started = time.perf_counter()
+        for offset in range(0, len(rows), BATCH):
+            copy_samples(conn, rows[offset : offset + BATCH])  # type: ignore[arg-type]
+            conn.commit()
+        return len(rows) / (time.perf_counter() - started)
+
+
+def bench_executemany(url: str, rows: list[tuple[Any, ...]]) -> float:
+    with psycopg.connect(url) as conn:
+        started = time.perf_counter()
+        for offset in range(0, len(rows), BATCH):
+            with conn.cursor() as cursor:
+                cursor.executemany(
+                    "INSERT INTO metric_samples (site_id, metric, at, value, labels) VALUES (%s, %s, %s, %s, %s)",
+                    rows[offset : offset + BATCH],
+                )
+            conn.commit()
+        return len(rows) / (time.perf_counter() - started)
+
+
+def bench_api(url: str, sites: list[uuid.UUID], requests: int) -> float:
+    token = "agi_ingest_bench_" + secrets.token_hex(16)
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            "UPDATE customer_sites SET ingest_token_hash = %s WHERE id = %s", (ingest_token_hash(token), sites[0])
+        )
+        conn.commit()
+    now = time.time()
+    bodies = [
+        json.dumps(
+            {
+                "samples": [
+                    {"metric": SITE_METRICS[n % 8], "value": random.random() * 100, "at": now - n % 60}
+                    for n in range(API_BATCH)
+                ]
+            }
+        ).encode()
+        for _ in range(requests)
+    ]
+    with Client(app) as client:
+        started = time.perf_counter()
+        for body in bodies:
+            headers = {"content-type": "application/json", "authorization": f"Bearer {token}"}
+            headers.update(
+                envelope.sign(
+                    SIGNING_SECRET, method="POST", path="/metrics", now=int(time.time()), identity=None, body=body
+                )
+            )
+            response = client.http.post("/metrics", headers=headers, body=body)
+            assert response.status_code == 200, response.body
+            assert json.loads(response.body)["accepted"] == API_BATCH
+        return requests * API_BATCH / (time.perf_counter() - started)
+
+
+def bench_rollup_lag(container: Any, url: str, sites: list[uuid.UUID], minutes: int) -> list[float]:
+    """Each minute: every site posts one sample per metric, then the rollup runs as the minute closes."""
+    now = rollups.floor_to(datetime.now(UTC), rollups.MINUTE)
+    first = now - timedelta(minutes=minutes)
+    with psycopg.connect(url) as conn:
+        conn.execute("DELETE FROM rollup_watermarks")
+        conn.execute("INSERT INTO rollup_watermarks (name, done_until) VALUES ('1m', %s)", (first,))
+        conn.commit()
+    lags = []
+    for minute in range(minutes):
+        start = first + timedelta(minutes=minute)
+        rows = [
+            (site, metric, start + timedelta(seconds=random.random() * 59), random.random() * 100, None)
+            for site in sites
+            for metric in SITE_METRICS
+        ]
+        with psycopg.connect(url) as conn:
+            for offset in range(0, len(rows), BATCH):
+                copy_samples(conn, rows[offset : offset + BATCH])  # type: ignore[arg-type]
+            conn.commit()
+        started = time.perf_counter()
+        container.rollups.run(now=start + timedelta(minutes=1))
+        lags.append(time.perf_counter() - started)
+    return lags
+
+
+def bench_status_page(container: Any, url: str, rounds: int) -> list[float]:
+    with psycopg.connect(url) as conn:
+        sites = _sites(conn, 3)
+        hour_now = rollups.floor_to(datetime.now(UTC), rollups.HOUR)
+        for site in sites:
+            conn.execute(
+                "INSERT INTO metric_rollups_1h (site_id, metric, bucket, count, min, max, sum, p95) "
+                "SELECT %s, 'up', %s - n * interval '1 hour', 60, 0, 1, 60 - (n %% 97 = 0)::int, 1 "
+                "FROM generate_series(1, 24 * 90) n",
+                (site, hour_now),
+            )
+        conn.execute(
+            "INSERT INTO rollup_watermarks (name, done_until) VALUES ('1h', %s) "
+            "ON CONFLICT (name) DO UPDATE SET done_until = EXCLUDED.done_until",
+            (hour_now,),
+        )
+        slug = conn.execute(
+            "SELECT status_slug FROM customers WHERE company_name = 'Bench Hosting' ORDER BY created_at DESC LIMIT 1"
+        ).fetchone()
+        conn.commit()
+    assert slug is not None
+    pages = container.status_pages
+    timings = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        render(pages.load(slug[0]))  # uncached: from the rollups every time
+        timings.append((time.perf_counter() - started) * 1000)
+    return timings
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--full", action="store_true", help="the issue's sizes (10,000 sites, 1,000,000 COPY rows)")
+    args = parser.parse_args()
+    copy_rows, exec_rows, api_requests, site_count, minutes, page_rounds, rounds = (
+        (1_000_000, 50_000, 100, 10_000, 3, 200, 3) if args.full else (100_000, 10_000, 10, 1_000, 2, 50, 3)
+    )
+    random.seed(7)
+    with environment() as env:
+        container = configure(env.settings)
+        url = env.settings.database_url_for("agistaffers")
+        container.maintain_partitions()
+        with psycopg.connect(url) as conn:
+            sites = _sites(conn, site_count)
+        at = datetime.now(UTC) - timedelta(minutes=5)
+        print(f"postgres: {env.postgres}; {site_count} sites; COPY SQL: {COPY_SQL}")
+        copy_rates, exec_rates = [], []
+        for _ in range(rounds):
+            copy_rates.append(bench_copy(url, _rows(sites, copy_rows, at)))
+            exec_rates.append(bench_executemany(url, _rows(sites, exec_rows, at)))
+        print(f"COPY rows/s:        {spread(copy_rates)}")
+        print(f"executemany rows/s: {spread(exec_rates)}")
+        api_rates = [bench_api(url, sites, api_requests) for _ in range(rounds)]
+        print(f"API rows/s ({API_BATCH} per request): {spread(api_rates)}")
+        with psycopg.connect(url) as conn:
+            conn.execute("TRUNCATE metric_samples, metric_rollups_1m, metric_rollups_1h")
+            conn.commit()
+        lags = bench_rollup_lag(container, url, sites, minutes)
+        print(f"rollup lag s ({site_count} sites x {len(SITE_METRICS)} metrics a minute): {spread(lags)}")
+        page = bench_status_page(container, url, page_rounds)
+        print(f"status page ms (uncached, 3 sites x 90 days hourly): {spread(page)}, p95 {percentile(page, 0.95):.2f}")
+        container.close()
+    copy_median = sorted(copy_rates)[len(copy_rates) // 2]
+    exec_median = sorted(exec_rates)[len(exec_rates) // 2]
+    print(
+        json.dumps(
+            {
+                "benchmark": "metrics_ingest",
+                "full": args.full,
+                "sites": site_count,
+                "copy_rows_per_s": round(copy_median),
+                "executemany_rows_per_s": round(exec_median),
+                "copy_vs_executemany": round(copy_median / exec_median, 1),
+                "api_rows_per_s": round(sorted(api_rates)[len(api_rates) // 2]),
+                "rollup_lag_s": round(max(lags), 3),
+                "status_page_p95_ms": round(percentile(page, 0.95), 2),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

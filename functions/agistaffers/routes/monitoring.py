@@ -1,0 +1,82 @@
+"""Monitoring: the agents' ingest, the dashboards, the public status page, and the schedules that keep
+the data moving (partitions, rollups, alert evaluation).
+
+``POST /metrics`` carries no session: the site's ingest token (``Authorization: Bearer`` or
+``X-Ingest-Token``) is its credential, checked by the service. ``GET /status/{slug}`` is public HTML
+the edge may keep briefly. The schedules are plain ``rate()`` handlers: Lambda and EventBridge in
+the cloud, ``agistack dev``'s scheduler locally, ``agistack run NAME`` by hand.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chalice.app import Blueprint, CloudWatchEvent, Rate, Response
+
+from functions.agistaffers.composition import container
+from functions.agistaffers.http import CUSTOMER_USERS, SIGNED_IN, STAFF, caller, path_id, route
+from functions.agistaffers.schemas import MetricsQuery
+from functions.agistaffers.services.metrics import parse_batch, token_from_headers
+from functions.agistaffers.status_page import render
+from functions.platform.http import ANYONE, Call
+
+bp = Blueprint(__name__)
+# How long the edge (and browsers) may keep a status page: short, it shows the current state.
+STATUS_PAGE_MAX_AGE = 30
+
+
+@route(bp, "/metrics", methods=["POST"], roles=ANYONE)
+def ingest_metrics(call: Call) -> dict[str, Any]:
+    content_type = call.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+    ingest = container().metrics
+    site = ingest.site_for_token(token_from_headers(call.headers))
+    return ingest.ingest_for(site, parse_batch(call.body, content_type))
+
+
+@route(bp, "/sites/{site_id}/ingest-token", methods=["POST"], roles=SIGNED_IN)
+def rotate_ingest_token(call: Call) -> dict[str, Any]:
+    return container().sites.rotate_ingest_token(caller(call), path_id(call, "site_id", "site"))
+
+
+@route(bp, "/sites/{site_id}/metrics", methods=["GET"], roles=SIGNED_IN)
+def site_metrics(call: Call) -> dict[str, Any]:
+    query = call.query_model(MetricsQuery)
+    return container().dashboards.site_metrics(caller(call), path_id(call, "site_id", "site"), query.range)
+
+
+@route(bp, "/dashboard", methods=["GET"], roles=CUSTOMER_USERS)
+def customer_dashboard(call: Call) -> dict[str, Any]:
+    return container().dashboards.customer_overview(caller(call))
+
+
+@route(bp, "/monitoring/overview", methods=["GET"], roles=STAFF)
+def staff_overview(call: Call) -> dict[str, Any]:
+    return container().dashboards.staff_overview(caller(call))
+
+
+@route(bp, "/status/{slug}", methods=["GET"], roles=ANYONE)
+def status_page(call: Call) -> Response:
+    page = container().status_pages.page(call.params["slug"])
+    return Response(
+        body=render(page),
+        status_code=200,
+        headers={
+            "Content-Type": "text/html; charset=utf-8",
+            "Cache-Control": f"public, max-age={STATUS_PAGE_MAX_AGE}, s-maxage={STATUS_PAGE_MAX_AGE}",
+        },
+    )
+
+
+@bp.schedule(Rate(1, unit=Rate.HOURS))
+def maintain_metric_partitions(event: CloudWatchEvent) -> dict[str, int]:
+    return container().maintain_partitions()
+
+
+@bp.schedule(Rate(1, unit=Rate.MINUTES))
+def roll_up_metrics(event: CloudWatchEvent) -> dict[str, Any]:
+    return container().roll_up()
+
+
+@bp.schedule(Rate(1, unit=Rate.MINUTES))
+def evaluate_alerts(event: CloudWatchEvent) -> dict[str, int]:
+    return container().evaluate_alerts()
