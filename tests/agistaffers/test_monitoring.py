@@ -22,7 +22,10 @@ from shared.envelope import AGISTAFFERS, Identity
 from tests.agistaffers.conftest import Tenants
 from tests.conftest import ApiResponse, EdgeSignedClient
 
-NOW = rollups.floor_to(datetime.now(UTC), rollups.MINUTE)
+
+def this_minute() -> datetime:
+    """The current minute, read when a test runs (the status page and rollups read the clock too)."""
+    return rollups.floor_to(datetime.now(UTC), rollups.MINUTE)
 
 
 def identity(actor: Actor) -> Identity:
@@ -139,7 +142,8 @@ def test_another_customer_cannot_rotate_or_read(
 
 
 def test_partitions_are_made_ahead_and_dropped_whole(sql: psycopg.Connection[Any]) -> None:
-    old_day = (NOW - timedelta(days=400)).date()
+    now = this_minute()
+    old_day = (now - timedelta(days=400)).date()
     old = partitions.partition_name("metric_samples", old_day)
     start = datetime.combine(old_day, datetime.min.time(), UTC)
     sql.execute(
@@ -147,20 +151,21 @@ def test_partitions_are_made_ahead_and_dropped_whole(sql: psycopg.Connection[Any
         f"FOR VALUES FROM ('{start.isoformat()}') TO ('{(start + timedelta(days=1)).isoformat()}')"
     )
     with container().db.transaction() as conn:
-        result = partitions.maintain(conn, NOW)
+        result = partitions.maintain(conn, now)
     assert result["dropped"] >= 1
     names = {row[0] for row in sql.execute("SELECT relname FROM pg_class WHERE relname LIKE 'metric_samples_p%'")}
     assert old not in names
-    ahead = (NOW + timedelta(days=partitions.DAYS_AHEAD)).date()
+    ahead = (now + timedelta(days=partitions.DAYS_AHEAD)).date()
     assert partitions.partition_name("metric_samples", ahead) in names
 
 
 def test_minute_and_hour_rollups_are_incremental_and_fold_late_samples(
     site: dict[str, Any], sql: psycopg.Connection[Any]
 ) -> None:
+    now = this_minute()
     ingest = container().metrics
     token = site["ingest_token"]
-    base = NOW - timedelta(minutes=5)
+    base = now - timedelta(minutes=5)
     values = list(range(1, 21))
     ingest.ingest(token, [sample("response_time_ms", v, base + timedelta(seconds=v)) for v in values])
     runs = container().rollups.run(now=base + timedelta(minutes=1, seconds=5))
@@ -191,18 +196,20 @@ def test_minute_and_hour_rollups_are_incremental_and_fold_late_samples(
 
 
 def test_a_second_rollup_run_at_once_does_nothing(agistaffers_url: str, site: dict[str, Any]) -> None:
-    container().rollups.run(now=NOW)
+    now = this_minute()
+    container().rollups.run(now=now)
     with psycopg.connect(agistaffers_url) as holder:
         holder.execute("SELECT 1 FROM rollup_watermarks WHERE name = '1m' FOR UPDATE")
-        runs = container().rollups.run(now=NOW + timedelta(minutes=1))
+        runs = container().rollups.run(now=now + timedelta(minutes=1))
         assert runs[0].start is None
 
 
 def test_dashboards_are_cached_and_new_rollups_invalidate_them(
     agi_api: EdgeSignedClient, owner: Actor, tenants: Tenants, site: dict[str, Any]
 ) -> None:
+    now = this_minute()
     ingest = container().metrics
-    base = NOW - timedelta(minutes=3)
+    base = now - timedelta(minutes=3)
     ingest.ingest(site["ingest_token"], [sample("cpu_percent", 30, base + timedelta(seconds=10))])
     container().rollups.run(now=base + timedelta(minutes=1))
     who = identity(owner)
@@ -244,9 +251,10 @@ def minute_of_cpu(site: dict[str, Any], minute: datetime, value: float) -> None:
 def test_alert_goes_pending_firing_resolved_with_one_notification_per_change(
     site: dict[str, Any], sql: psycopg.Connection[Any]
 ) -> None:
+    now = this_minute()
     add_rule(sql, site["id"], for_seconds=120, keep=90)
     evaluator = container().alerts
-    start = NOW - timedelta(minutes=20)
+    start = now - timedelta(minutes=20)
 
     def state() -> str:
         row = sql.execute(
@@ -275,8 +283,9 @@ def test_alert_goes_pending_firing_resolved_with_one_notification_per_change(
 
 
 def test_two_evaluators_at_once_send_one_notification(site: dict[str, Any], sql: psycopg.Connection[Any]) -> None:
+    now = this_minute()
     add_rule(sql, site["id"], for_seconds=0, keep=0)
-    minute = NOW - timedelta(minutes=5)
+    minute = now - timedelta(minutes=5)
     minute_of_cpu(site, minute, 99)
     barrier = threading.Barrier(4)
     results: list[dict[str, int]] = []
@@ -298,15 +307,16 @@ def test_two_evaluators_at_once_send_one_notification(site: dict[str, Any], sql:
 def test_status_page_shows_uptime_incidents_and_escapes(
     agi_api: EdgeSignedClient, tenants: Tenants, sites: SiteService, sql: psycopg.Connection[Any]
 ) -> None:
+    now = this_minute()
     owner = tenants.owner(company="<Bold> & Co")
     site = sites.add(owner, "bold.example.com", label="Shop <main>")
-    start = NOW - timedelta(minutes=10)
+    start = now - timedelta(minutes=10)
     # 8 minutes up, 2 minutes down: 80% over every window.
     batch = [
         sample("up", 0 if minute >= 8 else 1, start + timedelta(minutes=minute, seconds=1)) for minute in range(10)
     ]
     container().metrics.ingest(site["ingest_token"], batch)
-    container().rollups.run(now=NOW)
+    container().rollups.run(now=now)
     slug = sql.execute("SELECT status_slug FROM customers WHERE id = %s", (owner.customer_id,)).fetchone()
     assert slug is not None and slug[0].startswith("bold-co-")
     response = agi_api.request("GET", f"/status/{slug[0]}")

@@ -4,7 +4,9 @@ An isolated restore (one customer's data) is a list of ``RowSet``: a table and t
 selects the rows, in insertion order (parents before children). In one transaction on the live
 database: the rows the condition selects there are counted; if any exist the restore is refused
 (``RowsExist``) unless ``overwrite``, which deletes them first (children first); then each table's
-rows are streamed from the copy with binary COPY. A row that collides with someone else's (a unique
+rows are streamed from the copy with binary COPY, each table after its parents, so that rows its
+condition selects only once the parents are back (children without a foreign key, left behind) are
+refused or replaced the same way. A row that collides with someone else's (a unique
 address, a domain now used by another customer) fails the COPY, and the whole transaction rolls
 back: the live database is left exactly as it was. The conditions are SQL written by the product
 that owns the tables, never by a user; their parameters are bound.
@@ -47,6 +49,18 @@ def copy_rows(
                         params,
                     )
                 for rows in row_sets:
+                    # Rows the condition selects only now that their parents are back: children left
+                    # without a parent (a table with no foreign key, such as metric samples).
+                    orphans = _count(target, rows, params)
+                    if orphans and not overwrite:
+                        raise RowsExist(
+                            f"{orphans} rows of {rows.table} still exist in the live database; overwrite replaces them"
+                        )
+                    if orphans:
+                        target.execute(
+                            sql.SQL("DELETE FROM {} WHERE {}").format(sql.Identifier(rows.table), sql.SQL(rows.where)),
+                            params,
+                        )
                     copied[rows.table] = _copy(source, target, rows, params)
         except psycopg.errors.IntegrityError as exc:
             raise BackupError(f"the restored rows conflict with other rows: {exc.diag.message_primary}") from None
