@@ -10,10 +10,10 @@ import os
 
 from chalice.app import Chalice
 
-from functions.agistaffers.routes import accounts, customers, sites, team
+from functions.agistaffers.routes import accounts, customers, provisioning, sites, team
 
 app = Chalice(app_name="agistack-agistaffers")
-for blueprint in (accounts.bp, sites.bp, customers.bp, team.bp):
+for blueprint in (accounts.bp, sites.bp, customers.bp, team.bp, provisioning.bp):
     app.register_blueprint(blueprint)
 app.log.setLevel(os.environ.get("LOG_LEVEL", "INFO"))
 logging.getLogger("agistack").setLevel(os.environ.get("LOG_LEVEL", "INFO"))
