@@ -260,8 +260,7 @@ class _Ingress:
         self._server = Server(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, name="fake-ingress", daemon=True)
         self._thread.start()
-        host, port = self._server.server_address[:2]
-        self.address = f"{host}:{port}"
+        self.address = f"127.0.0.1:{self._server.server_port}"
 
     def stop(self) -> None:
         self._server.shutdown()

@@ -94,8 +94,7 @@ class JsonServer:
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="fake-server", daemon=True)
         self._thread.start()
-        host, bound = self._server.server_address[:2]
-        self.url = f"http://{host}:{bound}"
+        self.url = f"http://127.0.0.1:{self._server.server_port}"
 
     def stop(self) -> None:
         self._server.shutdown()
