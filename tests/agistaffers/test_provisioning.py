@@ -327,7 +327,7 @@ def ses_sender(settings: Settings) -> str:
 
 
 def sent_mails(settings: Settings, to: str) -> list[dict[str, Any]]:
-    with urllib.request.urlopen(f"{settings.aws.endpoint_url}/moto-api/data.json") as response:  # noqa: S310
+    with urllib.request.urlopen(f"{settings.aws.endpoint_url}/moto-api/data.json") as response:
         data = json.load(response)
     return [m for m in data.get("ses", {}).get("Message", []) if to in json.dumps(m.get("destinations"))]
 
@@ -369,3 +369,43 @@ def test_backoff_grows_with_jitter_and_honours_retry_after() -> None:
     assert all(c / 2 <= d <= c for c, d in zip(ceilings, delays, strict=True))
     assert len(set(delays)) == len(delays)  # jittered
     assert backoff(1, base=2, cap=300, retry_after=30, rng=rng) >= 30
+
+
+def test_onboarding_api_shows_progress_to_the_sites_users_and_lets_staff_steer(
+    tenants: Tenants, sites: SiteService, provisioning: Provisioning, fakes: Fakes, agi_api: Any
+) -> None:
+    from tests.agistaffers.test_api import identity
+
+    owner, other = tenants.owner(), tenants.owner()
+    site = sites.add(owner, "api.example.com")
+    path = f"/sites/{site['id']}/onboarding"
+    shown = agi_api.request("GET", path, identity=identity(owner))
+    assert shown.status == 200, shown.body
+    onboarding = shown.json["onboarding"]
+    assert onboarding["status"] == "running" and [s["name"] for s in onboarding["steps"]] == [
+        "reserve",
+        "stack",
+        "dns",
+        "https",
+        "activate",
+        "welcome",
+    ]
+    assert set(onboarding["steps"][0]) == {
+        "name",
+        "state",
+        "attempts",
+        "next_attempt_at",
+        "last_error",
+        "started_at",
+        "finished_at",
+    }
+    assert agi_api.request("GET", path, identity=identity(other)).status == 404
+    assert agi_api.request("POST", f"{path}/cancel", identity=identity(owner)).status == 403
+    retried = agi_api.request("POST", f"{path}/retry", identity=identity(tenants.staff))
+    assert retried.status == 409 and retried.json["error"]["code"] == "invalid_transition"
+    cancelled = agi_api.request("POST", f"{path}/cancel", identity=identity(tenants.staff))
+    assert cancelled.status == 200 and cancelled.json["onboarding"]["status"] == "running"
+    drive(provisioning)
+    assert agi_api.request("GET", path, identity=identity(owner)).json["onboarding"]["status"] == "compensated"
+    missing = agi_api.request("GET", "/sites/not-a-uuid/onboarding", identity=identity(owner))
+    assert missing.status == 404 and missing.json["error"]["code"] == "site_not_found"
