@@ -270,7 +270,14 @@ class AgiJourney:
         deadline = time.monotonic() + self.patience
         seen: list[str] = []
         while time.monotonic() < deadline:
-            onboarding = self.edge.call("GET", f"/api/agi/sites/{site_id}/onboarding")["onboarding"]
+            try:
+                onboarding = self.edge.call("GET", f"/api/agi/sites/{site_id}/onboarding")["onboarding"]
+            except SmokeFailure as exc:
+                # The activation's event reaches the provisioning queue a moment after the response.
+                if "onboarding_not_found" not in str(exc):
+                    raise
+                time.sleep(0.5)
+                continue
             done = [step["name"] for step in onboarding["steps"] if step["state"] == "succeeded"]
             seen = done if len(done) > len(seen) else seen
             if onboarding["status"] in ("compensated", "failed"):
