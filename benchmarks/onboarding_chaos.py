@@ -23,6 +23,7 @@ executions per run (chaos / baseline) is the cost of the crashes. The last line 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
 import statistics
@@ -176,10 +177,8 @@ def run_once(url: str, redis_url_settings: Any, *, runs: int, crash_probability:
             for run_id in due:
                 chaos.arm()
                 executions += 1
-                try:
+                with contextlib.suppress(Crash):
                     provisioning.engine.advance(run_id)
-                except Crash:
-                    pass
             delivered = deliver_mail(db, messages, chaos)
             if due or delivered:
                 continue
@@ -254,6 +253,13 @@ def books(
             "SELECT s.id, s.domain, s.status, r.status AS run, r.resumes FROM customer_sites s "
             "JOIN saga_runs r ON r.site_id = s.id"
         ).fetchall()
+        unfinished = conn.execute(
+            "SELECT r.status, st.name, st.state, st.attempts, st.last_error FROM saga_runs r "
+            "JOIN saga_steps st ON st.run_id = r.id WHERE r.status NOT IN ('succeeded', 'compensated') "
+            "AND st.state NOT IN ('succeeded', 'pending', 'compensated') LIMIT 5"
+        ).fetchall()
+    for row in unfinished:
+        print(f"unfinished: {dict(row)}")
     owners = portainer.stacks_by_owner()
     active = {f"agistack-site:{s['id']}" for s in sites if s["status"] == "active"}
     by_name = Counter((r["type"], r["name"]) for r in cloudflare.records.values())

@@ -312,7 +312,7 @@ class SagaEngine:
         try:
             made = step.run(context)
         except Wait as exc:
-            self._defer(run, holder, step.name, exc.seconds, str(exc), counted=False)
+            self._defer(run, holder, step.name, self._spread(exc.seconds), str(exc), counted=False)
             return f"{step.name}: waiting"
         except Permanent as exc:
             self._fail_permanently(run, holder, step.name, exc.reason)
@@ -361,7 +361,7 @@ class SagaEngine:
         try:
             step.undo(self._context(run, site, external, attempt))
         except Wait as exc:
-            self._defer(run, holder, step.name, exc.seconds, str(exc), counted=False)
+            self._defer(run, holder, step.name, self._spread(exc.seconds), str(exc), counted=False)
             return f"undo {step.name}: waiting"
         except Exception as exc:
             if not isinstance(exc, Transient):
@@ -385,6 +385,11 @@ class SagaEngine:
             self._release(conn, run["id"], self.now())
             self._nudge(conn, str(run["id"]))
         return f"undo {step.name}: done"
+
+    def _spread(self, seconds: float) -> float:
+        """A wait's end, jittered: runs that waited for the same budget slot must not all wake at the
+        instant it frees (only a few would get it; the rest would wait again, and again)."""
+        return seconds + self.rng.uniform(0, max(1.0, seconds))
 
     # --- recording --------------------------------------------------------------------------------------
 
