@@ -10,7 +10,7 @@ finds it. Each record's comment is its owner mark: a record is removed only when
 so a domain deleted and added again (by anyone) never loses its new records to the old teardown.
 
 Every call takes one request from the budget first (over budget: ``Wait``, nothing is sent), and a
-429 blocks the whole budget for its Retry-After, so the platform stays under Cloudflare's 1,200
+429 blocks the whole budget for its Retry-After (and is a ``Wait`` too), so the platform stays under Cloudflare's 1,200
 requests per 5 minutes per token and never trips the 5-minute lockout.
 """
 
@@ -74,9 +74,13 @@ class CloudflareDns:
                 what=f"Cloudflare {method} dns_records",
             )
         except Transient as exc:
-            if "HTTP 429" in str(exc):
-                self._budget.block(exc.retry_after or LOCKOUT_SECONDS)
-            raise
+            if "HTTP 429" not in str(exc):
+                raise
+            # Rate limited despite the budget (another client on the token): everyone waits it out, and
+            # waiting is not this step's failure (it costs no attempt).
+            seconds = exc.retry_after or LOCKOUT_SECONDS
+            self._budget.block(seconds)
+            raise Wait(seconds, "Cloudflare asked us to slow down") from exc
         if answer.status in (401, 403):
             raise Transient(f"Cloudflare refused the API token: {_messages(answer)}")
         return answer
