@@ -308,7 +308,7 @@ def test_the_cloudflare_budget_defers_instead_of_tripping_the_lockout(
     assert dns["state"] == "pending" and "budget" in dns["last_error"] and dns["attempts"] == 0
     budget.limit = 1000
     budget.block(0.001)
-    later(provisioning, 400)
+    later(provisioning, 1000)  # past the wait and its jitter
     drive(provisioning)
     assert site_row(sql, str(site["id"]))["status"] == "active"
     assert cloudflare.lockouts == 0
