@@ -1,15 +1,20 @@
 """AGI Staffers' Chalice app (functions/agistaffers/app.py): its environment, grants and sizes.
 
 Its own functions, role and REST API; the ``agistaffers`` database on the server that DATABASE_URL
-names (the code picks the database by name). It reads the database, Redis and edge secrets and
-nothing else: no media bucket, no SteppersLife integration keys. Grant more here when a feature
-needs it (the backup bucket for backups, a queue for the onboarding saga).
+names (the code picks the database by name). It reads the database, Redis and edge secrets and the
+keys of its provisioning integrations (Portainer, the Cloudflare token), sends to and consumes its
+provisioning queue, and sends mail through SES; no media bucket, no SteppersLife integration keys.
+Provisioning stays waiting until cdk.json's ``agistack:settings.agistaffers`` sets PORTAINER_URL,
+CLOUDFLARE_ZONE_ID, CLOUDFLARE_DNS_TARGET and MAIL_SENDER.
 """
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from aws_cdk import aws_iam as iam
 
 from cdk.product import HANDLER_TIMEOUT_S, ProductApi, context_settings
 
@@ -17,7 +22,7 @@ if TYPE_CHECKING:
     from cdk.stack import AgistackStack
 
 PRODUCT = "agistaffers"
-SECRETS = ("DATABASE_URL", "REDIS_URL", "EDGE_SIGNING_SECRET")
+SECRETS = ("DATABASE_URL", "REDIS_URL", "EDGE_SIGNING_SECRET", "CLOUDFLARE_API_TOKEN", "PORTAINER_API_KEY")
 
 
 class AgistaffersApi(ProductApi):
@@ -34,5 +39,17 @@ class AgistaffersApi(ProductApi):
             queues=stack.queues,
             preserve_logical_ids=False,
         )
-        self.grant(*(stack.secrets[name].grant_read for name in SECRETS))
+        # Consuming the provisioning queue needs no grant (Chalice's role has it for its event sources);
+        # the outbox relay sends to it.
+        self.grant(
+            stack.agi_provisioning_queue.grant_send_messages,
+            functools.partial(_grant_send_email, stack),
+            *(stack.secrets[name].grant_read for name in SECRETS),
+        )
         self.output_url("AgistaffersApiUrl")
+
+
+def _grant_send_email(stack: AgistackStack, grantee: iam.IGrantable) -> iam.Grant:
+    """The welcome mail: SES v2 SendEmail from this account's verified identities in this region."""
+    identities = stack.format_arn(service="ses", resource="identity", resource_name="*")
+    return iam.Grant.add_to_principal(grantee=grantee, actions=["ses:SendEmail"], resource_arns=[identities])

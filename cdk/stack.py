@@ -52,9 +52,11 @@ class AgistackStack(cdk.Stack):
         self.backup_bucket = self._backup_bucket()
         self.domain_events_queue = self._queue_with_dlq("DomainEvents", topology.DOMAIN_EVENTS)
         self.image_uploads_queue = self._queue_with_dlq("ImageUploads", topology.IMAGE_UPLOADS)
+        self.agi_provisioning_queue = self._queue_with_dlq("AgiProvisioning", topology.AGI_PROVISIONING)
         self.queues: Mapping[str, sqs.Queue] = {
             topology.DOMAIN_EVENTS.name: self.domain_events_queue,
             topology.IMAGE_UPLOADS.name: self.image_uploads_queue,
+            topology.AGI_PROVISIONING.name: self.agi_provisioning_queue,
         }
         # Chalice cannot use @app.on_s3_event under CloudFormation, so uploads reach the image
         # handler as S3 event records inside SQS messages.
@@ -88,6 +90,7 @@ class AgistackStack(cdk.Stack):
         self.cloudflare_api_token_secret = self._secret(
             "CloudflareApiToken", "cloudflare-api-token", "Cloudflare API token (Workers KV Storage: Edit)"
         )
+        self.portainer_api_key_secret = self._secret("PortainerApiKey", "portainer-api-key", "Portainer API key")
         # The setting each secret holds, by the name the functions' settings read.
         self.secrets: Mapping[str, secretsmanager.Secret] = {
             "DATABASE_URL": self.database_url_secret,
@@ -96,6 +99,7 @@ class AgistackStack(cdk.Stack):
             "VAPID_PRIVATE_KEY": self.vapid_private_key_secret,
             "FLOWISE_API_KEY": self.flowise_api_key_secret,
             "CLOUDFLARE_API_TOKEN": self.cloudflare_api_token_secret,
+            "PORTAINER_API_KEY": self.portainer_api_key_secret,
         }
 
         self.stepperslife = StepperslifeApi(self, repo_root=repo_root, lambda_memory_mb=lambda_memory_mb)
@@ -242,6 +246,7 @@ class AgistackStack(cdk.Stack):
             "BackupBucketName": self.backup_bucket.bucket_name,
             "DomainEventsQueueUrl": self.domain_events_queue.queue_url,
             "ImageUploadsQueueUrl": self.image_uploads_queue.queue_url,
+            "AgiProvisioningQueueUrl": self.agi_provisioning_queue.queue_url,
             "EventBusName": self.event_bus.event_bus_name,
         }
         for name, value in outputs.items():

@@ -1,5 +1,6 @@
 """The cloud resources the functions need, created on a local AWS endpoint (moto, MinIO, LocalStack),
-and the wiring the cloud would provide: SQS queues feeding the Chalice handlers.
+and the wiring the cloud would provide: SQS queues feeding the Chalice handlers, the mail sender
+verified in SES.
 
 Queues, their DLQs, visibility timeouts and receive counts, and the upload notification come from
 functions.platform.topology, as in the CDK stack: a handler behaves locally as it does on Lambda
@@ -55,6 +56,11 @@ def ensure_resources(settings: Settings) -> dict[str, str]:
     )
     with contextlib.suppress(events.exceptions.ResourceAlreadyExistsException):
         events.create_event_bus(Name=settings.aws.event_bus_name)
+    if settings.mail.sender:
+        # SES sends only from a verified identity (moto checks it too).
+        ses = client(settings, "sesv2")
+        with contextlib.suppress(ses.exceptions.AlreadyExistsException):
+            ses.create_email_identity(EmailIdentity=settings.mail.sender)
     return queue_urls
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import secrets
 import signal
 import sys
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from functions.platform.config import Settings
@@ -121,11 +122,28 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _smoke_staff(data_dir: Path) -> Any:
+    """Against a local stack (its state file in ``data_dir``): a staff login for the AGI journey's
+    provisioning steps (password kept in the data dir) and moto's URL; None elsewhere."""
+    from devstack.products import AGISTAFFERS
+    from devstack.smoke import AgiStaff
+    from devstack.stack import kept, read_state
+
+    state = read_state(data_dir)
+    if state is None:
+        return None
+    _configure_from_running_stack(data_dir)
+    password = kept(data_dir / "smoke-staff-password", lambda: secrets.token_urlsafe(18))
+    email = "smoke-staff@agistaffers.local"
+    AGISTAFFERS.container().accounts.ensure_staff(email, "Smoke Staff", password)
+    return AgiStaff(email, password, moto_url=state.get("aws"))
+
+
 def _smoke(args: argparse.Namespace) -> int:
     from devstack.smoke import SmokeFailure, journey
 
     try:
-        journey(args.base_url, lambda line: print(line, flush=True))
+        journey(args.base_url, lambda line: print(line, flush=True), agi_staff=_smoke_staff(Path(args.data_dir)))
     except SmokeFailure:
         return 1
     print("smoke: all steps passed")
@@ -193,6 +211,7 @@ def parser() -> argparse.ArgumentParser:
 
     smoke = commands.add_parser("smoke", help="run a user's journey through the edge")
     smoke.add_argument("--base-url", default="http://127.0.0.1:8787")
+    smoke.add_argument("--data-dir", default=".agistack", help="a local stack's data: adds the provisioning steps")
     smoke.set_defaults(handler=_smoke)
 
     user = commands.add_parser("user", help="account administration")

@@ -195,14 +195,29 @@ class Journey:
 ROLLUP_WAIT_SECONDS = 150
 
 
+@dataclass(frozen=True)
+class AgiStaff:
+    """A staff login for the journey's provisioning steps, and where moto shows the mail SES sent."""
+
+    email: str
+    password: str
+    moto_url: str | None = None
+
+
 class AgiJourney:
     """AGI Staffers: a customer signs up, logs in, adds a site and sees it provisioning; another
     customer cannot read it; the AGI session is worth nothing on SteppersLife's routes; the site's
     agent posts metrics with its ingest token, the rollup schedule makes them appear in the dashboard,
-    and the customer's public status page lists the site."""
+    and the customer's public status page lists the site. With a staff login: staff activate the
+    customer, the site goes live through every onboarding step, and the welcome mail is in moto's
+    outbox."""
 
-    def __init__(self, base_url: str) -> None:
+    ONBOARDING_STEPS = ("reserve", "stack", "dns", "https", "activate", "welcome")
+
+    def __init__(self, base_url: str, staff: AgiStaff | None = None, *, patience_seconds: float = 90.0) -> None:
         self.base_url = base_url
+        self.staff = staff
+        self.patience = patience_seconds
         self.edge = EdgeClient(base_url)
         self.tag = secrets.token_hex(4)
         self.email = f"smoke-agi-{self.tag}@example.com"
@@ -285,8 +300,61 @@ class AgiJourney:
             raise SmokeFailure(f"the status page does not show {domain} up")
         return f"{page_path} shows {domain} at 100.00%"
 
+    def staff_activate(self) -> str:
+        assert self.staff is not None
+        staff = EdgeClient(self.base_url)
+        staff.call("POST", "/api/agi/auth/login", {"email": self.staff.email, "password": self.staff.password})
+        customer_id = self.edge.call("GET", "/api/agi/me")["user"]["customer_id"]
+        customer = staff.call("POST", f"/api/agi/customers/{customer_id}/activate")["customer"]
+        if customer["status"] != "active":
+            raise SmokeFailure(f"the customer is {customer['status']}")
+        return "customer active: its pending site's onboarding starts"
+
+    def goes_live(self) -> str:
+        site_id = self.state["site"]["id"]
+        deadline = time.monotonic() + self.patience
+        seen: list[str] = []
+        while time.monotonic() < deadline:
+            try:
+                onboarding = self.edge.call("GET", f"/api/agi/sites/{site_id}/onboarding")["onboarding"]
+            except SmokeFailure as exc:
+                # The activation's event reaches the provisioning queue a moment after the response.
+                if "onboarding_not_found" not in str(exc):
+                    raise
+                time.sleep(0.5)
+                continue
+            done = [step["name"] for step in onboarding["steps"] if step["state"] == "succeeded"]
+            seen = done if len(done) > len(seen) else seen
+            if onboarding["status"] in ("compensated", "failed"):
+                raise SmokeFailure(f"onboarding {onboarding['status']}: {onboarding['reason']}")
+            if onboarding["status"] == "succeeded":
+                if tuple(done) != self.ONBOARDING_STEPS:
+                    raise SmokeFailure(f"onboarding succeeded with steps {done}")
+                site = self.edge.call("GET", f"/api/agi/sites/{site_id}")["site"]
+                if site["status"] != "active":
+                    raise SmokeFailure(f"onboarding succeeded but the site is {site['status']}")
+                return f"active after {' → '.join(done)}"
+            time.sleep(0.5)
+        raise SmokeFailure(f"not live after {self.patience:.0f} s; steps done: {seen}")
+
+    def welcome_mail(self) -> str:
+        assert self.staff is not None and self.staff.moto_url
+        subject = f"{self.state['site']['domain']} is live"
+        deadline = time.monotonic() + self.patience
+        while time.monotonic() < deadline:
+            url = f"{self.staff.moto_url.rstrip('/')}/moto-api/data.json"
+            with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - the local moto
+                sent = json.load(response).get("ses", {}).get("Message", [])
+            mine = [m for m in sent if m.get("subject") == subject and self.email in json.dumps(m.get("destinations"))]
+            if len(mine) == 1:
+                return f"{subject!r} to {self.email}"
+            if len(mine) > 1:
+                raise SmokeFailure(f"{len(mine)} welcome mails")
+            time.sleep(0.5)
+        raise SmokeFailure("no welcome mail in moto's outbox")
+
     def steps(self) -> list[tuple[str, Callable[[], str]]]:
-        return [
+        steps = [
             ("agi: sign up and log in", self.sign_up_and_log_in),
             ("agi: me", self.me),
             ("agi: add a site", self.add_site),
@@ -297,10 +365,18 @@ class AgiJourney:
             ("agi: see them in the dashboard", self.metrics_in_dashboard),
             ("agi: the public status page", self.status_page),
         ]
+        if self.staff is not None:
+            steps += [
+                ("agi: staff activate the customer", self.staff_activate),
+                ("agi: the site goes live through every onboarding step", self.goes_live),
+            ]
+            if self.staff.moto_url:
+                steps.append(("agi: the welcome mail is in moto's outbox", self.welcome_mail))
+        return steps
 
 
-def journey(base_url: str, say: Callable[[str], None]) -> None:
-    steps = Journey(base_url).steps() + AgiJourney(base_url).steps()
+def journey(base_url: str, say: Callable[[str], None], *, agi_staff: AgiStaff | None = None) -> None:
+    steps = Journey(base_url).steps() + AgiJourney(base_url, agi_staff).steps()
     for number, (name, step) in enumerate(steps, start=1):
         try:
             detail = step()

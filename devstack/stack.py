@@ -28,6 +28,9 @@ from functions.platform.migrations import migrate_all
 log = logging.getLogger("agistack.dev")
 
 STATE_FILE = "stack.json"
+LOCAL_MAIL_SENDER = "welcome@agistaffers.local"
+LOCAL_ZONE_ID = "0000000000000000000000000000dev0"
+LOCAL_DNS_TARGET = "192.0.2.10"  # TEST-NET-1: documentation only, never routed
 
 
 class PortInUse(RuntimeError):
@@ -57,7 +60,7 @@ def ensure_port_free(host: str, port: int, what: str) -> None:
             ) from None
 
 
-def _kept(path: Path, make: Callable[[], str]) -> str:
+def kept(path: Path, make: Callable[[], str]) -> str:
     """A value made once and kept (mode 0600) in the data dir, so that it survives restarts."""
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -71,7 +74,7 @@ def signing_secret(env: Mapping[str, str], data_dir: Path) -> str:
     """EDGE_SIGNING_SECRET, or one generated once so that sessions survive restarts."""
     if env.get("EDGE_SIGNING_SECRET"):
         return env["EDGE_SIGNING_SECRET"]
-    return _kept(data_dir / "edge-signing-secret", lambda: secrets.token_urlsafe(48))
+    return kept(data_dir / "edge-signing-secret", lambda: secrets.token_urlsafe(48))
 
 
 def vapid_keys(env: Mapping[str, str], data_dir: Path) -> dict[str, str]:
@@ -84,7 +87,7 @@ def vapid_keys(env: Mapping[str, str], data_dir: Path) -> dict[str, str]:
         private_key, public_key = generate_vapid_keys()
         return json.dumps({"VAPID_PRIVATE_KEY": private_key, "VAPID_PUBLIC_KEY": public_key})
 
-    keys: dict[str, str] = json.loads(_kept(data_dir / "vapid.json", make))
+    keys: dict[str, str] = json.loads(kept(data_dir / "vapid.json", make))
     return {**keys, "VAPID_SUBJECT": env.get("VAPID_SUBJECT", "mailto:dev@localhost")}
 
 
@@ -140,6 +143,7 @@ class DevStack:
             {
                 **self.env,
                 **vapid_keys(self.env, data_dir),
+                **self._provisioning_fakes(),
                 "DATABASE_URL": pg_url,
                 "REDIS_URL": redis_url,
                 "EDGE_SIGNING_SECRET": secret,
@@ -173,6 +177,41 @@ class DevStack:
         state_path.write_text(json.dumps(state, indent=2))
         state_path.chmod(0o600)
         self._stops.append(lambda: state_path.unlink(missing_ok=True))
+
+    def _provisioning_fakes(self) -> dict[str, str]:
+        """AGI Staffers' provisioning endpoints: the fake Portainer (which also serves the sites' HTTPS)
+        and the fake Cloudflare DNS API, unless real ones are configured; and a local mail sender."""
+        from devstack.fakes.cloudflare import FakeCloudflare
+        from devstack.fakes.portainer import FakePortainer
+
+        values = {"MAIL_SENDER": self.env.get("MAIL_SENDER") or LOCAL_MAIL_SENDER}
+        if not self.env.get("PORTAINER_URL"):
+            portainer = FakePortainer(secrets.token_urlsafe(24))
+            self._stops.append(portainer.stop)
+            values.update(
+                {
+                    "PORTAINER_URL": portainer.url,
+                    "PORTAINER_API_KEY": portainer.api_key,
+                    "SITE_PROBE_CONNECT_TO": portainer.ingress_address,
+                    "SITE_PROBE_CA_FILE": portainer.ca_file,
+                    "SITE_PROBE_ALLOW_HOSTS": "127.0.0.1",
+                }
+            )
+            log.info("fake portainer at %s, sites' https at %s", portainer.url, portainer.ingress_address)
+        if not self.env.get("CLOUDFLARE_ZONE_ID"):
+            token = self.env.get("CLOUDFLARE_API_TOKEN") or secrets.token_urlsafe(24)
+            cloudflare = FakeCloudflare(token, LOCAL_ZONE_ID)
+            self._stops.append(cloudflare.stop)
+            values.update(
+                {
+                    "CLOUDFLARE_API_BASE": cloudflare.api_base,
+                    "CLOUDFLARE_API_TOKEN": token,
+                    "CLOUDFLARE_ZONE_ID": LOCAL_ZONE_ID,
+                    "CLOUDFLARE_DNS_TARGET": LOCAL_DNS_TARGET,
+                }
+            )
+            log.info("fake cloudflare dns at %s", cloudflare.api_base)
+        return values
 
     def _api_url(self, product: Product) -> str:
         return f"http://{self.options.host}:{self.options.port(product)}"

@@ -11,18 +11,28 @@ from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
 
-from functions.agistaffers.services import alerts, partitions
+from functions.agistaffers.adapters.cloudflare_dns import CloudflareDns
+from functions.agistaffers.adapters.portainer import PortainerStacks
+from functions.agistaffers.adapters.ses_mail import SesMailer
+from functions.agistaffers.adapters.site_probe import HttpsSiteProbe
+from functions.agistaffers.services import domain_events, partitions
 from functions.agistaffers.services.accounts import AccountService
 from functions.agistaffers.services.alerts import AlertEvaluator
 from functions.agistaffers.services.customers import CustomerService
 from functions.agistaffers.services.dashboards import Dashboards
 from functions.agistaffers.services.metrics import MetricsIngest
 from functions.agistaffers.services.plans import PlanService
+from functions.agistaffers.services.provisioning import Provisioning
+from functions.agistaffers.services.provisioning_messages import ProvisioningMessages
 from functions.agistaffers.services.rollups import Rollups
 from functions.agistaffers.services.sites import SiteService
 from functions.agistaffers.services.status import StatusPages
-from functions.platform.composition import Installed, ProductContainer
+from functions.platform import topology
+from functions.platform.adapters.messaging import SqsPublisher
+from functions.platform.budget import RequestBudget
+from functions.platform.composition import Installed, ProductContainer, aws_client
 from functions.platform.login_throttle import LoginThrottle
+from functions.platform.outbox_relay import OutboxRelay
 from shared.envelope import AGISTAFFERS, Identity
 
 
@@ -43,11 +53,60 @@ class Container(ProductContainer):
 
     @cached_property
     def customers(self) -> CustomerService:
-        return CustomerService(self.db)
+        return CustomerService(self.db, self.outbox_relay)
 
     @cached_property
     def sites(self) -> SiteService:
-        return SiteService(self.db)
+        return SiteService(self.db, self.provisioning, self.outbox_relay)
+
+    @cached_property
+    def outbox_relay(self) -> OutboxRelay:
+        # Every AGI Staffers event goes to its provisioning queue (none is another product's business).
+        publisher = SqsPublisher(lambda: aws_client(self.settings, "sqs"), topology.AGI_PROVISIONING.name)
+        return OutboxRelay(self.db, publisher)
+
+    @cached_property
+    def cloudflare_budget(self) -> RequestBudget:
+        cloudflare = self.settings.cloudflare
+        return RequestBudget(
+            self.redis,
+            RequestBudget.token_name("cloudflare", cloudflare.api_token or "unset"),
+            limit=cloudflare.requests_per_5_minutes,
+            window_seconds=300,
+        )
+
+    @cached_property
+    def provisioning(self) -> Provisioning:
+        settings = self.settings
+        portainer, cloudflare, probe = settings.portainer, settings.cloudflare, settings.site_probe
+        return Provisioning(
+            self.db,
+            containers=PortainerStacks(
+                url=portainer.url,
+                api_key=portainer.api_key,
+                endpoint_id=portainer.endpoint_id,
+                timeout_seconds=portainer.timeout_seconds,
+            ),
+            dns=CloudflareDns(
+                api_base=cloudflare.api_base,
+                zone_id=cloudflare.dns_zone_id,
+                api_token=cloudflare.api_token,
+                budget=self.cloudflare_budget,
+            ),
+            probe=HttpsSiteProbe(
+                connect_to=probe.connect_to,
+                ca_file=probe.ca_file,
+                allow_hosts=probe.allow_hosts,
+                timeout_seconds=probe.timeout_seconds,
+            ),
+            dns_target=cloudflare.dns_target,
+            engine_options={"flush": self.outbox_relay},
+        )
+
+    @cached_property
+    def provisioning_messages(self) -> ProvisioningMessages:
+        mailer = SesMailer(lambda: aws_client(self.settings, "sesv2"), self.settings.mail.sender)
+        return ProvisioningMessages(self.db, self.claims, self.provisioning, mailer)
 
     @cached_property
     def metrics(self) -> MetricsIngest:
@@ -67,7 +126,7 @@ class Container(ProductContainer):
 
     @cached_property
     def alerts(self) -> AlertEvaluator:
-        return AlertEvaluator(self.db, alerts.outbox, self.dashboards.invalidate)
+        return AlertEvaluator(self.db, domain_events.outbox, self.dashboards.invalidate)
 
     # The schedules' use cases, named once for the Lambda handlers and the dev stack.
 

@@ -201,15 +201,82 @@ class CloudflareSettings:
     api_token: str | None = None
     push_subs_kv_id: str | None = None
     api_cache_kv_id: str | None = None
+    # DNS for AGI Staffers' sites: the zone their records go in and the address they point at.
+    dns_zone_id: str | None = None
+    dns_target: str | None = None
+    # Calls per token per 5 minutes that the platform allows itself (Cloudflare's limit is 1,200 and
+    # going over locks the token out for 5 minutes): the rest is headroom for people and other tools.
+    requests_per_5_minutes: int = 1000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], read_secret: SecretReader | None = None) -> CloudflareSettings:
+        budget = _int(env, "CLOUDFLARE_REQUESTS_PER_5_MINUTES", cls.requests_per_5_minutes)
+        if not 1 <= budget <= 1200:
+            raise ConfigurationError("CLOUDFLARE_REQUESTS_PER_5_MINUTES must be 1 to 1200 (Cloudflare's limit)")
         return cls(
             api_base=env.get("CLOUDFLARE_API_BASE", cls.api_base).rstrip("/"),
             account_id=env.get("CLOUDFLARE_ACCOUNT_ID") or None,
             api_token=_secret(env, "CLOUDFLARE_API_TOKEN", read_secret),
             push_subs_kv_id=env.get("PUSH_SUBS_KV_ID") or None,
             api_cache_kv_id=env.get("API_CACHE_KV_ID") or None,
+            dns_zone_id=env.get("CLOUDFLARE_ZONE_ID") or None,
+            dns_target=env.get("CLOUDFLARE_DNS_TARGET") or None,
+            requests_per_5_minutes=budget,
+        )
+
+
+@dataclass(frozen=True)
+class PortainerSettings:
+    """The Portainer that runs customers' site containers (a standalone Docker environment)."""
+
+    # url or api_key unset: provisioning steps wait (and retry) until it is configured.
+    url: str | None = None
+    api_key: str | None = None
+    endpoint_id: int = 1
+    timeout_seconds: float = 10.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], read_secret: SecretReader | None = None) -> PortainerSettings:
+        return cls(
+            url=(env.get("PORTAINER_URL") or "").rstrip("/") or None,
+            api_key=_secret(env, "PORTAINER_API_KEY", read_secret),
+            endpoint_id=_int(env, "PORTAINER_ENDPOINT_ID", cls.endpoint_id),
+            timeout_seconds=_float(env, "PORTAINER_TIMEOUT_SECONDS", cls.timeout_seconds),
+        )
+
+
+@dataclass(frozen=True)
+class MailSettings:
+    # The verified SES identity transactional mail comes from; unset: no mail is sent (it waits).
+    sender: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], read_secret: SecretReader | None = None) -> MailSettings:
+        return cls(sender=env.get("MAIL_SENDER") or None)
+
+
+@dataclass(frozen=True)
+class SiteProbeSettings:
+    """How provisioning checks that a new site answers over HTTPS with a valid certificate."""
+
+    # host:port to connect to instead of the site's own address (curl's --connect-to): the dev stack's
+    # fake Portainer serves every site there. Unset: the site's domain, port 443.
+    connect_to: str | None = None
+    # Extra CA certificates to trust (the fake's CA); unset: the system's.
+    ca_file: str | None = None
+    # Hosts whose non-public addresses are accepted: tests and local development only.
+    allow_hosts: tuple[str, ...] = ()
+    timeout_seconds: float = 5.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], read_secret: SecretReader | None = None) -> SiteProbeSettings:
+        return cls(
+            connect_to=env.get("SITE_PROBE_CONNECT_TO") or None,
+            ca_file=env.get("SITE_PROBE_CA_FILE") or None,
+            allow_hosts=tuple(
+                host.strip().lower() for host in env.get("SITE_PROBE_ALLOW_HOSTS", "").split(",") if host.strip()
+            ),
+            timeout_seconds=_float(env, "SITE_PROBE_TIMEOUT_SECONDS", cls.timeout_seconds),
         )
 
 
@@ -250,6 +317,9 @@ class Settings:
     push: PushSettings = field(default_factory=PushSettings)
     cloudflare: CloudflareSettings = field(default_factory=CloudflareSettings)
     backup: BackupSettings = field(default_factory=BackupSettings)
+    portainer: PortainerSettings = field(default_factory=PortainerSettings)
+    mail: MailSettings = field(default_factory=MailSettings)
+    site_probe: SiteProbeSettings = field(default_factory=SiteProbeSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], read_secret: SecretReader | None = None) -> Settings:
@@ -264,6 +334,9 @@ class Settings:
             "push": PushSettings,
             "cloudflare": CloudflareSettings,
             "backup": BackupSettings,
+            "portainer": PortainerSettings,
+            "mail": MailSettings,
+            "site_probe": SiteProbeSettings,
         }
         read: dict[str, Any] = {}
         errors: list[ConfigurationError] = []

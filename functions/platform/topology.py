@@ -41,7 +41,13 @@ DOMAIN_EVENTS = Queue(
 IMAGE_UPLOADS = Queue(
     "agistack-image-uploads", visibility_seconds=360, max_receive_count=5, batch_size=4, dlq_retention_days=14
 )
-QUEUES = (DOMAIN_EVENTS, IMAGE_UPLOADS)
+# AGI Staffers' provisioning: saga steps (one message per step), customer lifecycle events and the welcome
+# mail. The handler has a 30 s Lambda timeout: 6 x 30. Ten deliveries: a step that keeps failing is
+# also picked up again by the schedule from its records, so the DLQ holds only what is truly poison.
+AGI_PROVISIONING = Queue(
+    "agistack-agi-provisioning", visibility_seconds=180, max_receive_count=10, batch_size=5, dlq_retention_days=14
+)
+QUEUES = (DOMAIN_EVENTS, IMAGE_UPLOADS, AGI_PROVISIONING)
 
 EVENT_BUS_NAME = "agistack"
 # Every domain event's EventBridge source starts with this; the bus's rule forwards them to DOMAIN_EVENTS.

@@ -12,11 +12,19 @@ import pytest
 import redis
 from psycopg.rows import dict_row
 
+from devstack.fakes.cloudflare import FakeCloudflare
+from devstack.fakes.portainer import FakePortainer
+from functions.agistaffers.adapters.cloudflare_dns import CloudflareDns
+from functions.agistaffers.adapters.portainer import PortainerStacks
+from functions.agistaffers.adapters.site_probe import HttpsSiteProbe
 from functions.agistaffers.services import partitions
 from functions.agistaffers.services.accounts import AccountService, Actor
 from functions.agistaffers.services.customers import CustomerService
+from functions.agistaffers.services.provisioning import Provisioning
 from functions.agistaffers.services.sites import SiteService
 from functions.platform.adapters.postgres import Database
+from functions.platform.budget import RequestBudget
+from functions.platform.composition import redis_client
 from functions.platform.config import Settings
 from functions.platform.login_throttle import LoginThrottle
 from shared.envelope import AGISTAFFERS
@@ -50,8 +58,9 @@ def clean_agistaffers(agistaffers_url: str, redis_url: str, metric_partitions: N
     # plans and the plans' default alert rules are seed data the migrations own: they stay.
     with psycopg.connect(agistaffers_url, autocommit=True) as conn:
         conn.execute(
-            "TRUNCATE invitations, users, customer_sites, customers, metric_samples, metric_rollups_1m, "
-            "metric_rollups_1h, rollup_watermarks, incidents, alerts, outbox, session_generations CASCADE"
+            "TRUNCATE saga_steps, saga_runs, claims, invitations, users, customer_sites, customers, metric_samples, "
+            "metric_rollups_1m, metric_rollups_1h, rollup_watermarks, incidents, alerts, outbox, session_generations "
+            "CASCADE"
         )
         conn.execute("DELETE FROM alert_rules WHERE site_id IS NOT NULL")
     client = redis.Redis.from_url(redis_url)
@@ -77,9 +86,67 @@ def customers(agi_db: Database) -> CustomerService:
     return CustomerService(agi_db)
 
 
+PORTAINER_KEY = "ptr_test_key"
+CLOUDFLARE_TOKEN = "cf-test-token"
+ZONE = "0123456789abcdef0123456789abcdef"
+DNS_TARGET = "203.0.113.10"
+
+
+@pytest.fixture(scope="session")
+def fake_portainer() -> Iterator[FakePortainer]:
+    fake = FakePortainer(PORTAINER_KEY)
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(scope="session")
+def fake_cloudflare() -> Iterator[FakeCloudflare]:
+    fake = FakeCloudflare(CLOUDFLARE_TOKEN, ZONE)
+    yield fake
+    fake.stop()
+
+
 @pytest.fixture
-def sites(agi_db: Database) -> SiteService:
-    return SiteService(agi_db)
+def fakes(fake_portainer: FakePortainer, fake_cloudflare: FakeCloudflare) -> tuple[FakePortainer, FakeCloudflare]:
+    """Both fakes, emptied and without failures."""
+    for fake in (fake_portainer, fake_cloudflare):
+        fake.faults.timeout = fake.faults.too_many = fake.faults.unavailable = fake.faults.phantom_create = 0.0
+    fake_portainer.stacks.clear()
+    fake_cloudflare.records.clear()
+    return fake_portainer, fake_cloudflare
+
+
+@pytest.fixture
+def budget(settings: Settings) -> RequestBudget:
+    client = redis_client(settings)
+    for key in client.scan_iter("platform:budget:test*"):
+        client.delete(key)
+    return RequestBudget(client, "test-cloudflare", limit=1000, window_seconds=300)
+
+
+@pytest.fixture
+def provisioning(agi_db: Database, fakes: tuple[FakePortainer, FakeCloudflare], budget: RequestBudget) -> Provisioning:
+    """The sagas on the real adapters against the fakes (the probe reaches the fake's ingress)."""
+    portainer, cloudflare = fakes
+    return Provisioning(
+        agi_db,
+        containers=PortainerStacks(url=portainer.url, api_key=PORTAINER_KEY, endpoint_id=1, timeout_seconds=0.5),
+        dns=CloudflareDns(
+            api_base=cloudflare.api_base, zone_id=ZONE, api_token=CLOUDFLARE_TOKEN, budget=budget, timeout_seconds=0.5
+        ),
+        probe=HttpsSiteProbe(
+            connect_to=portainer.ingress_address,
+            ca_file=portainer.ca_file,
+            allow_hosts=("127.0.0.1",),
+            timeout_seconds=2.0,
+        ),
+        dns_target=DNS_TARGET,
+    )
+
+
+@pytest.fixture
+def sites(agi_db: Database, provisioning: Provisioning) -> SiteService:
+    return SiteService(agi_db, provisioning)
 
 
 @pytest.fixture

@@ -44,6 +44,11 @@ def sample(metric: str, value: Any, at: datetime, **extra: Any) -> dict[str, Any
     return {"metric": metric, "value": value, "at": at.timestamp(), **extra}
 
 
+@pytest.fixture(autouse=True)
+def _container(configured_agi_app: Any) -> None:
+    """These tests drive the installed container's services directly (``container()``)."""
+
+
 @pytest.fixture
 def owner(tenants: Tenants) -> Actor:
     return tenants.owner(plan="business", company="Acme Hosting")
@@ -278,7 +283,9 @@ def test_alert_goes_pending_firing_resolved_with_one_notification_per_change(
     assert len(rows) == 1
     assert rows[0][2] == 99.0
     assert rows[0][1] is not None
-    notes = sql.execute("SELECT topic, payload->>'state' FROM outbox ORDER BY id").fetchall()
+    notes = sql.execute(
+        "SELECT topic, payload->>'state' FROM outbox WHERE topic = 'monitoring.alert' ORDER BY id"
+    ).fetchall()
     assert notes == [("monitoring.alert", "firing"), ("monitoring.alert", "resolved")]
 
 

@@ -32,6 +32,12 @@ STEPPERSLIFE_SECRET_ENV = {
     "FLOWISE_API_KEY_SECRET_ARN": "flowise_api_key_secret",
     "CLOUDFLARE_API_TOKEN_SECRET_ARN": "cloudflare_api_token_secret",
 }
+AGISTAFFERS_SECRET_ENV = {
+    **SHARED_SECRET_ENV,
+    "CLOUDFLARE_API_TOKEN_SECRET_ARN": "cloudflare_api_token_secret",
+    "PORTAINER_API_KEY_SECRET_ARN": "portainer_api_key_secret",
+}
+ALL_SECRET_ENV = {**STEPPERSLIFE_SECRET_ENV, **AGISTAFFERS_SECRET_ENV}
 # Names of plaintext settings that must never appear in the Lambda environment.
 FORBIDDEN_ENV = {
     "DATABASE_URL",
@@ -39,6 +45,7 @@ FORBIDDEN_ENV = {
     "REDIS_URL",
     "VAPID_PRIVATE_KEY",
     "FLOWISE_API_KEY",
+    "PORTAINER_API_KEY",
     "CLOUDFLARE_API_TOKEN",
 }
 
@@ -171,6 +178,7 @@ def test_the_topology_declares_the_queues_the_stack_had() -> None:
     assert [(q.name, q.visibility_seconds, q.max_receive_count, q.dlq_retention_days) for q in topology.QUEUES] == [
         ("agistack-domain-events", 180, 5, 14),
         ("agistack-image-uploads", 360, 5, 14),
+        ("agistack-agi-provisioning", 180, 10, 14),
     ]
 
 
@@ -284,7 +292,7 @@ def test_agistaffers_gets_its_database_secrets_and_nothing_of_stepperslife(synth
     stack = synth.stack
     context = cdk_json_context()["agistack:settings"]["agistaffers"]
     expected: dict[str, Any] = {
-        env: ref(synth.logical_id(getattr(stack, attr))) for env, attr in SHARED_SECRET_ENV.items()
+        env: ref(synth.logical_id(getattr(stack, attr))) for env, attr in AGISTAFFERS_SECRET_ENV.items()
     }
     expected.update({k: v for k, v in context.items() if v})
     expected.update({"AGISTACK_STAGE": cdk_json_context()["agistack:stage"], "LOG_LEVEL": "INFO"})
@@ -318,7 +326,7 @@ def test_every_handler_string_resolves_in_the_package(synth: Synth) -> None:
 
 def test_no_secret_value_is_in_the_template(synth: Synth) -> None:
     secrets = synth.of_type("AWS::SecretsManager::Secret")
-    assert set(secrets) == {synth.logical_id(getattr(synth.stack, attr)) for attr in STEPPERSLIFE_SECRET_ENV.values()}
+    assert set(secrets) == {synth.logical_id(getattr(synth.stack, attr)) for attr in ALL_SECRET_ENV.values()}
     for name, secret in secrets.items():
         props = secret["Properties"]
         assert "SecretString" not in props, name
@@ -350,6 +358,7 @@ def test_sqs_handlers_report_partial_batch_failures_and_follow_the_topology(synt
         for name, queue in (
             (topology.DOMAIN_EVENTS.name, synth.stack.domain_events_queue),
             (topology.IMAGE_UPLOADS.name, synth.stack.image_uploads_queue),
+            (topology.AGI_PROVISIONING.name, synth.stack.agi_provisioning_queue),
         )
     }
     consumed = set()
@@ -427,12 +436,16 @@ def test_agistaffers_role_reads_its_secrets_only(synth: Synth) -> None:
     readable = [r for a, r in grants if a == "secretsmanager:GetSecretValue"]
     granted = {
         attr
-        for attr in STEPPERSLIFE_SECRET_ENV.values()
+        for attr in ALL_SECRET_ENV.values()
         if any(mentions(r, synth.logical_id(getattr(stack, attr))) for r in readable)
     }
-    assert granted == set(SHARED_SECRET_ENV.values())
-    for construct in (stack.media_bucket, stack.backup_bucket, *stack.queues.values(), stack.event_bus):
+    assert granted == set(AGISTAFFERS_SECRET_ENV.values())
+    others = (stack.media_bucket, stack.backup_bucket, stack.domain_events_queue, stack.image_uploads_queue)
+    for construct in (*others, stack.event_bus):
         assert not any(mentions(r, synth.logical_id(construct)) for _, r in grants), construct
+    provisioning_queue = synth.logical_id(stack.agi_provisioning_queue)
+    assert any(a == "sqs:SendMessage" and mentions(r, provisioning_queue) for a, r in grants)
+    assert any(a == "ses:SendEmail" for a, _ in grants)
     for name, function in functions.items():
         assert policy_id in function.get("DependsOn", []), name
 

@@ -128,7 +128,7 @@ def test_every_variable_is_deployed_or_optional(read: ReadByCode, readme: Readme
                 default = readme.defaults[name]
                 assert not default.startswith("required"), f"{product}: {name} is required but CDK does not set it"
     said_deployed = {name for name in read.settings if "CDK" in readme.defaults[name]}
-    assert all(deployed.sets("stepperslife", name) for name in said_deployed), said_deployed
+    assert all(any(deployed.sets(p, name) for p in PRODUCTS) for name in said_deployed), said_deployed
 
 
 def test_secrets_reach_lambda_as_arns_of_settings_read_through_the_secret_reader(
@@ -141,9 +141,9 @@ def test_secrets_reach_lambda_as_arns_of_settings_read_through_the_secret_reader
         )
         leaked = read.secrets & (deployed.variables[product] | deployed.context[product])
         assert not leaked, f"{product}: a secret value in the environment or cdk.json: {leaked}"
-    # The README promises exactly the ARN variables the settings read, and SteppersLife gets them all.
+    # The README promises exactly the ARN variables the settings read, and each reaches some product.
     assert readme.arn_variables() == read.arn_variables
-    assert read.arn_variables <= deployed.variables["stepperslife"]
+    assert read.arn_variables <= set().union(*(deployed.variables[product] for product in PRODUCTS))
 
 
 def test_cdk_sets_only_variables_the_code_reads(read: ReadByCode, readme: Readme, deployed: Deployed) -> None:

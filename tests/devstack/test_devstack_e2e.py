@@ -24,7 +24,7 @@ import boto3
 import pytest
 
 from devstack.services import free_port
-from devstack.smoke import EdgeClient, journey
+from devstack.smoke import EdgeClient
 
 pytestmark = pytest.mark.e2e
 
@@ -102,11 +102,15 @@ def stack(data_dir: Path) -> Iterator[RunningStack]:
 
 
 def test_smoke_journey_through_the_edge(stack: RunningStack) -> None:
-    lines: list[str] = []
-    journey(stack.edge_url, lines.append)
-    # SteppersLife's twelve steps, then AGI Staffers' nine (the last three: metrics, rollup, status page).
-    assert len(lines) == 21 and all(line.startswith("ok") for line in lines), lines
-    assert sum(" agi: " in line for line in lines) == 9
+    # As an operator runs it: `agistack smoke` next to the stack's data dir adds the provisioning steps.
+    smoke = agistack("smoke", "--base-url", stack.edge_url, "--data-dir", str(stack.data_dir), timeout=400)
+    lines = [line for line in smoke.stdout.splitlines() if line.startswith(("ok", "FAIL"))]
+    # SteppersLife's twelve steps, then AGI Staffers' twelve (metrics, rollup, status page; activation,
+    # onboarding, the welcome mail).
+    assert smoke.returncode == 0 and len(lines) == 24, smoke.stdout + smoke.stderr
+    assert all(line.startswith("ok") for line in lines), lines
+    assert sum(" agi: " in line for line in lines) == 12
+    assert "reserve → stack → dns → https → activate → welcome" in smoke.stdout
     health = json.loads(urllib.request.urlopen(f"{stack.edge_url}/healthz", timeout=5).read())
     assert health["status"] == "ok"
     api_health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{stack.api_port}/healthz", timeout=5).read())

@@ -28,12 +28,11 @@ from typing import Any
 
 from psycopg import Connection
 
+from functions.agistaffers.services.domain_events import ALERT_TOPIC
 from functions.agistaffers.services.rollups import watermark
 from functions.platform.outbox import Outbox
 from functions.platform.ports import Row, TransactionalDatabase
 
-ALERT_TOPIC = "monitoring.alert"
-outbox = Outbox({ALERT_TOPIC})
 STALE_AFTER = timedelta(minutes=3)
 COMPARE: dict[str, Callable[[float, float], bool]] = {
     ">": operator.gt,

@@ -6,6 +6,9 @@ Failure model:
   (``SELECT ... FOR UPDATE``) so two operators cannot both move the same customer from one state.
 - Another customer's data does not exist for a customer's user: ``NotFound(code="customer_not_found")``,
   never 403, so ids cannot be probed. Staff-only actions are ``Forbidden`` for customers' users.
+- Each status change writes a ``customer.status_changed`` outbox row in its transaction: provisioning
+  stops, starts, onboards or removes the customer's sites from it (services/provisioning.py), so a
+  change is never applied without its effect on the containers, nor the other way round.
 - A plan change that would leave more sites (or members) than the new plan allows is
   ``Conflict(code="plan_limit")``; it counts under the same row lock that adding a site takes.
 """
@@ -19,8 +22,10 @@ from psycopg import Connection
 
 from functions.agistaffers.services import decode_cursor, encode_cursor, like_pattern, page_size, parse_uuid
 from functions.agistaffers.services.accounts import Actor, check_writable, normalise_email, require_writable
+from functions.agistaffers.services.domain_events import CUSTOMER_STATUS_TOPIC
+from functions.agistaffers.services.domain_events import outbox as domain_outbox
 from functions.agistaffers.services.plans import load_plan
-from functions.platform.ports import Row, TransactionalDatabase
+from functions.platform.ports import OutboxFlush, Row, TransactionalDatabase
 from shared.errors import Conflict, Forbidden, NotFound, ValidationFailed
 
 STATUSES = ("pending", "active", "suspended", "cancelled")
@@ -91,8 +96,9 @@ def _profile_value(field: str, value: Any) -> str | None:
 
 
 class CustomerService:
-    def __init__(self, db: TransactionalDatabase) -> None:
+    def __init__(self, db: TransactionalDatabase, outbox: OutboxFlush | None = None) -> None:
         self._db = db
+        self._outbox = outbox
 
     # Lifecycle (staff)
 
@@ -128,11 +134,19 @@ class CustomerService:
                     details={"from": was, "to": to},
                 )
             row = conn.execute(
-                "UPDATE customers c SET status = %s, status_reason = %s, status_changed_at = now(), updated_at = now() "
-                f"WHERE c.id = %s RETURNING {CUSTOMER_COLUMNS}",
+                "UPDATE customers c SET status = %s, status_reason = %s, status_changed_at = clock_timestamp(), "
+                f"updated_at = now() WHERE c.id = %s RETURNING {CUSTOMER_COLUMNS}",
                 (to, reason, parsed),
             ).fetchone()
             assert row is not None
+            domain_outbox.enqueue(
+                conn,
+                CUSTOMER_STATUS_TOPIC,
+                {"customer_id": str(parsed), "from": was, "to": to},
+                dedup_key=f"customer:{parsed}:{row['status_changed_at'].isoformat()}",
+            )
+        if self._outbox is not None:
+            self._outbox.flush_after_commit()
         return public_customer(row)
 
     # Reads

@@ -7,8 +7,10 @@ Failure model:
   concurrent adds are serialised per customer and never exceed it (``Conflict(code="plan_limit")``).
 - A domain hosted by anyone (not deleted) is ``Conflict(code="domain_taken")``: the partial unique
   index on the normalised domain decides, so there is no check-then-insert race across customers.
-- Deleting marks the site ``deleted`` (its domain is free again); the provisioning worker tears the
-  container down.
+- Adding a site of an active customer starts its onboarding run in the same transaction (a pending
+  customer's sites start when the customer is activated); deleting marks the site ``deleted`` (its
+  domain is free again) and, in the same transaction, cancels its onboarding and queues the teardown
+  saga (services/provisioning.py): the use case owns its effects, none is lost to a crash.
 - Writes by a customer's users go through ``require_writable`` and again against the locked customer row.
 - Each site gets an ingest token (its agent's credential for ``POST /metrics``) when it is added: the
   token is in that answer only, the database keeps its SHA-256; a lost or leaked token is replaced
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 import psycopg
@@ -29,7 +31,7 @@ from functions.agistaffers.services import decode_cursor, encode_cursor, like_pa
 from functions.agistaffers.services.accounts import Actor, check_writable, require_customer, require_writable
 from functions.agistaffers.services.domains import normalise_domain
 from functions.agistaffers.services.plans import load_plan
-from functions.platform.ports import Row, TransactionalDatabase
+from functions.platform.ports import OutboxFlush, Row, TransactionalDatabase
 from shared.errors import Conflict, Forbidden, NotFound, ValidationFailed
 
 STATUSES = ("provisioning", "active", "suspended", "failed", "deleted")
@@ -68,9 +70,19 @@ def _label(value: Any) -> str | None:
     return value.strip()
 
 
+class SiteSagas(Protocol):
+    """What adding and deleting a site start (``Provisioning``), inside the caller's transaction."""
+
+    def start_onboarding(self, conn: Connection[Row], site_id: str, trigger: str) -> str | None: ...
+
+    def tear_down(self, conn: Connection[Row], site_id: str) -> None: ...
+
+
 class SiteService:
-    def __init__(self, db: TransactionalDatabase) -> None:
+    def __init__(self, db: TransactionalDatabase, sagas: SiteSagas, outbox: OutboxFlush | None = None) -> None:
         self._db = db
+        self._sagas = sagas
+        self._outbox = outbox
 
     def add(self, actor: Actor, domain: str, *, label: str | None = None) -> dict[str, Any]:
         """A new site (status provisioning) for the actor's customer, with its ``ingest_token``: shown
@@ -108,8 +120,11 @@ class SiteService:
                     (customer_id, name, label, token_hash),
                 ).fetchone()
                 assert row is not None
+                if customer["status"] == "active":
+                    self._sagas.start_onboarding(conn, str(row["id"]), f"onboard:{row['id']}")
         except psycopg.errors.UniqueViolation as exc:
             raise Conflict(f"{name} is already hosted here", code="domain_taken", details={"domain": name}) from exc
+        self._flush()
         return {**public_site(row), "ingest_token": token}
 
     def rotate_ingest_token(self, actor: Actor, site_id: Any) -> dict[str, Any]:
@@ -123,6 +138,10 @@ class SiteService:
                 raise _not_found()
             conn.execute("UPDATE customer_sites SET ingest_token_hash = %s WHERE id = %s", (token_hash, site["id"]))
         return {"site_id": site["id"], "ingest_token": token}
+
+    def _flush(self) -> None:
+        if self._outbox is not None:
+            self._outbox.flush_after_commit()
 
     def list(
         self,
@@ -232,6 +251,8 @@ class SiteService:
                 (site["id"],),
             ).fetchone()
             assert row is not None
+            self._sagas.tear_down(conn, str(site["id"]))
+        self._flush()
         return public_site(row)
 
     @staticmethod
