@@ -436,3 +436,13 @@ def test_onboarding_api_shows_progress_to_the_sites_users_and_lets_staff_steer(
     assert agi_api.request("GET", path, identity=identity(owner)).json["onboarding"]["status"] == "compensated"
     missing = agi_api.request("GET", "/sites/not-a-uuid/onboarding", identity=identity(owner))
     assert missing.status == 404 and missing.json["error"]["code"] == "site_not_found"
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "10.0.0.8", "169.254.169.254", "[::ffff:127.0.0.1]", "[64:ff9b::a00:1]"])
+def test_the_https_check_never_reaches_a_non_public_address(host: str) -> None:
+    from functions.agistaffers.adapters.site_probe import HttpsSiteProbe
+    from functions.agistaffers.services.saga import Transient
+
+    probe = HttpsSiteProbe(connect_to=None, ca_file=None, allow_hosts=(), timeout_seconds=1.0)
+    with pytest.raises(Transient, match="non-public|not allowed|address"):
+        probe.check(host)

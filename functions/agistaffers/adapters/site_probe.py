@@ -1,21 +1,23 @@
 """The HTTPS check of a new site: a TLS handshake that verifies the certificate for the site's name,
 then ``GET /`` answered with a status below 500.
 
-Outbound safety: the address is resolved once, refused unless public (``shared.net``'s rule), and the
-connection goes to exactly that address (no second lookup a rebinding DNS could answer differently).
-``allow_hosts`` (tests and the dev stack only) admits a non-public host such as the fake Portainer's
-ingress on 127.0.0.1, where ``connect_to`` points the check (curl's ``--connect-to``). Kept small and
-on its own: the platform's outbound guard (functions/platform/outbound.py) replaces the address rule.
+Outbound safety: the customer's domain goes through the outbound guard's checks (``shared.net``,
+the half of ``functions/platform/outbound.py`` that decides: the URL's spelling, then every address
+the name resolves to must be public, embedded IPv4 forms included); the connection goes to exactly the
+checked address (no second lookup a rebinding DNS could answer differently). The probe speaks TLS
+itself rather than through ``GuardedHttpClient`` because it must report *why* a handshake failed (no
+certificate yet is the normal state of a new site) and connect where ``connect_to`` says in the dev
+stack. ``allow_hosts`` (tests and the dev stack only) admits a non-public host such as the fake
+Portainer's ingress on 127.0.0.1, where ``connect_to`` points the check (curl's ``--connect-to``).
 """
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 import ssl
 
 from functions.agistaffers.services.saga import Transient
-from shared.net import is_public_address, resolve
+from shared.net import UnsafeUrl, check_addresses, parse_url, resolve
 
 MAX_STATUS_LINE = 1024
 
@@ -35,15 +37,15 @@ class HttpsSiteProbe:
             host, _, port_text = self._connect_to.rpartition(":")
             port = int(port_text)
         try:
-            addresses = resolve(host, port)
-        except ValueError as exc:
-            raise Transient(f"{host} does not resolve yet") from exc
-        if not addresses:
-            raise Transient(f"{host} does not resolve yet")
-        address = addresses[0]
-        if host.lower() not in self._allow and not is_public_address(ipaddress.ip_address(address.split("%")[0])):
-            raise Transient(f"{host} resolves to a non-public address")
-        return address, port
+            if host.lower() in self._allow:
+                addresses = resolve(host, port)
+                if not addresses:
+                    raise UnsafeUrl(f"the host {host!r} does not resolve")
+                return addresses[0], port
+            # A new site's DNS may still point elsewhere: refused now, checked again at the next attempt.
+            return str(check_addresses(parse_url(f"https://{host}:{port}/"))[0]), port
+        except UnsafeUrl as exc:
+            raise Transient(f"{host}: {exc}") from exc
 
     def check(self, domain: str) -> None:
         address, port = self._address(domain)
