@@ -444,5 +444,5 @@ def test_the_https_check_never_reaches_a_non_public_address(host: str) -> None:
     from functions.agistaffers.services.saga import Transient
 
     probe = HttpsSiteProbe(connect_to=None, ca_file=None, allow_hosts=(), timeout_seconds=1.0)
-    with pytest.raises(Transient, match="non-public|not allowed|address"):
+    with pytest.raises(Transient, match=r"non-public|not allowed|address"):
         probe.check(host)
