@@ -9,11 +9,12 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from functions.platform.ports import Row
+from functions.platform.ports import Row, TransactionalDatabase
 from shared.errors import ValidationFailed
 
 MAX_PAGE_SIZE = 100
@@ -48,6 +49,42 @@ def like_pattern(text: str) -> str:
     """A substring pattern for ILIKE in which the user's %, _ and \\ are literal."""
     escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"
+
+
+def search_pattern(q: Any) -> str:
+    """A search term (``q``) as an ILIKE substring pattern; 1 to 200 characters, no NUL."""
+    if not isinstance(q, str) or not q.strip() or len(q) > 200 or "\x00" in q:
+        raise ValidationFailed("q is 1 to 200 characters", code="invalid_query")
+    return like_pattern(q.strip())
+
+
+def newest_first(
+    db: TransactionalDatabase,
+    select: str,
+    alias: str,
+    where: list[str],
+    params: dict[str, Any],
+    *,
+    limit: int,
+    cursor: str | None,
+    shape: Callable[[Row], dict[str, Any]],
+) -> dict[str, Any]:
+    """One keyset page of ``select`` (``SELECT … FROM table alias``), newest first by (created_at, id):
+    ``{"items", "next_cursor"}``. ``where`` and ``params`` hold the caller's filters."""
+    if cursor is not None:
+        params["cursor_at"], params["cursor_id"] = decode_cursor(cursor)
+        where.append(f"({alias}.created_at, {alias}.id) < (%(cursor_at)s, %(cursor_id)s)")
+    with db.transaction() as conn:
+        rows = conn.execute(
+            f"{select} WHERE {' AND '.join(where) or 'TRUE'} "
+            f"ORDER BY {alias}.created_at DESC, {alias}.id DESC LIMIT %(limit)s",
+            {**params, "limit": limit + 1},
+        ).fetchall()
+    page = rows[:limit]
+    return {
+        "items": [shape(row) for row in page],
+        "next_cursor": encode_cursor(page[-1]) if len(rows) > limit else None,
+    }
 
 
 def parse_uuid(value: Any) -> UUID | None:
