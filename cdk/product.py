@@ -126,6 +126,11 @@ class ProductApi:
             if resource.get("Type") == SERVERLESS_FUNCTION
         }
 
+    def rest_api_name_and_stage(self) -> tuple[str, str]:
+        """The REST API's name (its OpenAPI title: API Gateway's ``ApiName`` metric dimension) and stage."""
+        properties = self._sam_template["Resources"]["RestAPI"]["Properties"]
+        return str(properties["DefinitionBody"]["info"]["title"]), str(properties["StageName"])
+
     def grant(self, *grants: Callable[[iam.IGrantable], iam.Grant]) -> None:
         """Call each grant method (``bucket.grant_read``...) with the app's role; before any function runs."""
         functions = self.functions()

@@ -26,6 +26,7 @@ from constructs import Construct
 from cdk.agistaffers import AgistaffersApi
 from cdk.backups import BackupPath
 from cdk.dependencies import LAMBDA_RUNTIME, build_dependencies_layer, requirements_key
+from cdk.monitoring import Monitoring
 from cdk.stepperslife import StepperslifeApi
 from functions.platform import topology
 from functions.platform.config import secret_arn_variable
@@ -109,6 +110,13 @@ class AgistackStack(cdk.Stack):
         self.agistaffers = AgistaffersApi(self, repo_root=repo_root, lambda_memory_mb=lambda_memory_mb)
         # The backups run in SteppersLife's app (functions/platform/backups/routes.py says why).
         self.backups = BackupPath(self, "Backups", bucket=self.backup_bucket, app=self.stepperslife)
+        self.monitoring = Monitoring(
+            self,
+            "Monitoring",
+            queues=list(self.queues.values()),
+            products=[self.stepperslife, self.agistaffers],
+            extra_alarms=self.backups.alarms,
+        )
         self._outputs()
 
     def secret_arns(self, *settings: str) -> dict[str, str]:
