@@ -52,4 +52,4 @@ smoke: setup
 	$(BIN)/agistack smoke
 
 clean:
-	rm -rf $(STAMPS) cdk.out dist build .mypy_cache .ruff_cache
+	rm -rf $(STAMPS) cdk.out .cache/lambda-layers dist build .mypy_cache .ruff_cache

@@ -37,6 +37,7 @@ class AgistaffersApi(ProductApi):
             app_stage=stack.app_stage,
             stage_settings={"lambda_timeout": HANDLER_TIMEOUT_S, "lambda_memory_size": lambda_memory_mb},
             queues=stack.queues,
+            dependencies_layer=stack.dependencies_layer,
             preserve_logical_ids=False,
         )
         # Consuming the provisioning queue needs no grant (Chalice's role has it for its event sources);

@@ -91,7 +91,7 @@ class BackupPath(Construct):
         functions = app.functions_by_handler()
         for handler in BACKUP_HANDLERS:
             function = functions[handler]
-            function.add_property_override("Layers", [self.layer.layer_version_arn])
+            app.add_layers(function, self.layer)
             function.add_property_override("Timeout", BACKUP_TIMEOUT_S)
             function.add_property_override("MemorySize", BACKUP_MEMORY_MB)
             function.add_property_override("EphemeralStorage", {"Size": EPHEMERAL_STORAGE_MB})

@@ -43,7 +43,8 @@ def cdk_json_context() -> dict[str, Any]:
     return context
 
 
-def build_app(outdir: str | None = None) -> tuple[cdk.App, AgistackStack]:
+def build_app(outdir: str | None = None, context: dict[str, Any] | None = None) -> tuple[cdk.App, AgistackStack]:
+    """``context``: values over cdk.json's (what ``cdk synth -c key=value`` does)."""
     set_env_defaults()
     import aws_cdk as cdk
 
@@ -51,7 +52,7 @@ def build_app(outdir: str | None = None) -> tuple[cdk.App, AgistackStack]:
 
     app = cdk.App(
         outdir=outdir or os.environ.get("CDK_OUTDIR") or str(REPO_ROOT / "cdk.out"),
-        context=cdk_json_context(),
+        context={**cdk_json_context(), **(context or {})},
     )
     stage = str(app.node.try_get_context("agistack:stage") or "prod")
     origins = app.node.try_get_context("agistack:allowedOrigins") or []

@@ -6,6 +6,8 @@ in cdk/<product>.py; this module holds the mechanics they share:
 
 - staging and packaging in a sandbox (Chalice's packager changes the process: cwd, sys.path,
   sys.modules["app"], os.environ), one staging directory per product;
+- every function on the Lambda runtime cdk/dependencies.py targets (Chalice would name the runtime
+  after the interpreter that packages), with the dependencies layer (its package holds our code only);
 - ReportBatchItemFailures on every SQS event source (Chalice cannot set it), and a dependency on
   the queue it consumes (Chalice names the queue in a plain ARN string, which orders nothing);
 - grants that every function depends on (the policy is a separate resource the SAM functions do not
@@ -26,9 +28,11 @@ from typing import Any
 
 import aws_cdk as cdk
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sqs as sqs
 from chalice.cdk import Chalice
 
+from cdk.dependencies import LAMBDA_RUNTIME
 from cdk.staging import stage_chalice_project
 
 SERVERLESS_FUNCTION = "AWS::Serverless::Function"
@@ -53,6 +57,7 @@ class ProductApi:
         environment: Mapping[str, str],
         stage_settings: Mapping[str, Any],
         queues: Mapping[str, sqs.Queue],
+        dependencies_layer: lambda_.ILayerVersion,
         preserve_logical_ids: bool,
     ) -> None:
         """``environment`` may hold CDK tokens (resource names, secret ARNs); the static part (stage,
@@ -86,8 +91,24 @@ class ProductApi:
                 stage_config={"environment_variables": self.environment},
                 preserve_logical_ids=preserve_logical_ids,
             )
-        self._sam_template = _sam_template(work)
+        sam_path = _sam_template_path(work)
+        self._sam_template: dict[str, Any] = json.loads(sam_path.read_text(encoding="utf-8"))
+        # The deployment package Chalice built (our code only), for tests/deploy to inspect.
+        self.package_zip = sam_path.parent / "deployment.zip"
         _wire_sqs_event_sources(self.chalice, self._sam_template, queues)
+        self._layers: dict[str, list[lambda_.ILayerVersion]] = {}
+        for function in self.functions():
+            function.add_property_override("Runtime", LAMBDA_RUNTIME)
+            self.add_layers(function, dependencies_layer)
+
+    def add_layers(self, function: cdk.CfnResource, *layers: lambda_.ILayerVersion) -> None:
+        """Append layers to one function's (the property is one list: set it whole each time)."""
+        attached = self._layers.setdefault(function.node.path, [])
+        attached.extend(layers)
+        function.add_property_override("Layers", [layer.layer_version_arn for layer in attached])
+
+    def layers_of(self, function: cdk.CfnResource) -> list[lambda_.ILayerVersion]:
+        return list(self._layers.get(function.node.path, []))
 
     def functions(self) -> list[cdk.CfnResource]:
         """The AWS::Serverless::Function resources Chalice generated (one per route set/handler)."""
@@ -104,6 +125,11 @@ class ProductApi:
             for logical_id, resource in self._sam_template.get("Resources", {}).items()
             if resource.get("Type") == SERVERLESS_FUNCTION
         }
+
+    def rest_api_name_and_stage(self) -> tuple[str, str]:
+        """The REST API's name (its OpenAPI title: API Gateway's ``ApiName`` metric dimension) and stage."""
+        properties = self._sam_template["Resources"]["RestAPI"]["Properties"]
+        return str(properties["DefinitionBody"]["info"]["title"]), str(properties["StageName"])
 
     def grant(self, *grants: Callable[[iam.IGrantable], iam.Grant]) -> None:
         """Call each grant method (``bucket.grant_read``...) with the app's role; before any function runs."""
@@ -144,13 +170,12 @@ def context_settings(stack: cdk.Stack, product: str, *, reserved: set[str]) -> d
     return {name: value for name, value in values.items() if value}
 
 
-def _sam_template(work: Path) -> dict[str, Any]:
+def _sam_template_path(work: Path) -> Path:
     """The SAM template the Chalice construct wrote under chalice.out/ (jsii cannot read it back)."""
     templates = sorted((work / "chalice.out").glob("*/sam.json"))
     if len(templates) != 1:
         raise RuntimeError(f"expected one Chalice SAM template under {work / 'chalice.out'}: {templates}")
-    template: dict[str, Any] = json.loads(templates[0].read_text(encoding="utf-8"))
-    return template
+    return templates[0]
 
 
 def _wire_sqs_event_sources(chalice: Chalice, sam: Mapping[str, Any], queues: Mapping[str, sqs.Queue]) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 import aws_cdk as cdk
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_notifications as s3n
 from aws_cdk import aws_secretsmanager as secretsmanager
@@ -24,6 +25,8 @@ from constructs import Construct
 
 from cdk.agistaffers import AgistaffersApi
 from cdk.backups import BackupPath
+from cdk.dependencies import LAMBDA_RUNTIME, build_dependencies_layer, requirements_key
+from cdk.monitoring import Monitoring
 from cdk.stepperslife import StepperslifeApi
 from functions.platform import topology
 from functions.platform.config import secret_arn_variable
@@ -102,15 +105,40 @@ class AgistackStack(cdk.Stack):
             "PORTAINER_API_KEY": self.portainer_api_key_secret,
         }
 
+        self.dependencies_layer = self._dependencies_layer(repo_root / "functions" / "requirements.txt")
         self.stepperslife = StepperslifeApi(self, repo_root=repo_root, lambda_memory_mb=lambda_memory_mb)
         self.agistaffers = AgistaffersApi(self, repo_root=repo_root, lambda_memory_mb=lambda_memory_mb)
         # The backups run in SteppersLife's app (functions/platform/backups/routes.py says why).
         self.backups = BackupPath(self, "Backups", bucket=self.backup_bucket, app=self.stepperslife)
+        self.monitoring = Monitoring(
+            self,
+            "Monitoring",
+            queues=list(self.queues.values()),
+            products=[self.stepperslife, self.agistaffers],
+            extra_alarms=self.backups.alarms,
+        )
         self._outputs()
 
     def secret_arns(self, *settings: str) -> dict[str, str]:
         """The ARN variable of each named setting (``NAME_SECRET_ARN``): how a function finds its secrets."""
         return {secret_arn_variable(name): self.secrets[name].secret_arn for name in settings}
+
+    def _dependencies_layer(self, requirements: Path) -> lambda_.LayerVersion:
+        """functions/requirements.txt built for the Lambda runtime (cdk/dependencies.py), on every function."""
+        self.dependencies_layer_dir = build_dependencies_layer(requirements)
+        return lambda_.LayerVersion(
+            self,
+            "DependenciesLayer",
+            # The key already names the contents: CDK need not hash tens of MB on every synth.
+            code=lambda_.Code.from_asset(
+                str(self.dependencies_layer_dir),
+                asset_hash=requirements_key(requirements),
+                asset_hash_type=cdk.AssetHashType.CUSTOM,
+            ),
+            description="agistack functions' third-party packages (functions/requirements.txt)",
+            compatible_runtimes=[lambda_.Runtime(LAMBDA_RUNTIME, lambda_.RuntimeFamily.PYTHON)],
+            compatible_architectures=[lambda_.Architecture.X86_64],
+        )
 
     # --- storage -------------------------------------------------------------------------------
 

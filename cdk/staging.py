@@ -21,7 +21,7 @@ VENDORED_PACKAGES = ("functions", "shared")
 # <package root>/migrations/<database>/*.sql.
 VENDORED_DATA = ("migrations",)
 # Chalice caches built deployment packages here, keyed by a hash of requirements.txt, app.py and
-# vendor/. Keeping it across restagings means an unchanged tree skips the pip download step.
+# vendor/. Keeping it across restagings means an unchanged tree is not zipped again.
 CACHE_SUBDIR = Path(".chalice") / "deployments"
 # How many cached deployment packages to keep (each is a few tens of MB).
 CACHE_KEEP = 3
@@ -71,7 +71,6 @@ def stage_chalice_project(
     dest = dest.resolve()
     if dest == repo_root or repo_root.is_relative_to(dest):
         raise ValueError(f"refusing to wipe {dest}: it contains the repository")
-    requirements = repo_root / "functions" / "requirements.txt"
     app_file = repo_root / "functions" / product / "app.py"
     if not app_file.is_file():
         raise FileNotFoundError(f"no Chalice app at {app_file}")
@@ -89,10 +88,9 @@ def stage_chalice_project(
     config = chalice_config(product, stage, environment or {}, stage_settings or {})
     (dest / ".chalice").mkdir(exist_ok=True)
     (dest / ".chalice" / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    if requirements.is_file():
-        shutil.copyfile(requirements, dest / "requirements.txt")
-    else:
-        (dest / "requirements.txt").write_text("", encoding="utf-8")
+    # Our code only: the third-party packages come from the dependencies layer (cdk/dependencies.py),
+    # built for the Lambda runtime rather than for the interpreter that runs Chalice's packager.
+    (dest / "requirements.txt").write_text("", encoding="utf-8")
     for package in VENDORED_PACKAGES:
         shutil.copytree(repo_root / package, dest / "vendor" / package, ignore=_IGNORE)
     for data_dir in VENDORED_DATA:

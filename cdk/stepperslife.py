@@ -62,6 +62,7 @@ class StepperslifeApi(ProductApi):
                 },
             },
             queues=stack.queues,
+            dependencies_layer=stack.dependencies_layer,
             preserve_logical_ids=True,
         )
         # Consuming from the queues needs no grant here: Chalice's own DefaultRole policy already

@@ -124,7 +124,7 @@ def test_backup_functions_carry_the_pg_client_layer_and_room_for_a_drill(synth: 
     layer_id = synth.logical_id(synth.stack.backups.layer)
     for handler in BACKUP_HANDLERS:
         props = synth.resources[str(synth.stack.resolve(functions[handler].logical_id))]["Properties"]
-        assert props["Layers"] == [ref(layer_id)]
+        assert props["Layers"] == [ref(synth.logical_id(synth.stack.dependencies_layer)), ref(layer_id)]
         assert props["Timeout"] == 900 and props["EphemeralStorage"] == {"Size": EPHEMERAL_STORAGE_MB}
         assert props["Environment"]["Variables"]["PG_BIN_DIR"] == "/opt/pgclient/pginstall/bin"
     # The layer holds the wheel's tools in the layout their RPATH expects.

@@ -396,20 +396,18 @@ def _encode(image: Image.Image, encoding: Encoding) -> bytes:
 
 
 def _blurhash(image: Image.Image) -> str:
-    """4x3 components (3x4 for portrait) from a 32 px thumbnail. Calls the C encoder of
-    blurhash-python directly: its ``encode()`` copies pixels with an API Pillow 14 removes."""
-    from blurhash._functions import ffi, lib  # type: ignore[import-untyped]
+    """4x3 components (3x4 for portrait) from a 32 px thumbnail, by fast-blurhash (the Rust
+    ``blurhash`` crate; one abi3 wheel for every CPython, where blurhash-python has no cp313 one).
+    Raw RGB bytes rather than the image: its Pillow path only accepts decoded files."""
+    import fast_blurhash
     from PIL import Image
 
     thumb = image.copy()
     thumb.thumbnail((32, 32), Image.Resampling.BILINEAR)
     x_components, y_components = (4, 3) if thumb.width >= thumb.height else (3, 4)
-    pixels = ffi.new("uint8_t[]", thumb.tobytes())
-    destination = ffi.new("char[]", 2 + 4 + (9 * 9 - 1) * 2 + 1)
-    result = lib.create_hash_from_pixels(
-        x_components, y_components, thumb.width, thumb.height, pixels, thumb.width * 3, destination
+    return fast_blurhash.encode(
+        thumb.convert("RGB").tobytes(), x_components, y_components, width=thumb.width, height=thumb.height
     )
-    return str(ffi.string(result).decode("ascii"))
 
 
 def _dominant_color(image: Image.Image) -> str:
