@@ -168,9 +168,7 @@ def _drill(args: argparse.Namespace) -> int:
 
 
 def _restore(args: argparse.Namespace) -> int:
-    import tempfile
-
-    from functions.platform.backups.restore import restore_verified, swap_into_place
+    from functions.platform.backups.restore import swap_into_place
 
     backups = _backups(args)
     database = args.database
@@ -186,18 +184,8 @@ def _restore(args: argparse.Namespace) -> int:
             raise SystemExit(f"agistack backup restore: not confirmed (expected {live!r}); nothing was changed")
     into = args.into or f"{live}_restored_{stamp}"
     key = _latest_or(backups, args, database)
-    with tempfile.TemporaryDirectory(prefix="agistack-restore-") as work, progress_bars() as stage:
-        restored = restore_verified(
-            backups.store,
-            key,
-            server_url=backups.settings.database.url,
-            database_url=backups.database_url,
-            into=into,
-            work_dir=Path(work),
-            pg_bin_dir=backups.settings.backup.pg_bin_dir,
-            jobs=backups.settings.backup.restore_jobs,
-            progress=stage,
-        )
+    with progress_bars() as stage:
+        restored = backups.restore(key, into=into, progress=stage)
     summary = (
         f"{key} restored and verified in {human_seconds(restored.restore_seconds + restored.verify_seconds)} "
         f"(data as of {restored.manifest.data_as_of:%Y-%m-%d %H:%M:%S} UTC)"

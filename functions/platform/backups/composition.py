@@ -18,7 +18,7 @@ from functions.platform.adapters.postgres import DATABASES, url_for_database
 from functions.platform.backups.drill import DrillResult, Freshness, freshness, run_drill, scratch_name
 from functions.platform.backups.dump import Target, create_backup
 from functions.platform.backups.manifest import Manifest
-from functions.platform.backups.restore import drop_database, restore_verified
+from functions.platform.backups.restore import Restored, drop_database, restore_verified
 from functions.platform.backups.store import BackupStore, Progress, no_progress
 from functions.platform.backups.subset import RowSet, copy_rows
 from functions.platform.composition import Installed, aws_client
@@ -75,6 +75,24 @@ class Backups:
                 progress=progress,
             )
 
+    def restore(
+        self, dump_key: str, *, into: str, progress: Callable[[str], Progress] = lambda stage: no_progress
+    ) -> Restored:
+        """Fetch, check, restore ``dump_key`` into the new database ``into`` and verify it (restore.py),
+        working under the configured ``BACKUP_WORK_DIR``."""
+        with tempfile.TemporaryDirectory(prefix="agistack-restore-", dir=self.settings.backup.work_dir) as work:
+            return restore_verified(
+                self.store,
+                dump_key,
+                server_url=self.settings.database.url,
+                database_url=self.database_url,
+                into=into,
+                work_dir=Path(work),
+                pg_bin_dir=self.settings.backup.pg_bin_dir,
+                jobs=self.settings.backup.restore_jobs,
+                progress=progress,
+            )
+
     def restore_rows(
         self,
         database: str,
@@ -89,18 +107,7 @@ class Backups:
         into the live database (subset.py); the scratch copy is dropped. Returns (dump key, counts)."""
         key = dump_key or self.store.latest(database).key
         scratch = scratch_name(self.settings.database.name_prefix, database)
-        with tempfile.TemporaryDirectory(prefix="agistack-restore-", dir=self.settings.backup.work_dir) as work:
-            restore_verified(
-                self.store,
-                key,
-                server_url=self.settings.database.url,
-                database_url=self.database_url,
-                into=scratch,
-                work_dir=Path(work),
-                pg_bin_dir=self.settings.backup.pg_bin_dir,
-                jobs=self.settings.backup.restore_jobs,
-                progress=progress,
-            )
+        self.restore(key, into=scratch, progress=progress)
         try:
             copied = copy_rows(
                 self.database_url(scratch), self.target(database).url, row_sets, params, overwrite=overwrite
