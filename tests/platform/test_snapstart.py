@@ -8,13 +8,14 @@ from typing import ClassVar
 import pytest
 
 from functions.platform import snapstart
+from functions.platform.adapters.postgres import DatabaseUnavailable
 from functions.platform.composition import Installed, ProductContainer
-from functions.platform.config import Settings
+from functions.platform.config import DatabaseSettings, EdgeSettings, RedisSettings, Settings
 
 
 class ProbeContainer(ProductContainer):
-    # Any database the server has: this test looks at connections, not at a product's tables.
-    database_name: ClassVar[str] = "stepperslife"
+    # The database every server has: this test looks at connections, not at a product's tables.
+    database_name: ClassVar[str] = "postgres"
 
 
 def backend_pid(container: ProductContainer) -> int:
@@ -30,8 +31,13 @@ def live_backends(container: ProductContainer) -> set[int]:
     return {int(row["pid"]) for row in rows}
 
 
-def test_after_restore_hook_closes_pool_and_redis_and_the_container_reconnects(settings: Settings) -> None:
+def test_after_restore_hook_closes_pool_and_redis_and_the_container_reconnects(
+    pg_server_url: str, redis_url: str
+) -> None:
     installed = Installed(ProbeContainer)
+    settings = Settings(
+        database=DatabaseSettings(pg_server_url), edge=EdgeSettings("s" * 32), redis=RedisSettings(redis_url)
+    )
     before = installed.configure(settings)
     old_pid = backend_pid(before)
     old_redis_id = int(before.redis.client_id())
@@ -50,8 +56,8 @@ def test_after_restore_hook_closes_pool_and_redis_and_the_container_reconnects(s
     redis_ids = {int(client["id"]) for client in after.redis.client_list()}
     assert old_redis_id not in redis_ids, "the pre-snapshot Redis connection is still open"
     assert int(after.redis.client_id()) in redis_ids
-    with pytest.raises(Exception, match="closed"):
-        before.db.ping()  # the old pool is closed for good: nothing can use it by accident
+    with pytest.raises(DatabaseUnavailable):
+        before.db.ping()  # the old pool is closed for good: whoever kept it gets a 503, not a dead socket
     installed.reopen()
 
 
