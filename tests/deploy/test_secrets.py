@@ -108,6 +108,12 @@ def read_by_product() -> dict[str, set[str]]:
     return {product: secrets_read_by(product, groups) for product in PRODUCTS}
 
 
+def roles_of_policy(policy: dict[str, Any]) -> set[str]:
+    """The logical IDs of the roles an IAM policy attaches to (by Ref, or by name cut from the ARN)."""
+    text = json.dumps(policy["Properties"]["Roles"])
+    return {ref or att for ref, att in re.findall(r'"Ref": "(\w+)"|"Fn::GetAtt": \["(\w+)"', text)}
+
+
 def role_ids_reading(synth: Synth, secret_id: str) -> set[str]:
     """The roles any IAM policy in the template lets read the secret (logical IDs)."""
     roles: set[str] = set()
@@ -117,7 +123,7 @@ def role_ids_reading(synth: Synth, secret_id: str) -> set[str]:
             if "secretsmanager:GetSecretValue" in actions and f'{{"Ref": "{secret_id}"}}' in json.dumps(
                 statement["Resource"]
             ):
-                roles.update(role["Ref"] for role in policy["Properties"]["Roles"])
+                roles.update(roles_of_policy(policy))
     return roles
 
 
