@@ -21,6 +21,8 @@ Each part brings its alarms (the monitoring topic and dashboard carry them, cdk/
 
 from __future__ import annotations
 
+from typing import Any
+
 import aws_cdk as cdk
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_ec2 as ec2
@@ -90,7 +92,7 @@ class ManagedDatabase(Construct):
             vpc_subnets=network.private_subnets,
             removal_policy=cdk.RemovalPolicy.RETAIN,
         )
-        common = {
+        common: dict[str, Any] = {
             "vpc": network.vpc,
             "subnet_group": self.subnet_group,
             "credentials": credentials,
@@ -113,7 +115,7 @@ class ManagedDatabase(Construct):
                 backup_retention=BACKUP_RETENTION,
                 copy_tags_to_snapshot=True,
                 auto_minor_version_upgrade=True,
-                **common,  # type: ignore[arg-type]
+                **common,
             )
             self.arn = target.instance_arn
         else:
@@ -125,7 +127,7 @@ class ManagedDatabase(Construct):
                 serverless_v2_min_capacity=AURORA_MIN_ACU,
                 serverless_v2_max_capacity=AURORA_MAX_ACU,
                 backup=rds.BackupProps(retention=BACKUP_RETENTION),
-                **common,  # type: ignore[arg-type]
+                **common,
             )
             self.arn = target.cluster_arn
         self.target = target
