@@ -1,8 +1,8 @@
 """What a Lambda cold start pays to import each product's app, against ``import boto3``.
 
-Each sample is a fresh interpreter (``python -X importtime``-free: the wall time of the import inside
-the child, measured with ``time.perf_counter`` around it), so nothing is cached in ``sys.modules``;
-the file system cache is warm after the first run, as it is on a warm Lambda host. Runs are
+Each sample is a fresh interpreter timing one import with ``time.perf_counter`` around it, so
+nothing is cached in ``sys.modules``; the file system cache and the bytecode are warm after a first
+untimed run, as on a Lambda host that has run the function before. Runs are
 interleaved (boto3, stepperslife, agistaffers, boto3, ...) so that drift hits all three alike.
 
 The baseline is ``import boto3``: the import every Python Lambda that talks to AWS pays. The app's

@@ -1,8 +1,8 @@
 """Lambda SnapStart on each product's API function (context ``agistack:snapStart``, default on).
 
 On by default: the API function is the one a person waits for, and its cold start is mostly
-imports and init (``python -m benchmarks.cold_start``: the apps' import alone is about twice
-``import boto3``), which SnapStart replaces with a restore of the initialized memory. What it costs:
+imports and init (``python -m benchmarks.cold_start``: the apps' import alone is several times
+``import boto3``, about 0.7 s here), which SnapStart replaces with a restore of the initialized memory. What it costs:
 a new version published on every deploy that changes the function (the API calls its ``live``
 alias), a small cache and restore charge per version, and the rule that nothing opened during init
 survives: functions/platform/snapstart.py drops every connection before the snapshot and after each
