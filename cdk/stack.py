@@ -1,6 +1,8 @@
 """The AWS side of agistack: the resources the products share, and each product's Chalice app.
 
-Shared here: buckets, queues with their DLQs, the event bus, the secrets. Each product's app (its
+Shared here: buckets, queues with their DLQs, the event bus, the secrets, and what the deploy options
+(cdk/options.py) add: the VPC (cdk/network.py), the managed database and cache (cdk/data.py); the
+media distribution (cdk/media.py) and SnapStart (cdk/snapstart.py). Each product's app (its
 functions, role and REST API) is declared in its own module, cdk/stepperslife.py and
 cdk/agistaffers.py, with the environment and grants it needs; cdk/product.py holds the mechanics.
 Names, visibility timeouts, receive counts and key prefixes come from functions.platform.topology,
