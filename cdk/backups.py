@@ -46,6 +46,7 @@ from functions.platform.backups.tools import LAMBDA_LAYER_BIN
 if TYPE_CHECKING:
     from aws_cdk import aws_s3 as s3
 
+    from cdk.data import ManagedDatabase
     from cdk.product import ProductApi
 
 # The Chalice handlers that run pg_dump/pg_restore (functions/platform/backups/routes.py).
@@ -76,7 +77,15 @@ def stage_pg_client_layer(dest: Path) -> Path:
 class BackupPath(Construct):
     """The client-tools layer on the backup functions, their sizes, the freshness alarms, AWS Backup."""
 
-    def __init__(self, scope: Construct, construct_id: str, *, bucket: s3.Bucket, app: ProductApi) -> None:
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        bucket: s3.Bucket,
+        app: ProductApi,
+        database: ManagedDatabase | None = None,
+    ) -> None:
         super().__init__(scope, construct_id)
         stage = cdk.Stage.of(self)
         assert stage is not None
@@ -96,7 +105,7 @@ class BackupPath(Construct):
             function.add_property_override("MemorySize", BACKUP_MEMORY_MB)
             function.add_property_override("EphemeralStorage", {"Size": EPHEMERAL_STORAGE_MB})
         self.alarms = self._alarms(functions)
-        self.plan = self._aws_backup(bucket)
+        self.plan = self._aws_backup(bucket, database)
 
     def _alarms(self, functions: dict[str, cdk.CfnResource]) -> list[cloudwatch.Alarm]:
         alarms = []
@@ -150,7 +159,7 @@ class BackupPath(Construct):
         )
         return alarms
 
-    def _aws_backup(self, bucket: s3.Bucket) -> backup.BackupPlan:
+    def _aws_backup(self, bucket: s3.Bucket, database: ManagedDatabase | None) -> backup.BackupPlan:
         vault = backup.BackupVault(self, "Vault", removal_policy=cdk.RemovalPolicy.RETAIN)
         daily, weekly = topology.DAILY_BACKUP, topology.WEEKLY_BACKUP
         plan = backup.BackupPlan(self, "Plan", backup_vault=vault)
@@ -199,4 +208,34 @@ class BackupPath(Construct):
             iam_role_arn=restore_role.role_arn,
             protected_resource_arns=[bucket.bucket_arn],
         ).add_dependency(testing)
+        if database is not None:
+            self._protect_database(plan, testing, database)
         return plan
+
+    def _protect_database(
+        self, plan: backup.BackupPlan, testing: backup.CfnRestoreTestingPlan, database: ManagedDatabase
+    ) -> None:
+        """The managed database in the same plan (its snapshots: daily 35 days, weekly a year; AWS
+        Backup keeps RDS recovery points warm, it has no cold tier for them) and in the weekly restore
+        test, which restores the newest snapshot into the database's own subnets and deletes it after
+        the validation window. Point-in-time recovery (35 days) is the instance's own (cdk/data.py)."""
+        plan.add_selection("Database", resources=[backup.BackupResource.from_arn(database.arn)])
+        role = iam.Role(
+            self,
+            "DatabaseRestoreTestingRole",
+            assumed_by=iam.ServicePrincipal("backup.amazonaws.com"),
+            managed_policies=[
+                iam.ManagedPolicy.from_aws_managed_policy_name("service-role/AWSBackupServiceRolePolicyForRestores")
+            ],
+        )
+        backup.CfnRestoreTestingSelection(
+            self,
+            "RestoreTestingDatabase",
+            restore_testing_plan_name=testing.restore_testing_plan_name,
+            restore_testing_selection_name="database",
+            protected_resource_type="RDS" if database.instance is not None else "Aurora",
+            iam_role_arn=role.role_arn,
+            protected_resource_arns=[database.arn],
+            restore_metadata_overrides={"dbsubnetgroupname": database.subnet_group.subnet_group_name},
+            validation_window_hours=1,
+        ).add_dependency(testing)

@@ -67,8 +67,10 @@ def build_app(outdir: str | None = None, context: dict[str, Any] | None = None) 
         # Environment-agnostic on purpose: the template is the same offline and at deploy time, and
         # `cdk deploy` targets the account and region of the caller's AWS profile.
     )
-    cdk.Tags.of(app).add("project", "agistack")
-    cdk.Tags.of(app).add("stage", stage)
+    # A proxy's target group takes no tags (CloudFormation refuses the property).
+    untaggable = ["AWS::RDS::DBProxyTargetGroup"]
+    cdk.Tags.of(app).add("project", "agistack", exclude_resource_types=untaggable)
+    cdk.Tags.of(app).add("stage", stage, exclude_resource_types=untaggable)
     return app, stack
 
 

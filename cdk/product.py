@@ -24,9 +24,10 @@ import shutil
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aws_cdk as cdk
+from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sqs as sqs
@@ -34,6 +35,9 @@ from chalice.cdk import Chalice
 
 from cdk.dependencies import LAMBDA_RUNTIME
 from cdk.staging import stage_chalice_project
+
+if TYPE_CHECKING:
+    from cdk.network import Network
 
 SERVERLESS_FUNCTION = "AWS::Serverless::Function"
 # Lambda timeout of a product's functions unless its module sets one per function; each queue's
@@ -120,11 +124,20 @@ class ProductApi:
 
     def functions_by_handler(self) -> dict[str, cdk.CfnResource]:
         """Each function by the name of the Python handler it runs (``backup_daily``...)."""
+        return {handler: self.chalice.get_resource(sam_id) for handler, sam_id in self.sam_ids_by_handler().items()}
+
+    def sam_ids_by_handler(self) -> dict[str, str]:
+        """Each function's logical ID in Chalice's SAM template (before any renaming), by handler."""
         return {
-            str(resource["Properties"]["Handler"]).rpartition(".")[2]: self.chalice.get_resource(logical_id)
+            str(resource["Properties"]["Handler"]).rpartition(".")[2]: logical_id
             for logical_id, resource in self._sam_template.get("Resources", {}).items()
             if resource.get("Type") == SERVERLESS_FUNCTION
         }
+
+    def sam_resource(self, sam_id: str) -> dict[str, Any]:
+        """A resource as Chalice's SAM template declares it (logical IDs inside are the SAM ones)."""
+        resource: dict[str, Any] = self._sam_template["Resources"][sam_id]
+        return resource
 
     def rest_api_name_and_stage(self) -> tuple[str, str]:
         """The REST API's name (its OpenAPI title: API Gateway's ``ApiName`` metric dimension) and stage."""
@@ -143,6 +156,33 @@ class ProductApi:
         role: iam.IRole = self.chalice.get_role("DefaultRole")
         for grant_to in grants:
             grant_to(role).apply_before(*functions)
+
+    def join_vpc(self, network: Network) -> None:
+        """Run every function in the VPC's private subnets (the managed database and cache are there;
+        the NAT takes their outbound HTTP), with the network-interface permissions Lambda needs to
+        create them: granted before the functions, whose creation checks for them."""
+        subnet_ids = network.vpc.select_subnets(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS).subnet_ids
+        for function in self.functions():
+            function.add_property_override(
+                "VpcConfig",
+                {"SecurityGroupIds": [network.functions_security_group.security_group_id], "SubnetIds": subnet_ids},
+            )
+        # What the AWS managed policy AWSLambdaVPCAccessExecutionRole allows (the role is Chalice's
+        # and imported here, so the statement goes in as a grant rather than a managed policy).
+        self.grant(
+            lambda role: iam.Grant.add_to_principal(
+                grantee=role,
+                actions=[
+                    "ec2:CreateNetworkInterface",
+                    "ec2:DescribeNetworkInterfaces",
+                    "ec2:DescribeSubnets",
+                    "ec2:DeleteNetworkInterface",
+                    "ec2:AssignPrivateIpAddresses",
+                    "ec2:UnassignPrivateIpAddresses",
+                ],
+                resource_arns=["*"],
+            )
+        )
 
     def output_url(self, output_id: str) -> None:
         rest_api = self.chalice.sam_template.get_resource("RestAPI")

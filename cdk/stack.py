@@ -1,6 +1,8 @@
 """The AWS side of agistack: the resources the products share, and each product's Chalice app.
 
-Shared here: buckets, queues with their DLQs, the event bus, the secrets. Each product's app (its
+Shared here: buckets, queues with their DLQs, the event bus, the secrets, and what the deploy options
+(cdk/options.py) add: the VPC (cdk/network.py), the managed database and cache (cdk/data.py); the
+media distribution (cdk/media.py) and SnapStart (cdk/snapstart.py). Each product's app (its
 functions, role and REST API) is declared in its own module, cdk/stepperslife.py and
 cdk/agistaffers.py, with the environment and grants it needs; cdk/product.py holds the mechanics.
 Names, visibility timeouts, receive counts and key prefixes come from functions.platform.topology,
@@ -25,8 +27,13 @@ from constructs import Construct
 
 from cdk.agistaffers import AgistaffersApi
 from cdk.backups import BackupPath
+from cdk.data import ManagedCache, ManagedDatabase
 from cdk.dependencies import LAMBDA_RUNTIME, build_dependencies_layer, requirements_key
+from cdk.media import MediaDelivery
 from cdk.monitoring import Monitoring
+from cdk.network import Network
+from cdk.options import DeployOptions
+from cdk.snapstart import enable_snap_start
 from cdk.stepperslife import StepperslifeApi
 from functions.platform import topology
 from functions.platform.config import secret_arn_variable
@@ -78,8 +85,31 @@ class AgistackStack(cdk.Stack):
             targets=[targets.SqsQueue(self.domain_events_queue)],
         )
 
-        self.database_url_secret = self._secret("DatabaseUrl", "database-url", "PostgreSQL URL")
-        self.redis_url_secret = self._secret("RedisUrl", "redis-url", "Redis URL")
+        # The managed database and cache (cdk/options.py), in a VPC the functions then join.
+        self.options = DeployOptions.from_context(self)
+        interface_endpoints = self.options.vpc_endpoints == "interface"
+        self.network = (
+            Network(self, "Network", nat=self.options.nat, interface_endpoints=interface_endpoints)
+            if self.options.needs_vpc
+            else None
+        )
+        self.database = (
+            ManagedDatabase(self, "Database", kind=self.options.database, network=self.network)
+            if self.options.managed_database and self.network
+            else None
+        )
+        self.cache = (
+            ManagedCache(self, "Cache", name=f"agistack-{stage}", network=self.network)
+            if self.options.managed_redis and self.network
+            else None
+        )
+        # External: a placeholder the operator overwrites; managed: composed from the resources.
+        self.database_url_secret = self._secret(
+            "DatabaseUrl", "database-url", "PostgreSQL URL", value=self.database.url() if self.database else None
+        )
+        self.redis_url_secret = self._secret(
+            "RedisUrl", "redis-url", "Redis URL", value=self.cache.url() if self.cache else None
+        )
         self.edge_signing_secret = self._secret(
             "EdgeSigningKey",
             "edge-signing-key",
@@ -108,14 +138,27 @@ class AgistackStack(cdk.Stack):
         self.dependencies_layer = self._dependencies_layer(repo_root / "functions" / "requirements.txt")
         self.stepperslife = StepperslifeApi(self, repo_root=repo_root, lambda_memory_mb=lambda_memory_mb)
         self.agistaffers = AgistaffersApi(self, repo_root=repo_root, lambda_memory_mb=lambda_memory_mb)
+        self.products = (self.stepperslife, self.agistaffers)
+        for product in self.products:
+            if self.network:
+                product.join_vpc(self.network)
+            if self.options.snap_start:
+                enable_snap_start(product)
         # The backups run in SteppersLife's app (functions/platform/backups/routes.py says why).
-        self.backups = BackupPath(self, "Backups", bucket=self.backup_bucket, app=self.stepperslife)
+        self.backups = BackupPath(
+            self, "Backups", bucket=self.backup_bucket, app=self.stepperslife, database=self.database
+        )
+        self.media_delivery = MediaDelivery(self, "MediaDelivery", bucket=self.media_bucket)
         self.monitoring = Monitoring(
             self,
             "Monitoring",
             queues=list(self.queues.values()),
-            products=[self.stepperslife, self.agistaffers],
-            extra_alarms=self.backups.alarms,
+            products=list(self.products),
+            extra_alarms=[
+                *self.backups.alarms,
+                *(self.database.alarms if self.database else ()),
+                *(self.cache.alarms if self.cache else ()),
+            ],
         )
         self._outputs()
 
@@ -255,16 +298,20 @@ class AgistackStack(cdk.Stack):
         name: str,
         description: str,
         generate: secretsmanager.SecretStringGenerator | None = None,
+        value: cdk.SecretValue | None = None,
     ) -> secretsmanager.Secret:
         # Only the ARN reaches the template and the Lambda environment; the value is generated by
-        # Secrets Manager (a placeholder for URLs and third-party keys: overwrite with put-secret-value).
+        # Secrets Manager (a placeholder for URLs and third-party keys: overwrite with put-secret-value),
+        # or composed by CloudFormation from dynamic references (the managed database's and cache's URLs).
         return secretsmanager.Secret(
             self,
             f"{construct_id}Secret",
             secret_name=f"agistack/{self.app_stage}/{name}",
             description=f"agistack {self.app_stage}: {description}",
-            generate_secret_string=generate
-            or secretsmanager.SecretStringGenerator(exclude_punctuation=True, password_length=32),
+            generate_secret_string=None
+            if value
+            else generate or secretsmanager.SecretStringGenerator(exclude_punctuation=True, password_length=32),
+            secret_string_value=value,
             removal_policy=cdk.RemovalPolicy.RETAIN,
         )
 
@@ -276,6 +323,8 @@ class AgistackStack(cdk.Stack):
             "ImageUploadsQueueUrl": self.image_uploads_queue.queue_url,
             "AgiProvisioningQueueUrl": self.agi_provisioning_queue.queue_url,
             "EventBusName": self.event_bus.event_bus_name,
+            # The gateway worker's MEDIA_PUBLIC_BASE_URL: variants under public/ through CloudFront.
+            "MediaPublicBaseUrl": f"https://{self.media_delivery.distribution.distribution_domain_name}",
         }
         for name, value in outputs.items():
             cdk.CfnOutput(self, name, value=value)

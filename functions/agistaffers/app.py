@@ -12,6 +12,7 @@ from chalice.app import Chalice
 
 from functions.agistaffers.routes import accounts, customers, monitoring, provisioning, sites, team
 from functions.platform.http import install
+from functions.platform.snapstart import register_hooks
 
 app = Chalice(app_name="agistack-agistaffers")
 for blueprint in (accounts.bp, sites.bp, customers.bp, team.bp, monitoring.bp, provisioning.bp):
@@ -19,3 +20,4 @@ for blueprint in (accounts.bp, sites.bp, customers.bp, team.bp, monitoring.bp, p
 install(app)  # unknown paths 404, Chalice's own answers in the error shape
 app.log.setLevel(os.environ.get("LOG_LEVEL", "INFO"))
 logging.getLogger("agistack").setLevel(os.environ.get("LOG_LEVEL", "INFO"))
+register_hooks()  # SnapStart: drop connections before the snapshot and after each restore

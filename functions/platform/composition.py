@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -98,6 +99,8 @@ class ProductContainer:
     def close(self) -> None:
         if "db" in self.__dict__:
             self.db.close()
+        if self.__dict__.get("redis") is not None:
+            self.redis.close()
 
 
 class Closeable(Protocol):
@@ -110,22 +113,38 @@ ContainerT = TypeVar("ContainerT", bound=Closeable)
 class Installed(Generic[ContainerT]):
     """The process-wide container of one product (one per Lambda execution environment or dev-stack
     process): built from the environment on first use, as Lambda starts, or installed by the dev
-    stack and tests with ``configure``."""
+    stack and tests with ``configure``. Every instance is listed in ``Installed.every`` so that the
+    SnapStart hooks (functions/platform/snapstart.py) can reopen all of a process's connections."""
+
+    every: ClassVar[weakref.WeakSet[Installed[Any]]] = weakref.WeakSet()
 
     def __init__(self, build: Callable[[Settings], ContainerT]) -> None:
         self._build = build
         self._lock = threading.Lock()
         self._current: ContainerT | None = None
+        self._settings: Settings | None = None
+        Installed.every.add(self)
 
     def configure(self, settings: Settings) -> ContainerT:
         with self._lock:
             if self._current is not None:
                 self._current.close()
+            self._settings = settings
             self._current = self._build(settings)
             return self._current
 
     def get(self) -> ContainerT:
         with self._lock:
             if self._current is None:
-                self._current = self._build(Settings.from_env(os.environ, read_secret=read_secret_from_aws))
+                if self._settings is None:
+                    self._settings = Settings.from_env(os.environ, read_secret=read_secret_from_aws)
+                self._current = self._build(self._settings)
             return self._current
+
+    def reopen(self) -> None:
+        """Close the container's connections (database pool, Redis client); the next ``get`` builds a
+        fresh container from the same settings, which connects anew on first use."""
+        with self._lock:
+            if self._current is not None:
+                self._current.close()
+                self._current = None

@@ -13,6 +13,7 @@ from chalice.app import Chalice
 
 from functions.platform.backups import routes as backups
 from functions.platform.http import install
+from functions.platform.snapstart import register_hooks
 from functions.stepperslife.routes import events, health, images, me, processing, push, registrations, users
 
 app = Chalice(app_name="agistack-api")
@@ -29,3 +30,4 @@ app.register_blueprint(backups.bp)
 install(app)  # unknown paths 404, Chalice's own answers in the error shape
 app.log.setLevel(os.environ.get("LOG_LEVEL", "INFO"))
 logging.getLogger("agistack").setLevel(os.environ.get("LOG_LEVEL", "INFO"))
+register_hooks()  # SnapStart: drop connections before the snapshot and after each restore

@@ -14,13 +14,16 @@ from cdk.main import REPO_ROOT, build_app, set_env_defaults
 class Synth:
     """The synthesized stack, its template as JSON and logical IDs of the constructs under test."""
 
-    def __init__(self) -> None:
+    def __init__(self, context: dict[str, Any] | None = None, variant: str = "") -> None:
+        """``context``: over cdk.json's (a deploy option's variant); ``variant`` names its own cloud
+        assembly directory, so that one variant's synth never rewrites another's packages."""
         from aws_cdk.assertions import Template
 
         outdir = os.environ.get("AGISTACK_CDK_TEST_OUTDIR") or str(REPO_ROOT / "cdk.out" / "pytest")
+        outdir += f"-{variant}" if variant else ""
         self.outdir = outdir
         self.environ_before = dict(os.environ)
-        self.app, self.stack = build_app(outdir=outdir)
+        self.app, self.stack = build_app(outdir=outdir, context=context)
         self.template = Template.from_stack(self.stack)
         self.json: dict[str, Any] = dict(self.template.to_json())
         self.resources: dict[str, dict[str, Any]] = self.json["Resources"]

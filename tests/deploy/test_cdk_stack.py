@@ -257,10 +257,10 @@ def test_each_product_is_its_own_functions_package_and_api(synth: Synth) -> None
     assert code["stepperslife"] != code["agistaffers"]
     [agistaffers_handler] = [k for k, f in agistaffers.items() if f["Properties"]["Handler"] == "app.app"]
     assert not any(f["Properties"]["Handler"].startswith("functions.stepperslife.") for f in agistaffers.values())
-    # One REST API per product, each invoking its own product's handler.
+    # One REST API per product, each invoking its own product's handler (its SnapStart alias: on by default).
     apis = {k: json.dumps(api) for k, api in synth.of_type("AWS::Serverless::Api").items()}
-    assert {k for k, api in apis.items() if "${APIHandler.Arn}" in api} == {"RestAPI"}
-    assert {k for k, api in apis.items() if f"${{{agistaffers_handler}.Arn}}" in api} == set(apis) - {"RestAPI"}
+    assert {k for k, api in apis.items() if "${APIHandlerAliaslive}" in api} == {"RestAPI"}
+    assert {k for k, api in apis.items() if f"${{{agistaffers_handler}Aliaslive}}" in api} == set(apis) - {"RestAPI"}
 
 
 def test_functions_get_resource_names_and_secret_arns_only(synth: Synth) -> None:
