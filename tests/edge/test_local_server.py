@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from devstack.stack import PortInUse, ensure_port_free
-from edge_workers.local_server import BackgroundServer, Receive, Scope, Send, port_is_free
+from edge_workers.local_server import BackgroundServer, Receive, Scope, Send, bind_listening, port_is_free
 from tests.edge.test_edge_gateway import USER, Edge, call, origin_url, running_origin, start_edge
 
 SIGN_UP_HEADERS = b"Content-Type: application/json\r\ncf-turnstile-response: XXXX.DUMMY.TOKEN.XXXX\r\n"
@@ -200,3 +200,13 @@ def test_stop_lets_a_request_in_flight_finish(tmp_path: Path) -> None:
     stopper.join(10)
     client.join(10)
     assert replies and replies[0].startswith(b"HTTP/1.1 200") and replies[0].endswith(b"ok")
+
+
+def test_listening_sockets_say_they_are_tcp() -> None:
+    """asyncio disables Nagle's algorithm only on sockets created with IPPROTO_TCP: with proto 0 each
+    kept-alive answer waited ~40 ms for the peer's delayed ACK."""
+    sock = bind_listening("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+    finally:
+        sock.close()
