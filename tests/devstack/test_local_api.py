@@ -23,12 +23,12 @@ app = Chalice(app_name="local-api-test")
 
 @app.route("/echo/{name}", methods=["GET", "POST"])
 def echo(name: str) -> dict[str, Any]:
-    request = app.current_request
-    assert request is not None
     time.sleep(0.02)  # other threads set their requests meanwhile
     current = app.current_request
-    assert current is not None
-    return {"name": name, "seen": current.uri_params["name"], "body": (current.raw_body or b"").decode()}
+    assert current is not None and current.uri_params is not None
+    raw = current.raw_body
+    body = raw.decode() if isinstance(raw, bytes) else raw or ""
+    return {"name": name, "seen": current.uri_params["name"], "body": body}
 
 
 @app.route("/{proxy+}", methods=["GET"])
