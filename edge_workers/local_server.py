@@ -166,6 +166,7 @@ class BackgroundServer:
             lifespan="off",
             interface="asgi3",
             log_config=None,
+            log_level="warning",  # the dev stack logs its own start-up lines; uvicorn's say only trouble
             access_log=False,
             proxy_headers=False,
             server_header=False,
