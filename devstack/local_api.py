@@ -27,8 +27,8 @@ from chalice.local import LambdaEventConverter, LocalGatewayException, MatchResu
 from chalice.local import LocalGateway as ChaliceLocalGateway
 from chalice.test import Client
 
-from edge_workers.local_server import BackgroundServer, Receive, Scope, Send
-from shared.errors import AppError, BadRequest, PayloadTooLarge
+from edge_workers.local_server import BackgroundServer, Receive, Scope, Send, read_body, send_response
+from shared.errors import AppError
 
 # API Gateway's payload limit (REST APIs): a larger request never reaches the function.
 MAX_BODY_BYTES = 10 * 1024 * 1024
@@ -99,9 +99,10 @@ class ChaliceAsgi:
         if scope["type"] != "http":
             return
         try:
-            body = await _body(receive, MAX_BODY_BYTES)
+            body = await read_body(receive, MAX_BODY_BYTES) or None  # None when empty, as chalice local passes it
         except AppError as error:
-            await _send(send, error.status, {"content-type": "application/json"}, _json(error), close=True)
+            refused = [(b"content-type", b"application/json"), (b"connection", b"close")]
+            await send_response(send, error.status, refused, json.dumps(error.body()).encode())
             return
         query = scope["query_string"].decode("latin-1")
         path = scope["raw_path"].decode("latin-1") + (f"?{query}" if query else "")
@@ -109,7 +110,7 @@ class ChaliceAsgi:
         status, response_headers, response_body = await asyncio.to_thread(
             self._handle, scope["method"], path, headers, body
         )
-        await _send(send, status, response_headers, response_body, close=False)
+        await send_response(send, status, _asgi_headers(response_headers), response_body)
 
     def _handle(
         self, method: str, path: str, headers: dict[str, str], body: bytes | None
@@ -128,38 +129,16 @@ class ChaliceAsgi:
         return int(response["statusCode"]), merged, raw.encode("utf-8") if isinstance(raw, str) else raw or b""
 
 
-async def _body(receive: Receive, limit: int) -> bytes | None:
-    """The whole request body (``None`` when empty, as ``chalice local`` passes it)."""
-    data = bytearray()
-    more = True
-    while more:
-        message = await receive()
-        if message["type"] != "http.request":
-            raise BadRequest("the client went away before sending its body")
-        data += message.get("body", b"")
-        if len(data) > limit:
-            raise PayloadTooLarge(f"the body is larger than {limit} bytes")
-        more = message.get("more_body", False)
-    return bytes(data) or None
-
-
-def _json(error: AppError) -> bytes:
-    return json.dumps(error.body(), separators=(",", ":")).encode()
-
-
-async def _send(send: Send, status: int, headers: dict[str, str | list[str]], body: bytes, *, close: bool) -> None:
-    pairs = [(b"content-length", str(len(body)).encode())]
+def _asgi_headers(headers: dict[str, str | list[str]]) -> list[tuple[bytes, bytes]]:
+    pairs = []
     if not any(name.lower() == "content-type" for name in headers):
         pairs.append((b"content-type", b"application/json"))  # chalice local's default
     for name, values in headers.items():
         if name.lower() in ("content-length", "connection", "transfer-encoding"):
-            continue
+            continue  # the server frames the answer
         for value in values if isinstance(values, list) else [values]:
             pairs.append((name.encode("latin-1"), str(value).encode("latin-1")))
-    if close:
-        pairs.append((b"connection", b"close"))
-    await send({"type": "http.response.start", "status": status, "headers": pairs})
-    await send({"type": "http.response.body", "body": body})
+    return pairs
 
 
 def local_server(app: Chalice, host: str, port: int) -> BackgroundServer:

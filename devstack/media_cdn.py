@@ -14,7 +14,7 @@ import json
 import posixpath
 from typing import Any
 
-from edge_workers.local_server import BackgroundServer, Receive, Scope, Send
+from edge_workers.local_server import BackgroundServer, Receive, Scope, Send, send_response
 from functions.platform.config import Settings
 from shared.errors import AppError, Forbidden, NotFound, UpstreamUnavailable
 from shared.media import PUBLIC_PREFIX
@@ -33,16 +33,13 @@ class MediaCdn:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        head = scope["method"] == "HEAD"
         try:
             status, headers, body = await self._serve(scope["method"], scope["path"])
         except AppError as error:
             body = json.dumps(error.body(), separators=(",", ":")).encode()
             status, headers = error.status, {"content-type": "application/json", "cache-control": "no-store"}
         pairs = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
-        pairs.append((b"content-length", str(len(body)).encode("ascii")))
-        await send({"type": "http.response.start", "status": status, "headers": pairs})
-        await send({"type": "http.response.body", "body": b"" if head else body})
+        await send_response(send, status, pairs, body)
 
     async def _serve(self, method: str, path: str) -> tuple[int, dict[str, str], bytes]:
         if method not in ("GET", "HEAD"):

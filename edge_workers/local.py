@@ -58,8 +58,8 @@ from edge_workers.core.ports import (
 from edge_workers.core.ratelimit import SlidingWindowObject
 from edge_workers.core.routes import Quota
 from edge_workers.core.turnstile import HttpSiteverify, OfflineTestKeys
-from edge_workers.local_server import BackgroundServer, Receive, Scope, Send, refusal_error
-from shared.errors import AppError, BadRequest, PayloadTooLarge
+from edge_workers.local_server import BackgroundServer, Receive, Scope, Send, read_body, refusal_error, send_response
+from shared.errors import AppError, BadRequest
 
 log = logging.getLogger("agistack.edge")
 
@@ -74,9 +74,7 @@ CREATE INDEX IF NOT EXISTS kv_expires_at ON kv (expires_at) WHERE expires_at IS 
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length"}
 # The methods the local edge has always served; others get a 501 in the JSON shape.
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"})
-BODY_IDLE_SECONDS = 60.0  # a client may stall this long mid-body before it gets a 408
 PUSH_MOUNT = "/push/"
-_NO_CONTENT_STATUSES = (204, 304)
 
 
 class SqliteKv:
@@ -324,11 +322,6 @@ class LoggingSink:
         log.info(json.dumps(record, separators=(",", ":"), sort_keys=True))
 
 
-class RequestTimeout(AppError):
-    status = 408
-    code = "request_timeout"
-
-
 class NotImplementedMethod(AppError):
     status = 501
     code = "not_implemented"
@@ -344,19 +337,11 @@ class _AsgiBody:
         self.consumed = headers.get("transfer-encoding") is None and length in (None, "0")
 
     async def read(self, limit: int) -> bytes:
-        data = bytearray()
-        while not self.consumed:
-            try:
-                message = await asyncio.wait_for(self._receive(), BODY_IDLE_SECONDS)
-            except TimeoutError as exc:
-                raise RequestTimeout("the request body did not arrive in time") from exc
-            if message["type"] != "http.request":
-                raise BadRequest("the client went away before sending its body", code="bad_framing")
-            data += message.get("body", b"")
-            if len(data) > limit:
-                raise PayloadTooLarge(f"the body is larger than {limit} bytes")
-            self.consumed = not message.get("more_body", False)
-        return bytes(data)
+        if self.consumed:
+            return b""
+        data = await read_body(self._receive, limit)
+        self.consumed = True
+        return data
 
 
 class EdgeApp:
@@ -392,7 +377,10 @@ class EdgeApp:
             else:
                 refused = NotImplementedMethod(f"the method {method} is not supported")
                 response, close = reject(refused, deps, method=method), True
-        await send_edge_response(send, response, head=method == "HEAD", close=close)
+        answer_headers = _asgi_headers(response)
+        if close:
+            answer_headers.append((b"connection", b"close"))  # h11 closes the connection after this answer
+        await send_response(send, response.status, answer_headers, response.body)
 
     def _client_ip(self, scope: Scope, headers: Headers) -> str:
         peer = str(scope["client"][0]) if scope.get("client") else ""
@@ -417,17 +405,6 @@ def _asgi_headers(response: EdgeResponse) -> list[tuple[bytes, bytes]]:
         for name, value in response.headers.items()
         if name not in _HOP_BY_HOP
     ]
-
-
-async def send_edge_response(send: Send, response: EdgeResponse, *, head: bool, close: bool) -> None:
-    headers = _asgi_headers(response)
-    if response.status not in _NO_CONTENT_STATUSES:
-        headers.append((b"content-length", str(len(response.body)).encode("ascii")))
-    if close:
-        headers.append((b"connection", b"close"))  # h11 closes the connection after this answer
-    await send({"type": "http.response.start", "status": response.status, "headers": headers})
-    body = b"" if head or response.status in _NO_CONTENT_STATUSES else response.body
-    await send({"type": "http.response.body", "body": body})
 
 
 class EdgeServer:

@@ -27,7 +27,7 @@ import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from shared.errors import BadRequest
+from shared.errors import AppError, BadRequest, PayloadTooLarge
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -37,10 +37,47 @@ AsgiApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 # What a refused request is answered with: status, headers and body, from the parser's complaint.
 Refusal = Callable[[h11.RemoteProtocolError | None], tuple[int, list[tuple[bytes, bytes]], bytes]]
 
+BODY_IDLE_SECONDS = 60.0  # a client may stall this long mid-body before it gets a 408
+NO_CONTENT_STATUSES = (204, 304)
 BACKLOG = 2048
 STARTUP_SECONDS = 10.0
 GRACEFUL_SHUTDOWN_SECONDS = 5
 MAX_HEAD_BYTES = 64 * 1024  # request line and header fields together; more is refused
+
+
+class RequestTimeout(AppError):
+    status = 408
+    code = "request_timeout"
+
+
+async def read_body(receive: Receive, limit: int) -> bytes:
+    """The request's whole body from the server; ``PayloadTooLarge`` as soon as it crosses ``limit``,
+    ``RequestTimeout`` when the client stalls ``BODY_IDLE_SECONDS``. Waiting costs no thread."""
+    data = bytearray()
+    more = True
+    while more:
+        try:
+            message = await asyncio.wait_for(receive(), BODY_IDLE_SECONDS)
+        except TimeoutError as exc:
+            raise RequestTimeout("the request body did not arrive in time") from exc
+        if message["type"] != "http.request":
+            raise BadRequest("the client went away before sending its body", code="bad_framing")
+        data += message.get("body", b"")
+        if len(data) > limit:
+            raise PayloadTooLarge(f"the body is larger than {limit} bytes")
+        more = message.get("more_body", False)
+    return bytes(data)
+
+
+async def send_response(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    """One whole response, its ``content-length`` added (204 and 304 have neither length nor body;
+    uvicorn itself drops the body of an answer to HEAD)."""
+    if status in NO_CONTENT_STATUSES:
+        framed, body = headers, b""
+    else:
+        framed = [*headers, (b"content-length", str(len(body)).encode("ascii"))]
+    await send({"type": "http.response.start", "status": status, "headers": framed})
+    await send({"type": "http.response.body", "body": body})
 
 
 def refusal_error(error: h11.RemoteProtocolError | None) -> BadRequest:
