@@ -41,7 +41,8 @@ def _dev(args: argparse.Namespace) -> int:
     print(
         f"\nagistack is up.\n  edge (use this): {stack.urls['edge']}\n  apis (signed requests only): "
         f"{stack.urls['api']} (SteppersLife), {stack.urls['agi']} (AGI Staffers)\n"
-        f"  aws endpoint: {stack.urls['aws']}\nTry: agistack smoke --base-url "
+        f"  aws endpoint: {stack.urls['aws']}\n  media cdn (public/ of the media bucket): {stack.urls['media']}\n"
+        f"Try: agistack smoke --base-url "
         f"{stack.urls['edge']}\nCtrl-C stops everything.",
         flush=True,
     )

@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import secrets
-import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,13 +50,11 @@ class DevOptions:
 
 
 def ensure_port_free(host: str, port: int, what: str) -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((host, port))
-        except OSError:
-            raise PortInUse(
-                f"port {port} on {host} is already in use ({what}); choose another with --{what}-port"
-            ) from None
+    # Binds as the servers do (SO_REUSEADDR): the last run's connections in TIME_WAIT do not count.
+    from edge_workers.local_server import port_is_free
+
+    if not port_is_free(host, port):
+        raise PortInUse(f"port {port} on {host} is already in use ({what}); choose another with --{what}-port")
 
 
 def kept(path: Path, make: Callable[[], str]) -> str:
@@ -163,13 +160,15 @@ class DevStack:
             self._stops.append(product.configure(self.settings).close)
             self._start_api(product)
             self._wire_handlers(product, queue_urls)
-        self._start_edge(secret, aws_url)
+        media_url = self._start_media_cdn()
+        self._start_edge(secret, media_url)
         self.urls.update(
             {
                 "edge": f"http://{options.host}:{options.edge_port}",
                 "api": self._api_url(PRODUCTS[0]),
                 "agi": self._api_url(PRODUCTS[1]),
                 "aws": aws_url,
+                "media": media_url,
             }
         )
         state = {**self.urls, "database_url": pg_url, "redis_url": redis_url, "pg_bin_dir": pg_bin_dir}
@@ -217,17 +216,11 @@ class DevStack:
         return f"http://{self.options.host}:{self.options.port(product)}"
 
     def _start_api(self, product: Product) -> None:
-        import threading
-
         from devstack.local_api import local_server
 
-        app = product.app()
-        port = self.options.port(product)
-        server = local_server(app, self.options.host, port)
-        thread = threading.Thread(target=server.server.serve_forever, name=f"api-{product.name}", daemon=True)
-        thread.start()
-        self._stops.append(server.server.server_close)
-        self._stops.append(server.server.shutdown)
+        server = local_server(product.app(), self.options.host, self.options.port(product))
+        server.start()
+        self._stops.append(server.stop)
         log.info("%s api (%s.app:app) on %s", product.name, product.package, self._api_url(product))
 
     def _wire_handlers(self, product: Product, queue_urls: dict[str, str]) -> None:
@@ -250,7 +243,17 @@ class DevStack:
             when = f"{schedule.expression} (UTC; or now with agistack run)"
             log.info("schedule %s: %s", schedule.name, when)
 
-    def _start_edge(self, secret: str, aws_url: str) -> None:
+    def _start_media_cdn(self) -> str:
+        """The media bucket's ``public/`` prefix over HTTP, as CloudFront serves it in production."""
+        from devstack.media_cdn import start_media_cdn
+
+        assert self.settings is not None
+        cdn = start_media_cdn(self.settings, self.options.host)
+        self._stops.append(cdn.stop)
+        log.info("media cdn (public/ of %s) on %s", self.settings.aws.media_bucket, cdn.url)
+        return cdn.url
+
+    def _start_edge(self, secret: str, media_base_url: str) -> None:
         from devstack.edge_server import local_edge_config, start_local_edge
 
         assert self.settings is not None
@@ -258,7 +261,7 @@ class DevStack:
             self.env,
             signing_secret=secret,
             origins={product.origin_variable: self._api_url(product) for product in PRODUCTS},
-            media_base_url=f"{aws_url}/{self.settings.aws.media_bucket}",
+            media_base_url=media_base_url,
             vapid_public_key=self.settings.push.vapid_public_key,
         )
         edge = start_local_edge(self.options.host, self.options.edge_port, self.options.data_dir, config)

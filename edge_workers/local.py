@@ -3,11 +3,13 @@
 The counterpart of ``edge_workers/workers_adapters.py`` (the Workers FFI adapters): ``agistack dev``
 (wired in ``devstack/edge_server.py``), the tests and the benchmarks serve the same
 ``edge_workers.core.gateway.handle`` that the workers run:
-KV namespaces persist in SQLite files with Workers KV semantics, outbound fetch is urllib (in a
-thread, never following redirects), the Rate Limiting binding is an in-memory fixed window, the
-rate-limit Durable Object is the same ``SlidingWindowObject`` over in-memory storage (one object per
-key in this one process: as strongly consistent as the real one), and Turnstile's documented test
-secret keys are answered offline. One asyncio loop thread runs the core for every connection.
+KV namespaces persist in SQLite files with Workers KV semantics, outbound fetch is a urllib3 pool of
+kept-alive connections (in threads, never following redirects), the Rate Limiting binding is an
+in-memory fixed window, the rate-limit Durable Object is the same ``SlidingWindowObject`` over
+in-memory storage (one object per key in this one process: as strongly consistent as the real one),
+and Turnstile's documented test secret keys are answered offline. The HTTP server is uvicorn on h11
+(``edge_workers.local_server``); the core runs on its event loop, one task per request, as an
+isolate runs it on Cloudflare.
 
 As on Cloudflare, where the push router is routed ``/push/*`` on the gateway's host, one server
 serves both workers: ``/push/...`` goes to the push router when ``VAPID_PUBLIC_KEY`` is configured.
@@ -17,22 +19,20 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import concurrent.futures
 import http.client
-import io
 import ipaddress
 import json
 import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Mapping, Sequence
-from email.message import Message
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+import h11
+import urllib3
 
 from edge_workers.core.composition import GATEWAY, PUSH, WorkerSpec, build, required_rate_limit_bindings, route_table
 from edge_workers.core.config import GatewayConfig
@@ -58,7 +58,8 @@ from edge_workers.core.ports import (
 from edge_workers.core.ratelimit import SlidingWindowObject
 from edge_workers.core.routes import Quota
 from edge_workers.core.turnstile import HttpSiteverify, OfflineTestKeys
-from shared.errors import AppError, BadRequest, PayloadTooLarge
+from edge_workers.local_server import BackgroundServer, Receive, Scope, Send, read_body, refusal_error, send_response
+from shared.errors import AppError, BadRequest
 
 log = logging.getLogger("agistack.edge")
 
@@ -71,9 +72,9 @@ CREATE TABLE IF NOT EXISTS kv (
 CREATE INDEX IF NOT EXISTS kv_expires_at ON kv (expires_at) WHERE expires_at IS NOT NULL;
 """
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length"}
-_MAX_CHUNK_LINE = 1024
+# The methods the local edge has always served; others get a 501 in the JSON shape.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"})
 PUSH_MOUNT = "/push/"
-_NO_CONTENT_STATUSES = (204, 304)
 
 
 class SqliteKv:
@@ -190,14 +191,22 @@ def open_local_kv(kv_dir: Path, *, clock: Clock | None = None) -> dict[str, Sqli
 
 
 class HttpOriginClient:
-    """Outbound HTTP with ``http.client``, in a worker thread so the event loop never blocks.
+    """Outbound HTTP over kept-alive connections (a urllib3 pool per origin), in a worker thread so
+    the event loop never blocks; ``close()`` drops the pooled connections.
 
-    One connection per request, closed after it: kept alive, a connection to a server built on
-    ``http.server`` (Chalice's local server among them) stalls about 40 ms per answer, the server's
-    Nagle algorithm waiting on this side's delayed ACK between the header and body writes. Redirects
+    A new connection per request cost the local edge most of its latency under load (a TCP handshake
+    and a slot in the origin's accept queue each time). The pool hands each thread its own connection,
+    and a connection the origin has closed while idle is noticed when taken from the pool. Redirects
     are never followed (a 3xx goes back to the client: following it would send signed headers
-    elsewhere) and proxy variables are ignored (an HTTP_PROXY must not capture origin traffic).
+    elsewhere), nothing is retried (the core decides), and proxy variables are ignored (an HTTP_PROXY
+    must not capture origin traffic).
     """
+
+    def __init__(self, connections_per_origin: int = 64) -> None:
+        self._pool = urllib3.PoolManager(num_pools=32, maxsize=connections_per_origin, retries=False)
+
+    def close(self) -> None:
+        self._pool.clear()
 
     async def fetch(self, request: OutboundRequest) -> EdgeResponse:
         return await asyncio.to_thread(self._fetch, request)
@@ -206,47 +215,55 @@ class HttpOriginClient:
         parts = urlsplit(request.url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise OriginUnavailable(f"refusing a non-HTTP origin URL {request.url!r}")
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        try:
-            connection_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-            conn = connection_class(parts.hostname, parts.port, timeout=request.timeout)
-        except ValueError as exc:  # a malformed port
-            raise OriginUnavailable(f"invalid origin URL {request.url!r}") from exc
         deadline = time.monotonic() + request.timeout
+        # urllib3 would add a User-Agent of its own: the origin sees only what the core sends.
+        headers = {"user-agent": urllib3.util.SKIP_HEADER, **dict(request.headers.items())}
         try:
-            headers = {**dict(request.headers.items()), "connection": "close"}
-            conn.request(request.method, target, body=request.body or None, headers=headers)
-            _shorten(conn, deadline)
-            response = conn.getresponse()
-            body = bytearray()
-            # Read in chunks, each within what is left: a per-read timeout alone lets a trickle run on.
-            while True:
-                _shorten(conn, deadline)
-                chunk = response.read1(65536)
-                if not chunk:
-                    break
-                body += chunk
-            return _response(response.status, response.headers, bytes(body))
-        except TimeoutError as exc:
-            raise OriginTimeout(str(exc)) from exc
-        except (OSError, http.client.HTTPException) as exc:
+            response = self._pool.request(
+                request.method,
+                request.url,
+                body=request.body or None,
+                headers=headers,
+                timeout=urllib3.Timeout(total=request.timeout),
+                redirect=False,
+                retries=False,
+                preload_content=False,
+                decode_content=False,
+            )
+            try:
+                body = bytearray()
+                # Read what has arrived, each read within what is left: a per-read timeout alone lets
+                # a trickle run on.
+                while chunk := _read_before(response, deadline):
+                    body += chunk
+            except BaseException:
+                response.close()  # half read: the connection cannot be reused
+                raise
+            finally:
+                response.release_conn()
+            return _response(response.status, response.headers.items(), bytes(body))
+        except urllib3.exceptions.NewConnectionError as exc:  # refused (urllib3 files it under timeouts)
             raise OriginUnavailable(str(exc)) from exc
-        finally:
-            conn.close()
+        except (TimeoutError, urllib3.exceptions.TimeoutError) as exc:
+            raise OriginTimeout(str(exc)) from exc
+        except (OSError, urllib3.exceptions.HTTPError, http.client.HTTPException) as exc:
+            raise OriginUnavailable(str(exc)) from exc
 
 
-def _shorten(conn: http.client.HTTPConnection, deadline: float) -> None:
-    """The socket's timeout cut to what is left before ``deadline`` (``TimeoutError`` once it passed)."""
+def _read_before(response: Any, deadline: float) -> bytes:
+    """The next bytes of ``response``'s body, waiting no later than ``deadline``."""
     left = deadline - time.monotonic()
     if left <= 0:
         raise TimeoutError("the origin's deadline passed")
-    if conn.sock is not None:
-        conn.sock.settimeout(left)
+    connection = response.connection
+    if connection is not None and connection.sock is not None:
+        connection.sock.settimeout(left)
+    return bytes(response.read1(65536))
 
 
-def _response(status: int, headers: Message, body: bytes) -> EdgeResponse:
+def _response(status: int, headers: Iterable[tuple[str, str]], body: bytes) -> EdgeResponse:
     edge_headers = Headers()
-    for name, value in headers.items():
+    for name, value in headers:
         if name.lower() not in _HOP_BY_HOP:
             edge_headers.add(name, value)
     return EdgeResponse(status=status, headers=edge_headers, body=body)
@@ -305,93 +322,69 @@ class LoggingSink:
         log.info(json.dumps(record, separators=(",", ":"), sort_keys=True))
 
 
-class RequestTimeout(AppError):
-    status = 408
-    code = "request_timeout"
+class NotImplementedMethod(AppError):
+    status = 501
+    code = "not_implemented"
 
 
-class _SocketBody:
-    """The request body on the connection, read only when the core asks, and never past the limit."""
+class _AsgiBody:
+    """The request body as the ASGI server receives it, read only when the core asks, and never
+    past the limit (a larger body is refused as soon as the limit is crossed)."""
 
-    def __init__(self, rfile: io.BufferedIOBase, headers: Headers) -> None:
-        self._rfile = rfile
-        self._length = headers.get("content-length")
-        self._coding = headers.get("transfer-encoding")
-        self.consumed = self._length is None and self._coding is None
+    def __init__(self, receive: Receive, headers: Headers) -> None:
+        self._receive = receive
+        length = headers.get("content-length")
+        self.consumed = headers.get("transfer-encoding") is None and length in (None, "0")
 
     async def read(self, limit: int) -> bytes:
-        try:
-            return await asyncio.to_thread(self._read, limit)
-        except TimeoutError as exc:
-            raise RequestTimeout("the request body did not arrive in time") from exc
-
-    def _read(self, limit: int) -> bytes:
-        if self._coding is not None:
-            if self._coding.lower() != "chunked":
-                # Bytes framed some other way cannot be found on the connection: refuse, then close.
-                raise BadRequest("unsupported Transfer-Encoding", code="bad_framing")
-            data = self._read_chunked(limit)
-        elif self._length is None:
+        if self.consumed:
             return b""
-        else:
-            # The core has checked the declared length against the limit before asking.
-            length = int(self._length)
-            if length > limit:
-                raise PayloadTooLarge(f"the body is larger than {limit} bytes")
-            data = self._rfile.read(length)
-            if len(data) != length:
-                raise BadRequest("the body ended before its declared length", code="bad_framing")
+        data = await read_body(self._receive, limit)
         self.consumed = True
         return data
 
-    def _read_chunked(self, limit: int) -> bytes:
-        data = bytearray()
-        while True:
-            line = self._rfile.readline(_MAX_CHUNK_LINE)
-            try:
-                size = int(line.split(b";", 1)[0].strip(), 16)
-            except ValueError as exc:
-                raise BadRequest("malformed chunked body", code="bad_framing") from exc
-            if size == 0:
-                while self._rfile.readline(_MAX_CHUNK_LINE) not in (b"\r\n", b"\n", b""):
-                    pass  # trailer fields carry nothing the gateway uses
-                return bytes(data)
-            if len(data) + size > limit:
-                raise PayloadTooLarge(f"the body is larger than {limit} bytes")
-            data += self._rfile.read(size)
-            self._rfile.readline(_MAX_CHUNK_LINE)
 
+class EdgeApp:
+    """The workers as one ASGI app: ``/push/*`` to the push router when it is configured (as
+    Cloudflare's route patterns do), everything else to the gateway."""
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "agistack-edge"
-    # Headers and body go out in two writes: with Nagle's algorithm a keep-alive client would wait for
-    # its own delayed ACK (~40 ms) before seeing the body.
-    disable_nagle_algorithm = True
-    timeout = 60  # seconds a client may stall mid-request before its connection is dropped
-    server: _GatewayHTTPServer
+    def __init__(self, workers: Mapping[str, GatewayDeps], *, trust_cf_connecting_ip: bool) -> None:
+        self.workers = workers
+        self.trust_cf_connecting_ip = trust_cf_connecting_ip
 
-    def _serve(self) -> None:
-        deps = self.server.deps_for(self.path)
-        try:
-            headers = Headers(self.headers.items())
-        except ValueError:
-            self._write(reject(BadRequest("malformed header field"), deps, method=self.command), close=True)
+    def deps_for(self, target: str) -> GatewayDeps:
+        push = self.workers.get(PUSH.name)
+        return push if push is not None and target.startswith(PUSH_MOUNT) else self.workers[GATEWAY.name]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
             return
-        body = _SocketBody(self.rfile, headers)
-        request = EdgeRequest(
-            method=self.command, target=self.path, headers=headers, body=body, client_ip=self._client_ip(headers)
-        )
-        future = asyncio.run_coroutine_threadsafe(handle(request, deps), self.server.loop)
-        response = future.result()
-        # Unread body bytes would be parsed as the next request: close instead.
-        self._write(response, close=not body.consumed)
+        query = scope["query_string"].decode("latin-1")
+        target = scope["raw_path"].decode("latin-1") + (f"?{query}" if query else "")
+        method = scope["method"]
+        deps = self.deps_for(target)
+        try:
+            headers = Headers((name.decode("latin-1"), value.decode("latin-1")) for name, value in scope["headers"])
+        except ValueError:
+            response, close = reject(BadRequest("malformed header field"), deps, method=method), True
+        else:
+            if method in KNOWN_METHODS:
+                body = _AsgiBody(receive, headers)
+                request = EdgeRequest(method, target, headers, body, self._client_ip(scope, headers))
+                response = await handle(request, deps)
+                # Unread body bytes would be parsed as the next request: close instead.
+                close = not body.consumed
+            else:
+                refused = NotImplementedMethod(f"the method {method} is not supported")
+                response, close = reject(refused, deps, method=method), True
+        answer_headers = _asgi_headers(response)
+        if close:
+            answer_headers.append((b"connection", b"close"))  # h11 closes the connection after this answer
+        await send_response(send, response.status, answer_headers, response.body)
 
-    do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_TRACE = _serve
-
-    def _client_ip(self, headers: Headers) -> str:
-        peer = str(self.client_address[0])
-        if not self.server.trust_cf_connecting_ip:
+    def _client_ip(self, scope: Scope, headers: Headers) -> str:
+        peer = str(scope["client"][0]) if scope.get("client") else ""
+        if not self.trust_cf_connecting_ip:
             # Anyone can send CF-Connecting-IP to this server: only Cloudflare's is worth believing.
             return peer
         offered = headers.get("cf-connecting-ip") or ""
@@ -400,66 +393,28 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             return peer
 
-    def version_string(self) -> str:
-        return self.server_version
-
-    def _write(self, response: EdgeResponse, *, close: bool) -> None:
-        self.send_response(response.status)
-        for name, value in response.headers.items():
-            self.send_header(name, value)
-        if close:
-            self.close_connection = True
-            self.send_header("connection", "close")
-        if response.status not in _NO_CONTENT_STATUSES:
-            self.send_header("content-length", str(len(response.body)))
-        self.end_headers()
-        if self.command != "HEAD" and response.body:
-            self.wfile.write(response.body)
-
-    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-        # Requests http.server refuses before routing (bad request line, unknown method, huge headers)
-        # get the same JSON shape and headers as everything else.
-        error = AppError(message or "the request is malformed", code=HTTPStatus(code).phrase.lower().replace(" ", "_"))
-        error.status = code
-        deps = self.server.deps_for(getattr(self, "path", "") or "/")
-        self._write(reject(error, deps, method=getattr(self, "command", "") or ""), close=True)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Silenced: the core writes one structured line per request."""
+    def refusal(self, error: h11.RemoteProtocolError | None) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """What a request the HTTP parser refused gets: the gateway's JSON error, headers and log line."""
+        response = reject(refusal_error(error), self.workers[GATEWAY.name])
+        return response.status, _asgi_headers(response), response.body
 
 
-class _GatewayHTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(
-        self,
-        address: tuple[str, int],
-        workers: Mapping[str, GatewayDeps],
-        loop: asyncio.AbstractEventLoop,
-        trust_cf_connecting_ip: bool,
-    ) -> None:
-        self.workers = workers
-        self.loop = loop
-        self.trust_cf_connecting_ip = trust_cf_connecting_ip
-        super().__init__(address, _Handler)
-
-    def deps_for(self, target: str) -> GatewayDeps:
-        """The worker a path is routed to, as Cloudflare's route patterns do: ``/push/*`` or the gateway."""
-        push = self.workers.get(PUSH.name)
-        return push if push is not None and target.startswith(PUSH_MOUNT) else self.workers[GATEWAY.name]
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that hangs up mid-response is routine, not worth a traceback on stderr.
-        log.debug("connection from %s ended with an error", client_address, exc_info=True)
+def _asgi_headers(response: EdgeResponse) -> list[tuple[bytes, bytes]]:
+    return [
+        (name.encode("latin-1"), value.encode("latin-1"))
+        for name, value in response.headers.items()
+        if name not in _HOP_BY_HOP
+    ]
 
 
 class EdgeServer:
     """The edge workers served over HTTP on ``host:port``; KV data under ``data_dir/kv``.
 
     ``start()`` binds at once (a port in use raises ``OSError`` there) and serves from a background
-    thread; ``stop()`` shuts down and closes the KV files. ``port=0`` picks a free port.
-    ``trust_cf_connecting_ip`` takes the client address from ``CF-Connecting-IP``; only for a server
-    that Cloudflare (or a test standing in for it) fronts: anyone else could set the header.
+    thread (``edge_workers.local_server``: uvicorn on h11); ``stop()`` shuts down and closes the KV
+    files. ``port=0`` picks a free port. ``trust_cf_connecting_ip`` takes the client address from
+    ``CF-Connecting-IP``; only for a server that Cloudflare (or a test standing in for it) fronts:
+    anyone else could set the header.
     """
 
     def __init__(
@@ -479,14 +434,13 @@ class EdgeServer:
         self.data_dir = data_dir
         self.config = config
         self.trust_cf_connecting_ip = trust_cf_connecting_ip
-        self._origin = origin or HttpOriginClient()
+        self._own_origin = HttpOriginClient() if origin is None else None
+        self._origin: OriginClient = origin or self._own_origin  # type: ignore[assignment]
         self._clock = clock or SystemClock()
         self._log_sink = log_sink or LoggingSink()
         self.kv: dict[str, SqliteKv] = {}
         self.workers: dict[str, GatewayDeps] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._httpd: _GatewayHTTPServer | None = None
-        self._threads: list[threading.Thread] = []
+        self._server: BackgroundServer | None = None
 
     @property
     def url(self) -> str:
@@ -494,32 +448,20 @@ class EdgeServer:
         return f"http://{host}:{self.port}"
 
     def start(self) -> None:
-        if self._httpd is not None:
+        if self._server is not None:
             raise RuntimeError("the edge server is already running")
         self.kv = open_local_kv(self.data_dir / "kv", clock=self._clock)
         try:
             self.workers = self._compose()
-        except Exception:
+            app = EdgeApp(self.workers, trust_cf_connecting_ip=self.trust_cf_connecting_ip)
+            # Origin calls wait in the executor's threads: allow many at once.
+            server = BackgroundServer(app, self.host, self.port, name="edge-http", refusal=app.refusal)
+            server.start()
+        except BaseException:
             self._close_kv()
             raise
-        loop = asyncio.new_event_loop()
-        # Origin calls and KV calls each hold a thread while they wait: allow many at once.
-        loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(max_workers=32))
-        try:
-            httpd = _GatewayHTTPServer((self.host, self.port), self.workers, loop, self.trust_cf_connecting_ip)
-        except OSError:
-            loop.close()
-            self._close_kv()
-            raise
-        self._loop, self._httpd = loop, httpd
-        self.port = int(httpd.server_address[1])
-        self._threads = [
-            threading.Thread(target=loop.run_forever, name="edge-loop", daemon=True),
-            # A short poll interval keeps stop() quick; the cost is an idle wake-up every 50 ms.
-            threading.Thread(target=httpd.serve_forever, args=(0.05,), name="edge-http", daemon=True),
-        ]
-        for thread in self._threads:
-            thread.start()
+        self._server = server
+        self.port = server.port
 
     def _compose(self) -> dict[str, GatewayDeps]:
         """The local composition root: both workers over the same KV files and local bindings."""
@@ -547,18 +489,14 @@ class EdgeServer:
         }
 
     def stop(self) -> None:
-        httpd, loop = self._httpd, self._loop
-        if httpd is None or loop is None:
+        server = self._server
+        if server is None:
             return
-        httpd.shutdown()
-        httpd.server_close()
-        loop.call_soon_threadsafe(loop.stop)
-        for thread in self._threads:
-            thread.join(timeout=10)
-        loop.run_until_complete(loop.shutdown_default_executor())
-        loop.close()
+        server.stop()
+        if self._own_origin is not None:
+            self._own_origin.close()
         self._close_kv()
-        self._httpd, self._loop, self._threads = None, None, []
+        self._server = None
 
     def _close_kv(self) -> None:
         for store in self.kv.values():

@@ -1,12 +1,15 @@
 """End to end: the real `agistack dev` on free ports and embedded services, driven only from outside.
 
 Proves the README's promise: the platform comes up with no DATABASE_URL/REDIS_URL/AWS_ENDPOINT_URL,
-the smoke journey passes through the edge, S3 → SQS → handler is wired, schedules can be fired,
-a busy port is a one-line error, Ctrl-C stops everything, and data survives a restart.
+the smoke journey passes through the edge, S3 → SQS → handler is wired, a processed picture is
+served at /img through the edge from a private bucket, schedules can be fired, a busy port is a
+one-line error, Ctrl-C stops everything, and the stack starts again at once on the same ports with
+its data.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -19,12 +22,16 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
+import requests
+from PIL import Image
 
 from devstack.services import free_port
 from devstack.smoke import EdgeClient
+from tests.stepperslife.images_fixtures import camera_jpeg
 
 pytestmark = pytest.mark.e2e
 
@@ -49,9 +56,9 @@ def agistack(*args: str, timeout: float = 60, **env: str) -> subprocess.Complete
 
 
 class RunningStack:
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, ports: tuple[int, int, int] | None = None) -> None:
         self.data_dir = data_dir
-        self.edge_port, self.api_port, self.agi_port = free_port(), free_port(), free_port()
+        self.edge_port, self.api_port, self.agi_port = ports or (free_port(), free_port(), free_port())
         self.edge_url = f"http://127.0.0.1:{self.edge_port}"
         self.process = subprocess.Popen(
             [sys.executable, "-m", "devstack.cli", "dev", "--data-dir", str(data_dir),
@@ -150,6 +157,65 @@ def test_s3_upload_reaches_the_queue_handler(stack: RunningStack) -> None:
     assert [image["id"] for image in images] == [upload_id]
 
 
+def test_a_processed_picture_is_served_at_img_through_the_edge(stack: RunningStack) -> None:
+    """A real JPEG through the presigned upload, the S3 → SQS → handler pipeline and the media CDN's
+    credentialed read of the private bucket, fetched as /img from the edge and decoded."""
+    edge = EdgeClient(stack.edge_url)
+    edge.call(
+        "POST", "/api/users", {"email": "pictures@example.com", "name": "Pix", "password": "correct horse 12"}, 201
+    )
+    edge.call("POST", "/api/auth/login", {"email": "pictures@example.com", "password": "correct horse 12"})
+    event = edge.call(
+        "POST", "/api/events",
+        {"title": "Pictures", "event_date": "2031-02-01T20:00:00+00:00", "capacity": 5}, 201,
+    )["event"]  # fmt: skip
+    form = edge.call("POST", f"/api/events/{event['id']}/images", {"content_type": "image/jpeg"}, 201)
+    post = form["upload"]
+    sent = requests.post(
+        post["url"],
+        data=post["fields"],
+        files={"file": ("photo.jpg", camera_jpeg((700, 480)), "image/jpeg")},
+        timeout=10,
+    )
+    assert sent.status_code in (200, 201, 204), sent.text
+    image_id = form["image_id"]
+    deadline = time.monotonic() + 60
+    image: dict[str, Any] = {}
+    while time.monotonic() < deadline and image.get("status") != "ready":
+        images = edge.call("GET", f"/api/events/{event['id']}")["event"]["images"]
+        image = next((found for found in images if found["id"] == image_id), {})
+        time.sleep(0.3)
+    assert image.get("status") == "ready", image
+    [webp] = [v for v in image["variants"] if v["url_width"] == 320 and v["format"] == "webp"]
+
+    with urllib.request.urlopen(
+        urllib.request.Request(
+            f"{stack.edge_url}/img/{event['id']}/{image_id}/320", headers={"Accept": "image/webp,*/*"}
+        ),
+        timeout=10,
+    ) as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"] == "image/webp"
+        assert response.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+        picture = Image.open(io.BytesIO(response.read()))
+        picture.load()
+    assert picture.format == "WEBP"
+    assert picture.size == (webp["width"], webp["height"]) and picture.width == 320
+
+    # The bucket stays private: only the CDN's credentialed reads of public/ get through.
+    cdn, aws = stack.state["media"], stack.state["aws"]
+    assert requests.get(f"{aws}/agistack-media/{webp['key']}", timeout=10).status_code == 403
+    assert requests.get(f"{cdn}/{webp['key']}", timeout=10).status_code == 200
+    for private in (f"originals/{event['id']}/{image_id}", f"public/../originals/{event['id']}/{image_id}"):
+        refused = requests.get(f"{cdn}/{private}", timeout=10)
+        assert refused.status_code == 403 and refused.json()["error"]["code"] == "access_denied"
+    assert requests.get(f"{cdn}/public/{event['id']}/{image_id}/9999.webp", timeout=10).status_code == 404
+    missing = urllib.request.Request(f"{stack.edge_url}/img/{event['id']}/{uuid.uuid4()}/320")
+    with pytest.raises(urllib.error.HTTPError) as not_there:
+        urllib.request.urlopen(missing, timeout=10)
+    assert not_there.value.code == 404
+
+
 def test_staff_created_by_the_operator_run_the_back_office_through_the_edge(stack: RunningStack) -> None:
     email, password = f"ops-{uuid.uuid4().hex[:8]}@agistaffers.example", "a long staff passphrase"
     created = agistack("agi", "staff", email, "--data-dir", str(stack.data_dir), AGISTACK_PASSWORD=password)
@@ -219,7 +285,8 @@ def test_ctrl_c_stops_everything_and_data_survives_a_restart(stack: RunningStack
     assert not (data_dir / "stack.json").exists()
     assert not (data_dir / "postgres" / "postmaster.pid").exists(), "embedded PostgreSQL was left running"
 
-    again = RunningStack(data_dir)
+    # At once, on the same ports: the last run's connections in TIME_WAIT do not block them.
+    again = RunningStack(data_dir, (stack.edge_port, stack.api_port, stack.agi_port))
     try:
         login = EdgeClient(again.edge_url)
         user = login.call("POST", "/api/auth/login", {"email": "keeper@example.com", "password": "correct horse 12"})

@@ -173,7 +173,7 @@ class ListSink:
         self.records.append(json.loads(json.dumps(record)))
 
 
-def start_edge(data_dir: Path, origin: str, **env: str) -> Edge:
+def start_edge(data_dir: Path, origin: str, *, port: int = 0, **env: str) -> Edge:
     config = GatewayConfig.from_mapping(
         {
             "EDGE_SIGNING_SECRET": SECRET,
@@ -183,7 +183,7 @@ def start_edge(data_dir: Path, origin: str, **env: str) -> Edge:
         }
     )
     records: list[dict[str, Any]] = []
-    server = EdgeServer("127.0.0.1", 0, data_dir, config, log_sink=ListSink(records), trust_cf_connecting_ip=True)
+    server = EdgeServer("127.0.0.1", port, data_dir, config, log_sink=ListSink(records), trust_cf_connecting_ip=True)
     server.start()
     return Edge(server, records)
 
