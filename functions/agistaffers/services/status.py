@@ -28,7 +28,7 @@ RECENT_INCIDENTS = timedelta(days=14)
 CURRENT_WITHIN = timedelta(minutes=10)
 
 _UPTIME_SQL = """
-SELECT site_id, date_trunc('day', bucket) AS day, sum(sum) AS up, sum(count) AS n,
+SELECT site_id, date_trunc('day', bucket, 'UTC') AS day, sum(sum) AS up, sum(count) AS n,
        sum(sum) FILTER (WHERE bucket >= %(d24h)s) AS up_24h, sum(count) FILTER (WHERE bucket >= %(d24h)s) AS n_24h,
        sum(sum) FILTER (WHERE bucket >= %(d7d)s) AS up_7d, sum(count) FILTER (WHERE bucket >= %(d7d)s) AS n_7d,
        sum(sum) FILTER (WHERE bucket >= %(d30d)s) AS up_30d, sum(count) FILTER (WHERE bucket >= %(d30d)s) AS n_30d
@@ -89,7 +89,8 @@ class StatusPages:
                 (ids,),
             ).fetchall()
             incidents = conn.execute(
-                "SELECT i.id, i.site_id, s.domain, i.kind, i.title, i.opened_at, i.resolved_at FROM incidents i "
+                "SELECT i.id, i.site_id, coalesce(s.label, s.domain) AS site_name, i.kind, i.title, i.opened_at, "
+                "i.resolved_at FROM incidents i "
                 "JOIN customer_sites s ON s.id = i.site_id WHERE i.site_id = ANY(%s) "
                 "AND (i.resolved_at IS NULL OR i.resolved_at >= %s) ORDER BY i.opened_at DESC LIMIT 20",
                 (ids, now - RECENT_INCIDENTS),
@@ -121,7 +122,7 @@ def _site(
     totals = {name: [0.0, 0] for name in WINDOWS}
     by_day: dict[str, float | None] = {}
     for row in own:
-        by_day[row["day"].date().isoformat()] = _ratio(row["up"], row["n"])
+        by_day[row["day"].astimezone(UTC).date().isoformat()] = _ratio(row["up"], row["n"])
         totals["90d"][0] += row["up"]
         totals["90d"][1] += row["n"]
         for name in ("24h", "7d", "30d"):
