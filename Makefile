@@ -9,7 +9,7 @@ NODE_ENV_VARS := CDK_DISABLE_CLI_TELEMETRY=true NPM_CONFIG_UPDATE_NOTIFIER=false
 	JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION=20 AWS_DEFAULT_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
 LINT_PATHS := shared functions edge_workers devstack cdk tests benchmarks
 
-.PHONY: setup dev test test-fast lint typecheck synth smoke clean
+.PHONY: setup browser dev test test-fast lint typecheck synth smoke clean
 
 setup: $(STAMPS)/python $(STAMPS)/node
 
@@ -29,8 +29,15 @@ $(STAMPS)/node: package.json package-lock.json
 dev: setup
 	$(BIN)/agistack dev
 
+## Debian's headless Chromium for the status page's browser test: installed when missing and we are
+## root (CI); otherwise, or when apt fails, that test skips and says why. Never playwright's download.
+browser:
+	@test -x /usr/bin/chromium || { test "$$(id -u)" = 0 && DEBIAN_FRONTEND=noninteractive apt-get update -q \
+		&& DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; } \
+		|| echo "chromium not installed: the browser test will skip"
+
 ## The whole test suite: lint, types, tests.
-test: setup lint typecheck
+test: setup browser lint typecheck
 	$(NODE_ENV_VARS) $(BIN)/python -m pytest
 
 ## What needs no server (no PostgreSQL, Redis or moto): seconds, for the edit-test loop.

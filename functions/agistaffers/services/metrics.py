@@ -15,6 +15,9 @@ Failure model:
   created on the spot and the COPY retried once.
 Why COPY: it streams rows in PostgreSQL's binary format with no per-row statement, parse or round
 trip; ``benchmarks/metrics_ingest.py`` measures it against ``executemany``.
+An accepted batch is durable: the ingest keeps PostgreSQL's synchronous commit although waiting for
+the WAL flush is about half of a 5,000-sample COPY's time here (``synchronous_commit = off`` doubled
+COPY's rate), because an agent that got its answer does not send the batch again.
 """
 
 from __future__ import annotations
