@@ -146,7 +146,7 @@ class AlertEvaluator:
             "incident_id = %s, evaluated_at = %s WHERE id = %s",
             (value, since, now, incident["id"], now, alert["id"]),
         )
-        self._notify(conn, alert, incident["id"], state="firing", value=value, title=title, now=now)
+        announce(conn, self._outbox, alert, incident["id"], state="firing", value=value, title=title, now=now)
         return "firing"
 
     def _resolve(self, conn: Connection[Row], alert: Row, value: Any, now: datetime) -> str:
@@ -159,21 +159,62 @@ class AlertEvaluator:
             (value, now, alert["id"]),
         )
         title = incident["title"] if incident else ""
-        self._notify(conn, alert, alert["incident_id"], state="resolved", value=value, title=title, now=now)
+        announce(conn, self._outbox, alert, alert["incident_id"], state="resolved", value=value, title=title, now=now)
         return "resolved"
 
-    def _notify(
-        self, conn: Connection[Row], alert: Row, incident_id: Any, *, state: str, value: Any, title: str, now: datetime
-    ) -> None:
-        payload = {
-            "alert_id": alert["id"],
-            "incident_id": incident_id,
-            "site_id": alert["site_id"],
-            "domain": alert["domain"],
-            "metric": alert["metric"],
-            "state": state,
-            "value": value,
-            "title": title,
-            "at": now.isoformat(),
-        }
-        self._outbox.enqueue(conn, ALERT_TOPIC, payload, dedup_key=f"alert:{incident_id}:{state}")
+
+def announce(
+    conn: Connection[Row],
+    outbox: Outbox,
+    alert: Row,
+    incident_id: Any,
+    *,
+    state: str,
+    value: Any,
+    title: str,
+    now: datetime,
+) -> None:
+    """The one notification of an alert's change to ``state`` (every channel fans out from it)."""
+    payload = {
+        "alert_id": alert["id"],
+        "incident_id": incident_id,
+        "site_id": alert["site_id"],
+        "domain": alert["domain"],
+        "metric": alert["metric"],
+        "state": state,
+        "value": value,
+        "title": title,
+        "at": now.isoformat(),
+    }
+    outbox.enqueue(conn, ALERT_TOPIC, payload, dedup_key=f"alert:{incident_id}:{state}")
+
+
+_FIRING_AMONG = """
+SELECT a.id, a.site_id, a.value, a.incident_id, r.metric, s.domain, i.title
+FROM alerts a
+JOIN alert_rules r ON r.id = a.rule_id
+JOIN customer_sites s ON s.id = a.site_id
+JOIN incidents i ON i.id = a.incident_id
+WHERE a.state = 'firing' AND a.id = ANY(%s)
+FOR UPDATE OF a
+"""
+
+
+def retire(conn: Connection[Row], outbox: Outbox, alert_ids: list[Any], now: datetime) -> int:
+    """Alerts about to be deleted (their rule deleted, or replaced by a site's own): each one firing
+    has its incident resolved and announced, so no firing is left without its resolution. Returns
+    how many were firing. The caller deletes the alerts in the same transaction."""
+    firing = conn.execute(_FIRING_AMONG, (alert_ids,)).fetchall()
+    for alert in firing:
+        conn.execute("UPDATE incidents SET resolved_at = %s WHERE id = %s", (now, alert["incident_id"]))
+        announce(
+            conn,
+            outbox,
+            alert,
+            alert["incident_id"],
+            state="resolved",
+            value=alert["value"],
+            title=alert["title"],
+            now=now,
+        )
+    return len(firing)
