@@ -103,7 +103,7 @@ class Webhooks:
         # Waits within a step stay short: the step must end well within the queue's visibility timeout.
         self._max_delay = max_delay
         self._sleep = sleep
-        self._rng = rng or random.Random()
+        self._rng = rng or random.SystemRandom()
 
     # --- endpoints ------------------------------------------------------------------------------
 
