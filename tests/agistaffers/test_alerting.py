@@ -25,7 +25,7 @@ from functions.agistaffers.services.provisioning import Provisioning
 from functions.agistaffers.services.provisioning_messages import ProvisioningMessages
 from functions.agistaffers.services.sites import SiteService
 from functions.agistaffers.services.staff_push import StaffPush
-from functions.agistaffers.services.webhooks import Webhooks, WebhookRetryLater
+from functions.agistaffers.services.webhooks import WebhookRetryLater, Webhooks
 from functions.platform.adapters.postgres import Database
 from functions.platform.adapters.webpush import WebPushSender, generate_vapid_keys
 from functions.platform.claims import ClaimBusy, Claims
@@ -105,33 +105,31 @@ def test_site_rules_per_role_and_across_tenants(
     assert agi_api.request("DELETE", rule_path, identity=owner_id).status == 404
 
 
-@pytest.mark.parametrize(
-    ("body", "field_name"),
-    [
-        (rule_body(metric="cpu"), "metric"),
-        (rule_body(metric="custom.Bad-Name"), "metric"),
-        (rule_body(comparison="=="), "comparison"),
-        (rule_body(threshold="80"), "threshold"),
-        (rule_body(threshold=None), "threshold"),
-        (rule_body(for_seconds=86401), "for_seconds"),
-        (rule_body(keep_firing_for_seconds=-1), "keep_firing_for_seconds"),
-        (rule_body(for_seconds=1.5), "for_seconds"),
-        (rule_body(severity="high"), "severity"),
-    ],
-)
-def test_rule_validation_is_strict(
-    agi_api: EdgeSignedClient, owner: Actor, site: dict[str, Any], body: dict[str, Any], field_name: str
-) -> None:
-    answer = agi_api.request("POST", f"/sites/{site['id']}/alert-rules", identity=identity(owner), json_body=body)
-    assert answer.status == 422, answer.json
-    assert field_name in json.dumps(answer.json["error"]["details"])
+INVALID_RULES = [
+    (rule_body(metric="cpu"), "metric"),
+    (rule_body(metric="custom.Bad-Name"), "metric"),
+    (rule_body(comparison="=="), "comparison"),
+    (rule_body(threshold="80"), "threshold"),
+    (rule_body(threshold=None), "threshold"),
+    (rule_body(for_seconds=86401), "for_seconds"),
+    (rule_body(keep_firing_for_seconds=-1), "keep_firing_for_seconds"),
+    (rule_body(for_seconds=1.5), "for_seconds"),
+    (rule_body(severity="high"), "severity"),
+]
 
 
-def test_a_non_finite_threshold_is_refused(agi_api: EdgeSignedClient, owner: Actor, site: dict[str, Any]) -> None:
+def test_rule_validation_is_strict(agi_api: EdgeSignedClient, owner: Actor, site: dict[str, Any]) -> None:
+    path = f"/sites/{site['id']}/alert-rules"
+    for body, field_name in INVALID_RULES:
+        answer = agi_api.request("POST", path, identity=identity(owner), json_body=body)
+        assert answer.status == 422, (body, answer.json)
+        assert field_name in json.dumps(answer.json["error"]["details"]), body
+    patch = agi_api.request("PATCH", f"/alert-rules/{site['id']}", identity=identity(owner), json_body={})
+    assert patch.status == 422
     raw = b'{"metric": "cpu_percent", "comparison": ">", "threshold": Infinity}'
-    answer = agi_api.request("POST", f"/sites/{site['id']}/alert-rules", identity=identity(owner), body=raw)
+    answer = agi_api.request("POST", path, identity=identity(owner), body=raw)
     assert answer.status in (400, 422) and "error" in answer.json
-    assert agi_api.request("GET", f"/sites/{site['id']}/alert-rules", identity=identity(owner)).json["rules"] == []
+    assert agi_api.request("GET", path, identity=identity(owner)).json["rules"] == []
 
 
 def test_plan_defaults_are_staffs(agi_api: EdgeSignedClient, tenants: Tenants, owner: Actor) -> None:
@@ -139,13 +137,17 @@ def test_plan_defaults_are_staffs(agi_api: EdgeSignedClient, tenants: Tenants, o
     defaults = agi_api.request("GET", "/plans/business/alert-rules", identity=staff)
     assert defaults.status == 200
     assert {r["metric"] for r in defaults.json["rules"]} >= {"cpu_percent", "memory_percent", "disk_percent"}
-    created = agi_api.request("POST", "/plans/business/alert-rules", identity=staff, json_body=rule_body(comparison="<"))
+    created = agi_api.request(
+        "POST", "/plans/business/alert-rules", identity=staff, json_body=rule_body(comparison="<")
+    )
     assert created.status == 201 and created.json["rule"]["plan"] == "business"
     duplicate = agi_api.request("POST", "/plans/business/alert-rules", identity=staff, json_body=rule_body())
     assert duplicate.status == 409
     assert agi_api.request("GET", "/plans/no_such_plan/alert-rules", identity=staff).status == 404
     assert agi_api.request("GET", "/plans/business/alert-rules", identity=customer).status == 403
-    assert agi_api.request("POST", "/plans/business/alert-rules", identity=customer, json_body=rule_body()).status == 403
+    assert (
+        agi_api.request("POST", "/plans/business/alert-rules", identity=customer, json_body=rule_body()).status == 403
+    )
     plan_rule = f"/alert-rules/{created.json['rule']['id']}"
     # A customer's owner cannot touch a plan default, not even by its id.
     assert agi_api.request("PATCH", plan_rule, identity=customer, json_body={"threshold": 1}).status == 404
@@ -181,24 +183,25 @@ def test_history_and_a_deleted_firing_rule_resolves_its_incident(
 # --- webhooks and staff push: registration ---------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "url",
-    [
-        "https://169.254.169.254/latest/meta-data/",
-        "http://169.254.169.254/",
-        "https://10.0.0.7/hooks",
-        "https://192.168.1.1/hooks",
-        "https://127.0.0.1/hooks",
-        "https://[::ffff:169.254.169.254]/",
-        "https://localhost/hooks",
-        "http://8.8.8.8/hooks",  # plain http: refused too
-        "https://8.8.8.8:8443/hooks",
-        "https://user:pw@8.8.8.8/hooks",
-    ],
-)
-def test_webhook_urls_the_guard_refuses_are_422(agi_api: EdgeSignedClient, owner: Actor, url: str) -> None:
-    answer = agi_api.request("POST", "/webhooks", identity=identity(owner), json_body={"url": url})
-    assert (answer.status, answer.json["error"]["code"]) == (422, "invalid_webhook_url")
+GUARD_REFUSES = [
+    "https://169.254.169.254/latest/meta-data/",
+    "http://169.254.169.254/",
+    "https://10.0.0.7/hooks",
+    "https://192.168.1.1/hooks",
+    "https://127.0.0.1/hooks",
+    "https://[::ffff:169.254.169.254]/",
+    "https://localhost/hooks",
+    "http://8.8.8.8/hooks",  # plain http: refused too
+    "https://8.8.8.8:8443/hooks",
+    "https://user:pw@8.8.8.8/hooks",
+]
+
+
+def test_webhook_urls_the_guard_refuses_are_422(agi_api: EdgeSignedClient, owner: Actor) -> None:
+    for url in GUARD_REFUSES:
+        answer = agi_api.request("POST", "/webhooks", identity=identity(owner), json_body={"url": url})
+        assert (answer.status, answer.json["error"]["code"]) == (422, "invalid_webhook_url"), url
+    assert agi_api.request("GET", "/webhooks", identity=identity(owner)).json["webhooks"] == []
 
 
 def test_webhook_registration_shows_the_secret_once_and_per_role(
