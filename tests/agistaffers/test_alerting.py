@@ -6,6 +6,7 @@ flapping damped by ``for`` and ``keep_firing_for``."""
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import time
@@ -379,13 +380,14 @@ def test_each_channel_hears_each_state_change_once(
     for offset, value in enumerate((99, 10)):
         minute_of_cpu(site, minute + timedelta(minutes=offset), value)
         # Two evaluators at once (an overlapping schedule, a retry), each on its own connection.
-        assert at_once(2, lambda o=offset: container().alerts.evaluate(now=minute + timedelta(minutes=o + 1))) == []
+        evaluate = functools.partial(container().alerts.evaluate, now=minute + timedelta(minutes=offset + 1))
+        assert at_once(2, evaluate) == []
     messages = alert_messages(sql)
     assert [json.loads(m.body)["payload"]["state"] for m in messages] == ["firing", "resolved"]
 
     for message in messages:
         # Two deliveries of one message at once: the loser of a step's claim fails and comes back.
-        raised = at_once(2, lambda m=message: channels.messages.handle(m))
+        raised = at_once(2, functools.partial(channels.messages.handle, message))
         assert all(isinstance(exc, ClaimBusy) for exc in raised), raised
         channels.messages.handle(message._replace(receive_count=2))  # and a redelivery later
 

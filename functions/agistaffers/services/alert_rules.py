@@ -62,11 +62,10 @@ def check_rule(fields: Mapping[str, Any]) -> None:
         raise _invalid("metric", "metric is not a known metric nor custom.<name> (see the ingest's naming rule)")
     if "comparison" in fields and fields["comparison"] not in COMPARE:
         raise _invalid("comparison", f"comparison is one of {', '.join(COMPARE)}")
-    threshold = fields.get("threshold")
-    if "threshold" in fields and (isinstance(threshold, bool) or not isinstance(threshold, int | float)):
-        raise _invalid("threshold", "threshold is a number")
-    if "threshold" in fields and not math.isfinite(threshold):
-        raise _invalid("threshold", "threshold must be finite")
+    if "threshold" in fields:
+        threshold = fields["threshold"]
+        if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not math.isfinite(threshold):
+            raise _invalid("threshold", "threshold must be a finite number")
     for name in ("for_seconds", "keep_firing_for_seconds"):
         value = fields.get(name, 0)
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_DURATION_SECONDS:
