@@ -22,6 +22,7 @@ import pytest
 from functions.agistaffers.adapters.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookPoster, verify
 from functions.agistaffers.composition import container
 from functions.agistaffers.services.accounts import Actor
+from functions.agistaffers.services.alerts import FLAP_HOLD
 from functions.agistaffers.services.provisioning import Provisioning
 from functions.agistaffers.services.provisioning_messages import ProvisioningMessages
 from functions.agistaffers.services.sites import SiteService
@@ -461,3 +462,24 @@ def test_a_flapping_metric_notifies_at_most_once_each_way(site: dict[str, Any], 
             assert sql.execute("SELECT count(*) FROM outbox WHERE topic = 'monitoring.alert'").fetchone() == (0,)
     states = sql.execute("SELECT payload->>'state' FROM outbox WHERE topic = 'monitoring.alert' ORDER BY id")
     assert [row[0] for row in states.fetchall()] == ["firing", "resolved"]
+
+
+def test_a_rule_without_damping_still_stops_notifying_a_flapping_metric(
+    site: dict[str, Any], sql: psycopg.Connection[Any]
+) -> None:
+    """for 0 s, keep firing 0 s: the alert's own flap hold takes over after its second firing within
+    the hour, and the one incident it then keeps resolves after the hold's calm."""
+    sql.execute(
+        "INSERT INTO alert_rules (site_id, metric, comparison, threshold) VALUES (%s, 'cpu_percent', '>', 80)",
+        (site["id"],),
+    )
+    series = [95, 10] * 6 + [10] * (int(FLAP_HOLD.total_seconds()) // 60)
+    start = this_minute() - timedelta(minutes=len(series) + 2)
+    for offset, value in enumerate(series):
+        minute = start + timedelta(minutes=offset)
+        minute_of_cpu(site, minute, value)
+        container().alerts.evaluate(now=minute + timedelta(minutes=1))
+    states = sql.execute("SELECT payload->>'state' FROM outbox WHERE topic = 'monitoring.alert' ORDER BY id")
+    assert [row[0] for row in states.fetchall()] == ["firing", "resolved", "firing", "resolved"]
+    spans = sql.execute("SELECT resolved_at - opened_at FROM incidents ORDER BY opened_at").fetchall()
+    assert spans[0][0] == timedelta(minutes=1) and spans[1][0] >= FLAP_HOLD

@@ -16,7 +16,10 @@ Failure model, and why:
 - A resolution is never lost: it is a state change like firing, written the same way, and an alert
   cannot fire again before it resolved (one open incident per alert).
 - Flapping is damped by ``for`` (a breach must last that long before firing) and ``keep_firing_for``
-  (a firing alert resolves only after that long without a breach).
+  (a firing alert resolves only after that long without a breach). A rule with short durations can
+  still flap, so the alert itself is the last line: one that fired ``FLAP_FIRINGS`` times within
+  ``FLAP_WINDOW`` keeps firing until ``FLAP_HOLD`` without a breach (at least), so a metric flipping
+  every minute costs at most two fire/resolve pairs an hour, then one incident that spans the flapping.
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ from functions.platform.outbox import Outbox
 from functions.platform.ports import Row, TransactionalDatabase
 
 STALE_AFTER = timedelta(minutes=3)
+FLAP_FIRINGS = 2
+FLAP_WINDOW = timedelta(hours=1)
+FLAP_HOLD = timedelta(minutes=10)
 COMPARE: dict[str, Callable[[float, float], bool]] = {
     ">": operator.gt,
     ">=": operator.ge,
@@ -118,11 +124,22 @@ class AlertEvaluator:
             self._set(conn, alert["id"], "inactive", value, now)
             return "inactive"
         if state == "firing":
-            quiet_since = alert["last_breach_at"] or now
-            if now - quiet_since >= timedelta(seconds=alert["keep_firing_for_seconds"]):
+            quiet_for = now - (alert["last_breach_at"] or now)
+            if quiet_for >= timedelta(seconds=alert["keep_firing_for_seconds"]) and (
+                quiet_for >= FLAP_HOLD or not self._flapping(conn, alert["id"], now)
+            ):
                 return self._resolve(conn, alert, value, now)
         conn.execute("UPDATE alerts SET value = %s, evaluated_at = %s WHERE id = %s", (value, now, alert["id"]))
         return None
+
+    @staticmethod
+    def _flapping(conn: Connection[Row], alert_id: Any, now: datetime) -> bool:
+        """Whether the alert fired ``FLAP_FIRINGS`` times (this firing included) within ``FLAP_WINDOW``."""
+        fired = conn.execute(
+            "SELECT count(*) AS n FROM incidents WHERE alert_id = %s AND opened_at > %s",
+            (alert_id, now - FLAP_WINDOW),
+        ).fetchone()
+        return fired is not None and int(fired["n"]) >= FLAP_FIRINGS
 
     @staticmethod
     def _set(
