@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from functions.agistaffers.adapters.cloudflare_dns import CloudflareDns
 from functions.agistaffers.adapters.portainer import PortainerStacks
@@ -36,10 +36,12 @@ from functions.platform.adapters.messaging import SqsPublisher
 from functions.platform.budget import RequestBudget
 from functions.platform.composition import Installed, ProductContainer, aws_client
 from functions.platform.login_throttle import LoginThrottle
-from functions.platform.outbound import GuardedHttpClient
 from functions.platform.outbox_relay import OutboxRelay
 from functions.platform.push import PushDelivery
 from shared.envelope import AGISTAFFERS, Identity
+
+if TYPE_CHECKING:
+    from functions.platform.outbound import GuardedHttpClient
 
 
 @dataclass
@@ -119,6 +121,8 @@ class Container(ProductContainer):
     def outbound(self) -> GuardedHttpClient:
         """Requests on customers' behalf (webhooks, push endpoints): https on 443 to public addresses;
         ``PUSH_ALLOW_HOSTS`` is the guard's development allow-list (empty in production)."""
+        from functions.platform.outbound import GuardedHttpClient  # urllib3: only where something is sent
+
         return GuardedHttpClient(allow_hosts=self.settings.push.allow_hosts)
 
     @cached_property

@@ -15,8 +15,10 @@ import hashlib
 import hmac
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from functions.platform.outbound import GuardedHttpClient, Response
+if TYPE_CHECKING:  # the client is built (and urllib3 imported) by the composition when first needed
+    from functions.platform.outbound import GuardedHttpClient, Response
 
 SIGNATURE_HEADER = "X-AGI-Signature"
 TIMESTAMP_HEADER = "X-AGI-Timestamp"

@@ -28,17 +28,19 @@ import secrets
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from functions.agistaffers.services import parse_uuid
 from functions.agistaffers.services.accounts import Actor, require_customer, require_owner, require_writable
 from functions.agistaffers.services.saga import backoff
-from functions.platform.outbound import OutboundUnavailable, Response
 from functions.platform.ports import TransactionalDatabase
 from functions.platform.processing import ReceivedEvent
 from functions.platform.push import retry_delay
 from shared.errors import Conflict, NotFound, ValidationFailed
 from shared.net import MAX_URL_LENGTH, UnsafeUrl
+
+if TYPE_CHECKING:  # urllib3 is imported by the adapter when a webhook is sent, not at cold start
+    from functions.platform.outbound import Response
 
 log = logging.getLogger("agistack.webhooks")
 
@@ -221,7 +223,7 @@ class Webhooks:
         except UnsafeUrl as exc:
             log.warning("webhook %s refused by the outbound guard: %s", endpoint["id"], exc)
             return None, "refused", None
-        except OutboundUnavailable as exc:
+        except OSError as exc:  # the guard's OutboundUnavailable: no answer in time
             return None, str(exc)[:300], None
         return response.status, None, response.headers.get("retry-after")
 
