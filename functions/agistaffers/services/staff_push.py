@@ -17,10 +17,8 @@ from functions.agistaffers.services.accounts import Actor
 from functions.platform.ports import Row, TransactionalDatabase
 from functions.platform.processing import ReceivedEvent
 from functions.platform.push import EndpointChecker, FanOutReport, Notification, PushDelivery, Subscription
-from shared.errors import Forbidden, NotFound, ValidationFailed
-from shared.kv_keys import endpoint_hash
-from shared.net import MAX_URL_LENGTH, UnsafeUrl
-from shared.push_subscription import validate_keys
+from functions.platform.push_subscriptions import check_subscription, save_subscription
+from shared.errors import Forbidden, NotFound
 
 log = logging.getLogger("agistack.push")
 
@@ -67,29 +65,9 @@ class StaffPush:
         Each staff member keeps their newest ``MAX_SUBSCRIPTIONS_PER_USER``."""
         if not actor.is_staff:
             raise Forbidden("alert pushes are for staff", code="staff_only")
-        try:
-            if len(endpoint) > MAX_URL_LENGTH:
-                raise UnsafeUrl("too long")
-            self._check_endpoint(endpoint)
-        except UnsafeUrl as exc:
-            raise ValidationFailed(
-                f"the endpoint is not acceptable: {exc}", details=[{"loc": ["endpoint"]}], code="invalid_endpoint"
-            ) from None
-        validate_keys(p256dh, auth)
+        check_subscription(endpoint, p256dh, auth, self._check_endpoint)
         with self._db.transaction() as conn:
-            row = conn.execute(
-                "INSERT INTO push_subscriptions AS p (user_id, endpoint, endpoint_hash, p256dh, auth) "
-                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (endpoint) DO UPDATE SET user_id = EXCLUDED.user_id, "
-                "p256dh = EXCLUDED.p256dh, auth = EXCLUDED.auth, updated_at = now() "
-                "RETURNING id, endpoint_hash, created_at, updated_at, (xmax = 0) AS created",
-                (actor.user_id, endpoint, endpoint_hash(endpoint), p256dh, auth),
-            ).fetchone()
-            assert row is not None
-            conn.execute(
-                "DELETE FROM push_subscriptions WHERE id IN (SELECT id FROM push_subscriptions WHERE user_id = %s "
-                "ORDER BY updated_at DESC, id OFFSET %s)",
-                (actor.user_id, MAX_SUBSCRIPTIONS_PER_USER),
-            )
+            row, _ = save_subscription(conn, actor.user_id, endpoint, p256dh, auth, keep=MAX_SUBSCRIPTIONS_PER_USER)
         created = bool(row.pop("created"))
         return row, created
 
