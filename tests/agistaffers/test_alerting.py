@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import psycopg
@@ -37,7 +36,7 @@ from functions.platform.queues import QueueMessage
 from tests.agistaffers.conftest import Tenants
 from tests.agistaffers.test_monitoring import identity, minute_of_cpu, this_minute
 from tests.conftest import EdgeSignedClient
-from tests.push_fake import FakePushService, running_push_service
+from tests.http_fakes import FakePushService, running_push_service, serving_posts
 
 LOOPBACK = {"127.0.0.1"}  # the guard's development allow-list, as PUSH_ALLOW_HOSTS sets it in the dev stack
 
@@ -263,26 +262,9 @@ class WebhookReceiver:
 @pytest.fixture
 def receiver() -> Iterator[WebhookReceiver]:
     fake = WebhookReceiver()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            status, extra = fake.handle({name.lower(): value for name, value in self.headers.items()}, body)
-            self.send_response(status)
-            for name, value in extra.items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/agi"
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    yield fake
-    server.shutdown()
-    server.server_close()
+    with serving_posts(lambda path, headers, body: fake.handle(headers, body)) as base_url:
+        fake.url = f"{base_url}/hooks/agi"
+        yield fake
 
 
 @pytest.fixture

@@ -40,7 +40,7 @@ from shared.kv_keys import endpoint_hash
 from shared.net import UnsafeUrl, check_public_https_url
 from shared.push_subscription import validate_keys
 from tests.conftest import EdgeSignedClient, add_user, create_user
-from tests.push_fake import Browser, FakePushService, b64url, running_push_service
+from tests.http_fakes import Browser, FakePushService, b64url, running_push_service
 
 SUBJECT = "mailto:ops@stepperslife.com"
 

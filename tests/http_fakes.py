@@ -1,5 +1,6 @@
-"""A fake push service on 127.0.0.1 for the web push tests of both products: it decrypts every
-payload with the subscribing browser's own private key (RFC 8291) and answers as scripted."""
+"""Fake HTTP services on 127.0.0.1 for both products' tests: a small server that hands each POST to a
+function, and on it a fake push service that decrypts every payload with the subscribing browser's
+own private key (RFC 8291) and answers as scripted."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -94,15 +95,19 @@ class FakePushService:
                 self.inflight -= 1
 
 
+# What a fake does with a POST: (path, lower-cased headers, body) -> (status, extra headers).
+PostHandler = Callable[[str, dict[str, str], bytes], tuple[int, dict[str, str]]]
+
+
 @contextmanager
-def running_push_service() -> Iterator[FakePushService]:
-    fake = FakePushService()
+def serving_posts(handle: PostHandler) -> Iterator[str]:
+    """A threading HTTP server on 127.0.0.1 that answers every POST with ``handle``; yields its base URL."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             headers = {name.lower(): value for name, value in self.headers.items()}
-            status, extra = fake.handle(self.path.rsplit("/", 1)[-1], headers, body)
+            status, extra = handle(self.path, headers, body)
             self.send_response(status)
             for name, value in extra.items():
                 self.send_header(name, value)
@@ -113,11 +118,18 @@ def running_push_service() -> Iterator[FakePushService]:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    fake.base_url = f"http://127.0.0.1:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
-        yield fake
+        yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextmanager
+def running_push_service() -> Iterator[FakePushService]:
+    fake = FakePushService()
+    with serving_posts(lambda path, headers, body: fake.handle(path.rsplit("/", 1)[-1], headers, body)) as url:
+        fake.base_url = url
+        yield fake
