@@ -142,7 +142,7 @@ class Container(ProductContainer):
 
     @cached_property
     def alert_rules(self) -> AlertRules:
-        return AlertRules(self.db, domain_events.outbox)
+        return AlertRules(self.db, domain_events.outbox, self.dashboards.invalidate)
 
     @cached_property
     def metrics(self) -> MetricsIngest:

@@ -174,7 +174,13 @@ def test_history_and_a_deleted_firing_rule_resolves_its_incident(
     own = [alert for alert in history["alerts"] if alert["rule_id"] == rule_id]
     assert own and own[0]["state"] == "firing"
 
+    def firing_on_dashboard() -> int:
+        [shown] = agi_api.request("GET", "/dashboard", identity=identity(owner)).json["sites"]
+        return int(shown["firing"])
+
+    assert firing_on_dashboard() == 1  # and now cached
     assert agi_api.request("DELETE", f"/alert-rules/{rule_id}", identity=identity(owner)).status == 204
+    assert firing_on_dashboard() == 0  # the deletion invalidated the cached dashboard
     history = agi_api.request("GET", f"/sites/{site['id']}/alerts", identity=identity(owner)).json
     assert history["incidents"][0]["resolved_at"] is not None
     states = sql.execute("SELECT payload->>'state' FROM outbox WHERE topic = 'monitoring.alert' ORDER BY id")

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -77,9 +77,10 @@ def _rule(row: Row) -> dict[str, Any]:
 
 
 class AlertRules:
-    def __init__(self, db: TransactionalDatabase, outbox: Outbox) -> None:
+    def __init__(self, db: TransactionalDatabase, outbox: Outbox, invalidate: Callable[[], None]) -> None:
         self._db = db
         self._outbox = outbox
+        self._invalidate = invalidate  # told after alerts were resolved (dashboards show alert states)
 
     # --- a site's rules ---------------------------------------------------------------------------
 
@@ -107,7 +108,9 @@ class AlertRules:
                 "WHERE a.site_id = %s AND r.plan IS NOT NULL AND r.metric = %s AND r.comparison = %s",
                 (site["id"], fields["metric"], fields["comparison"]),
             ).fetchall()
-            self._drop_alerts(conn, [row["id"] for row in replaced])
+            resolved = self._drop_alerts(conn, [row["id"] for row in replaced])
+        if resolved:
+            self._invalidate()
         return rule
 
     # --- plan defaults (staff) --------------------------------------------------------------------
@@ -148,8 +151,10 @@ class AlertRules:
         with self._db.transaction() as conn:
             rule = self._writable_rule(conn, actor, rule_id)
             alerts = conn.execute("SELECT id FROM alerts WHERE rule_id = %s", (rule["id"],)).fetchall()
-            self._drop_alerts(conn, [row["id"] for row in alerts])
+            resolved = self._drop_alerts(conn, [row["id"] for row in alerts])
             conn.execute("DELETE FROM alert_rules WHERE id = %s", (rule["id"],))
+        if resolved:
+            self._invalidate()
 
     # --- history ------------------------------------------------------------------------------------
 
@@ -262,7 +267,10 @@ class AlertRules:
         assert row is not None
         return _rule(row)
 
-    def _drop_alerts(self, conn: Connection[Row], alert_ids: list[Any]) -> None:
-        if alert_ids:
-            retire(conn, self._outbox, alert_ids, datetime.now(UTC))
-            conn.execute("DELETE FROM alerts WHERE id = ANY(%s)", (alert_ids,))
+    def _drop_alerts(self, conn: Connection[Row], alert_ids: list[Any]) -> int:
+        """Delete the alerts, resolving the firing ones first; returns how many were firing."""
+        if not alert_ids:
+            return 0
+        resolved = retire(conn, self._outbox, alert_ids, datetime.now(UTC))
+        conn.execute("DELETE FROM alerts WHERE id = ANY(%s)", (alert_ids,))
+        return resolved
