@@ -22,7 +22,15 @@ if TYPE_CHECKING:
     from cdk.stack import AgistackStack
 
 PRODUCT = "agistaffers"
-SECRETS = ("DATABASE_URL", "REDIS_URL", "EDGE_SIGNING_SECRET", "CLOUDFLARE_API_TOKEN", "PORTAINER_API_KEY")
+# VAPID_PRIVATE_KEY: staff's alert pushes (the same key as SteppersLife's, one push identity).
+SECRETS = (
+    "DATABASE_URL",
+    "REDIS_URL",
+    "EDGE_SIGNING_SECRET",
+    "CLOUDFLARE_API_TOKEN",
+    "PORTAINER_API_KEY",
+    "VAPID_PRIVATE_KEY",
+)
 
 
 class AgistaffersApi(ProductApi):

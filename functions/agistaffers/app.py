@@ -10,12 +10,12 @@ import os
 
 from chalice.app import Chalice
 
-from functions.agistaffers.routes import accounts, customers, monitoring, provisioning, sites, team
+from functions.agistaffers.routes import accounts, alerts, customers, monitoring, provisioning, sites, team
 from functions.platform.http import install
 from functions.platform.snapstart import register_hooks
 
 app = Chalice(app_name="agistack-agistaffers")
-for blueprint in (accounts.bp, sites.bp, customers.bp, team.bp, monitoring.bp, provisioning.bp):
+for blueprint in (accounts.bp, sites.bp, customers.bp, team.bp, monitoring.bp, provisioning.bp, alerts.bp):
     app.register_blueprint(blueprint)
 install(app)  # unknown paths 404, Chalice's own answers in the error shape
 app.log.setLevel(os.environ.get("LOG_LEVEL", "INFO"))

@@ -9,14 +9,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from functions.agistaffers.adapters.cloudflare_dns import CloudflareDns
 from functions.agistaffers.adapters.portainer import PortainerStacks
 from functions.agistaffers.adapters.ses_mail import SesMailer
 from functions.agistaffers.adapters.site_probe import HttpsSiteProbe
+from functions.agistaffers.adapters.webhooks import WebhookPoster
 from functions.agistaffers.services import domain_events, partitions
 from functions.agistaffers.services.accounts import AccountService
+from functions.agistaffers.services.alert_rules import AlertRules
 from functions.agistaffers.services.alerts import AlertEvaluator
 from functions.agistaffers.services.customers import CustomerService
 from functions.agistaffers.services.dashboards import Dashboards
@@ -26,14 +28,20 @@ from functions.agistaffers.services.provisioning import Provisioning
 from functions.agistaffers.services.provisioning_messages import ProvisioningMessages
 from functions.agistaffers.services.rollups import Rollups
 from functions.agistaffers.services.sites import SiteService
+from functions.agistaffers.services.staff_push import StaffPush
 from functions.agistaffers.services.status import StatusPages
+from functions.agistaffers.services.webhooks import Webhooks
 from functions.platform import topology
 from functions.platform.adapters.messaging import SqsPublisher
 from functions.platform.budget import RequestBudget
 from functions.platform.composition import Installed, ProductContainer, aws_client
 from functions.platform.login_throttle import LoginThrottle
 from functions.platform.outbox_relay import OutboxRelay
+from functions.platform.push import PushDelivery
 from shared.envelope import AGISTAFFERS, Identity
+
+if TYPE_CHECKING:
+    from functions.platform.outbound import GuardedHttpClient
 
 
 @dataclass
@@ -106,7 +114,35 @@ class Container(ProductContainer):
     @cached_property
     def provisioning_messages(self) -> ProvisioningMessages:
         mailer = SesMailer(lambda: aws_client(self.settings, "sesv2"), self.settings.mail.sender)
-        return ProvisioningMessages(self.db, self.claims, self.provisioning, mailer)
+        channels = [("push", self.staff_push.push_alert), ("webhooks", self.webhooks.deliver_alert)]
+        return ProvisioningMessages(self.db, self.claims, self.provisioning, mailer, alert_channels=channels)
+
+    @cached_property
+    def outbound(self) -> GuardedHttpClient:
+        """Requests on customers' behalf (webhooks, push endpoints): https on 443 to public addresses;
+        ``PUSH_ALLOW_HOSTS`` is the guard's development allow-list (empty in production)."""
+        from functions.platform.outbound import GuardedHttpClient  # urllib3: only where something is sent
+
+        return GuardedHttpClient(allow_hosts=self.settings.push.allow_hosts)
+
+    @cached_property
+    def webhooks(self) -> Webhooks:
+        return Webhooks(self.db, WebhookPoster(self.outbound))
+
+    @cached_property
+    def staff_push(self) -> StaffPush:
+        push = self.settings.push
+        sender = None
+        if push.vapid_private_key and push.vapid_subject:
+            from functions.platform.adapters.webpush import WebPushSender  # cryptography: only where push is on
+
+            sender = WebPushSender(private_key=push.vapid_private_key, subject=push.vapid_subject, client=self.outbound)
+        delivery = PushDelivery(sender, check_endpoint=self.outbound.check, concurrency=push.concurrency)
+        return StaffPush(self.db, delivery, check_endpoint=self.outbound.check)
+
+    @cached_property
+    def alert_rules(self) -> AlertRules:
+        return AlertRules(self.db, domain_events.outbox, self.dashboards.invalidate)
 
     @cached_property
     def metrics(self) -> MetricsIngest:

@@ -172,3 +172,38 @@ class SiteListQuery(QueryString):
 
 class MetricsQuery(QueryString):
     range: Literal["1h", "24h", "7d", "30d", "90d"] = "24h"
+
+
+# Alerting
+
+MetricName = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+Comparison = Literal[">", ">=", "<", "<="]
+Threshold = Annotated[float, Field(allow_inf_nan=False)]
+# The service checks the range again (0 to a day); these keep the schema honest for clients.
+DurationSeconds = Annotated[int, Field(ge=0, le=86400)]
+
+
+class AlertRuleCreate(Body):
+    metric: MetricName
+    comparison: Comparison
+    threshold: Threshold
+    for_seconds: DurationSeconds = 0
+    keep_firing_for_seconds: DurationSeconds = 0
+
+
+class AlertRulePatch(Body):
+    threshold: Threshold | None = None
+    for_seconds: DurationSeconds | None = None
+    keep_firing_for_seconds: DurationSeconds | None = None
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> AlertRulePatch:
+        _require_some(self, ("threshold", "for_seconds", "keep_firing_for_seconds"))
+        return self
+
+    def changes(self) -> dict[str, Any]:
+        return self.model_dump(include=self.model_fields_set)
+
+
+class WebhookCreate(Body):
+    url: Annotated[str, StringConstraints(min_length=1, max_length=2048)]

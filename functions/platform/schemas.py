@@ -9,7 +9,9 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, StringConstraints, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from shared.net import MAX_URL_LENGTH
 
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9-]{1,63})+$")
 
@@ -44,3 +46,31 @@ class NoNul(BaseModel):
     @classmethod
     def _refuse_nul(cls, data: Any) -> Any:
         return refuse_nul(data)
+
+
+# A browser's push subscription, as both products' origins receive it (the keys' meaning is checked
+# by shared/push_subscription.py, the endpoint by the outbound guard).
+PushEndpoint = Annotated[str, Field(min_length=1, max_length=MAX_URL_LENGTH)]
+
+
+class PushKeys(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    p256dh: Annotated[str, Field(min_length=1, max_length=100)]
+    auth: Annotated[str, Field(min_length=1, max_length=40)]
+
+
+class PushSubscriptionIn(BaseModel):
+    """``PushSubscription.toJSON()`` as a browser sends it (``expirationTime`` is accepted, unused)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    endpoint: PushEndpoint
+    keys: PushKeys
+    expirationTime: int | None = None
+
+
+class PushSubscriptionRef(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    endpoint: PushEndpoint

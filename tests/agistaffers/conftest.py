@@ -53,16 +53,26 @@ def metric_partitions(agistaffers_url: str) -> None:
         partitions.maintain(conn, datetime.now(UTC))
 
 
+@pytest.fixture(scope="session")
+def seeded_alert_rules(agistaffers_url: str) -> None:
+    """The plans' default alert rules as the migrations seeded them, kept aside once per session."""
+    with psycopg.connect(agistaffers_url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS test_seeded_alert_rules AS SELECT * FROM alert_rules WHERE plan IS NOT NULL"
+        )
+
+
 @pytest.fixture(autouse=True)
-def clean_agistaffers(agistaffers_url: str, redis_url: str, metric_partitions: None) -> None:
-    # plans and the plans' default alert rules are seed data the migrations own: they stay.
+def clean_agistaffers(agistaffers_url: str, redis_url: str, metric_partitions: None, seeded_alert_rules: None) -> None:
+    # plans and the plans' default alert rules are seed data the migrations own: they stay (the
+    # CASCADE empties alert_rules, whose site rules reference the sites, so the defaults are put back).
     with psycopg.connect(agistaffers_url, autocommit=True) as conn:
         conn.execute(
             "TRUNCATE saga_steps, saga_runs, claims, invitations, users, customer_sites, customers, metric_samples, "
-            "metric_rollups_1m, metric_rollups_1h, rollup_watermarks, incidents, alerts, outbox, session_generations "
-            "CASCADE"
+            "metric_rollups_1m, metric_rollups_1h, rollup_watermarks, incidents, alerts, outbox, session_generations, "
+            "alert_rules CASCADE"
         )
-        conn.execute("DELETE FROM alert_rules WHERE site_id IS NOT NULL")
+        conn.execute("INSERT INTO alert_rules SELECT * FROM test_seeded_alert_rules")
     client = redis.Redis.from_url(redis_url)
     for pattern in ("agistaffers:*", "monitoring:*"):
         for key in client.scan_iter(pattern):

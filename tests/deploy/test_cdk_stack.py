@@ -36,6 +36,7 @@ AGISTAFFERS_SECRET_ENV = {
     **SHARED_SECRET_ENV,
     "CLOUDFLARE_API_TOKEN_SECRET_ARN": "cloudflare_api_token_secret",
     "PORTAINER_API_KEY_SECRET_ARN": "portainer_api_key_secret",
+    "VAPID_PRIVATE_KEY_SECRET_ARN": "vapid_private_key_secret",  # staff's alert pushes
 }
 ALL_SECRET_ENV = {**STEPPERSLIFE_SECRET_ENV, **AGISTAFFERS_SECRET_ENV}
 # Names of plaintext settings that must never appear in the Lambda environment.

@@ -9,13 +9,12 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote
 
-import http_ece
 import psycopg
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -41,110 +40,15 @@ from shared.kv_keys import endpoint_hash
 from shared.net import UnsafeUrl, check_public_https_url
 from shared.push_subscription import validate_keys
 from tests.conftest import EdgeSignedClient, add_user, create_user
+from tests.http_fakes import Browser, FakePushService, b64url, running_push_service
 
 SUBJECT = "mailto:ops@stepperslife.com"
 
 
-def b64url(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-
-
-@dataclass
-class Browser:
-    """A subscribing browser: its own P-256 key pair and auth secret, as PushManager makes them."""
-
-    name: str
-    key: ec.EllipticCurvePrivateKey = field(default_factory=lambda: ec.generate_private_key(ec.SECP256R1()))
-    auth_secret: bytes = field(default_factory=lambda: hashlib.sha256(str(time.time_ns()).encode()).digest()[:16])
-
-    @property
-    def p256dh(self) -> str:
-        return b64url(
-            self.key.public_key().public_bytes(
-                serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
-            )
-        )
-
-    @property
-    def auth(self) -> str:
-        return b64url(self.auth_secret)
-
-
-@dataclass
-class Received:
-    name: str
-    headers: dict[str, str]
-    message: dict[str, Any]
-
-
-@dataclass
-class FakePushService:
-    """Decrypts what it receives and answers as scripted per browser (201 once the script is used up)."""
-
-    base_url: str = ""
-    browsers: dict[str, Browser] = field(default_factory=dict)
-    scripts: dict[str, list[tuple[int, dict[str, str]]]] = field(default_factory=dict)
-    received: list[Received] = field(default_factory=list)
-    attempts: dict[str, int] = field(default_factory=dict)
-    hold_seconds: float = 0.0
-    inflight: int = 0
-    max_inflight: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def browser(self, name: str, *script: tuple[int, dict[str, str]]) -> Browser:
-        self.browsers[name] = Browser(name)
-        self.scripts[name] = list(script)
-        return self.browsers[name]
-
-    def endpoint(self, name: str) -> str:
-        return f"{self.base_url}/push/{name}"
-
-    def handle(self, name: str, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, str]]:
-        with self.lock:
-            self.inflight += 1
-            self.max_inflight = max(self.max_inflight, self.inflight)
-            self.attempts[name] = self.attempts.get(name, 0) + 1
-        try:
-            if self.hold_seconds:
-                time.sleep(self.hold_seconds)  # lets concurrent sends overlap, so the bound is observable
-            browser = self.browsers[name]
-            plaintext = http_ece.decrypt(
-                body, private_key=browser.key, dh=None, auth_secret=browser.auth_secret, version="aes128gcm"
-            )
-            with self.lock:
-                self.received.append(Received(name, headers, json.loads(plaintext)))
-                script = self.scripts[name]
-                return script.pop(0) if script else (201, {})
-        finally:
-            with self.lock:
-                self.inflight -= 1
-
-
 @pytest.fixture
 def push_service() -> Iterator[FakePushService]:
-    fake = FakePushService()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            headers = {name.lower(): value for name, value in self.headers.items()}
-            status, extra = fake.handle(self.path.rsplit("/", 1)[-1], headers, body)
-            self.send_response(status)
-            for name, value in extra.items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    fake.base_url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield fake
-    server.shutdown()
-    server.server_close()
+    with running_push_service() as fake:
+        yield fake
 
 
 class RecordingPruner:

@@ -16,7 +16,10 @@ Failure model, and why:
 - A resolution is never lost: it is a state change like firing, written the same way, and an alert
   cannot fire again before it resolved (one open incident per alert).
 - Flapping is damped by ``for`` (a breach must last that long before firing) and ``keep_firing_for``
-  (a firing alert resolves only after that long without a breach).
+  (a firing alert resolves only after that long without a breach). A rule with short durations can
+  still flap, so the alert itself is the last line: one that fired ``FLAP_FIRINGS`` times within
+  ``FLAP_WINDOW`` keeps firing until ``FLAP_HOLD`` without a breach (at least), so a metric flipping
+  every minute costs at most two fire/resolve pairs an hour, then one incident that spans the flapping.
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ from functions.platform.outbox import Outbox
 from functions.platform.ports import Row, TransactionalDatabase
 
 STALE_AFTER = timedelta(minutes=3)
+FLAP_FIRINGS = 2
+FLAP_WINDOW = timedelta(hours=1)
+FLAP_HOLD = timedelta(minutes=10)
 COMPARE: dict[str, Callable[[float, float], bool]] = {
     ">": operator.gt,
     ">=": operator.ge,
@@ -118,11 +124,22 @@ class AlertEvaluator:
             self._set(conn, alert["id"], "inactive", value, now)
             return "inactive"
         if state == "firing":
-            quiet_since = alert["last_breach_at"] or now
-            if now - quiet_since >= timedelta(seconds=alert["keep_firing_for_seconds"]):
+            quiet_for = now - (alert["last_breach_at"] or now)
+            if quiet_for >= timedelta(seconds=alert["keep_firing_for_seconds"]) and (
+                quiet_for >= FLAP_HOLD or not self._flapping(conn, alert["id"], now)
+            ):
                 return self._resolve(conn, alert, value, now)
         conn.execute("UPDATE alerts SET value = %s, evaluated_at = %s WHERE id = %s", (value, now, alert["id"]))
         return None
+
+    @staticmethod
+    def _flapping(conn: Connection[Row], alert_id: Any, now: datetime) -> bool:
+        """Whether the alert fired ``FLAP_FIRINGS`` times (this firing included) within ``FLAP_WINDOW``."""
+        fired = conn.execute(
+            "SELECT count(*) AS n FROM incidents WHERE alert_id = %s AND opened_at > %s",
+            (alert_id, now - FLAP_WINDOW),
+        ).fetchone()
+        return fired is not None and int(fired["n"]) >= FLAP_FIRINGS
 
     @staticmethod
     def _set(
@@ -146,7 +163,7 @@ class AlertEvaluator:
             "incident_id = %s, evaluated_at = %s WHERE id = %s",
             (value, since, now, incident["id"], now, alert["id"]),
         )
-        self._notify(conn, alert, incident["id"], state="firing", value=value, title=title, now=now)
+        announce(conn, self._outbox, alert, incident["id"], state="firing", value=value, title=title, now=now)
         return "firing"
 
     def _resolve(self, conn: Connection[Row], alert: Row, value: Any, now: datetime) -> str:
@@ -159,21 +176,62 @@ class AlertEvaluator:
             (value, now, alert["id"]),
         )
         title = incident["title"] if incident else ""
-        self._notify(conn, alert, alert["incident_id"], state="resolved", value=value, title=title, now=now)
+        announce(conn, self._outbox, alert, alert["incident_id"], state="resolved", value=value, title=title, now=now)
         return "resolved"
 
-    def _notify(
-        self, conn: Connection[Row], alert: Row, incident_id: Any, *, state: str, value: Any, title: str, now: datetime
-    ) -> None:
-        payload = {
-            "alert_id": alert["id"],
-            "incident_id": incident_id,
-            "site_id": alert["site_id"],
-            "domain": alert["domain"],
-            "metric": alert["metric"],
-            "state": state,
-            "value": value,
-            "title": title,
-            "at": now.isoformat(),
-        }
-        self._outbox.enqueue(conn, ALERT_TOPIC, payload, dedup_key=f"alert:{incident_id}:{state}")
+
+def announce(
+    conn: Connection[Row],
+    outbox: Outbox,
+    alert: Row,
+    incident_id: Any,
+    *,
+    state: str,
+    value: Any,
+    title: str,
+    now: datetime,
+) -> None:
+    """The one notification of an alert's change to ``state`` (every channel fans out from it)."""
+    payload = {
+        "alert_id": alert["id"],
+        "incident_id": incident_id,
+        "site_id": alert["site_id"],
+        "domain": alert["domain"],
+        "metric": alert["metric"],
+        "state": state,
+        "value": value,
+        "title": title,
+        "at": now.isoformat(),
+    }
+    outbox.enqueue(conn, ALERT_TOPIC, payload, dedup_key=f"alert:{incident_id}:{state}")
+
+
+_FIRING_AMONG = """
+SELECT a.id, a.site_id, a.value, a.incident_id, r.metric, s.domain, i.title
+FROM alerts a
+JOIN alert_rules r ON r.id = a.rule_id
+JOIN customer_sites s ON s.id = a.site_id
+JOIN incidents i ON i.id = a.incident_id
+WHERE a.state = 'firing' AND a.id = ANY(%s)
+FOR UPDATE OF a
+"""
+
+
+def retire(conn: Connection[Row], outbox: Outbox, alert_ids: list[Any], now: datetime) -> int:
+    """Alerts about to be deleted (their rule deleted, or replaced by a site's own): each one firing
+    has its incident resolved and announced, so no firing is left without its resolution. Returns
+    how many were firing. The caller deletes the alerts in the same transaction."""
+    firing = conn.execute(_FIRING_AMONG, (alert_ids,)).fetchall()
+    for alert in firing:
+        conn.execute("UPDATE incidents SET resolved_at = %s WHERE id = %s", (now, alert["incident_id"]))
+        announce(
+            conn,
+            outbox,
+            alert,
+            alert["incident_id"],
+            state="resolved",
+            value=alert["value"],
+            title=alert["title"],
+            now=now,
+        )
+    return len(firing)

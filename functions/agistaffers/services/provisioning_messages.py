@@ -11,6 +11,7 @@ API without idempotency keys can close. A message no retry can fix is a ``Poison
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Protocol
 
@@ -20,7 +21,7 @@ from functions.agistaffers.services.provisioning import Provisioning, alert_mail
 from functions.agistaffers.services.saga import DUE_TOPIC
 from functions.platform.claims import Claims
 from functions.platform.ports import TransactionalDatabase
-from functions.platform.processing import PoisonMessage, ReceivedEvent, StepEngine, parse_envelope
+from functions.platform.processing import PoisonMessage, ReceivedEvent, Step, StepEngine, parse_envelope
 from functions.platform.queues import QueueMessage
 
 # SQS keeps a message 14 days at most: no redelivery can need a claim older than that.
@@ -46,7 +47,18 @@ def check_payload(event: ReceivedEvent) -> None:
 
 
 class ProvisioningMessages:
-    def __init__(self, db: TransactionalDatabase, claims: Claims, provisioning: Provisioning, mailer: Mailer) -> None:
+    def __init__(
+        self,
+        db: TransactionalDatabase,
+        claims: Claims,
+        provisioning: Provisioning,
+        mailer: Mailer,
+        *,
+        alert_channels: Sequence[Step] = (),
+    ) -> None:
+        """``alert_channels``: the steps after the owner's mail that tell an alert's change elsewhere
+        (staff push, customer webhooks), each run once per change by its own claim. A channel that may
+        ask for a later retry (raising) goes last, so that the others are not held up by it."""
         self._db = db
         self._provisioning = provisioning
         self._mailer = mailer
@@ -55,7 +67,7 @@ class ProvisioningMessages:
             {
                 WELCOME_TOPIC: [("send", self._send_welcome)],
                 CUSTOMER_STATUS_TOPIC: [("start_runs", self._customer_changed)],
-                ALERT_TOPIC: [("mail", self._mail_alert)],
+                ALERT_TOPIC: [("mail", self._mail_alert), *alert_channels],
             },
             check=check_payload,
         )

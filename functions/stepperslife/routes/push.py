@@ -7,42 +7,14 @@ fan-out reads it.
 
 from __future__ import annotations
 
-from typing import Annotated
-
 from chalice.app import Blueprint, Response
-from pydantic import BaseModel, ConfigDict, Field
 
 from functions.platform.http import Call, json_response
+from functions.platform.schemas import PushSubscriptionIn, PushSubscriptionRef
 from functions.stepperslife.composition import container
 from functions.stepperslife.http import AUTHENTICATED, route
-from shared.net import MAX_URL_LENGTH
 
 bp = Blueprint(__name__)
-
-Endpoint = Annotated[str, Field(min_length=1, max_length=MAX_URL_LENGTH)]
-
-
-class PushKeys(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    p256dh: Annotated[str, Field(min_length=1, max_length=100)]
-    auth: Annotated[str, Field(min_length=1, max_length=40)]
-
-
-class PushSubscriptionIn(BaseModel):
-    """``PushSubscription.toJSON()`` as a browser sends it (``expirationTime`` is accepted, unused)."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    endpoint: Endpoint
-    keys: PushKeys
-    expirationTime: int | None = None
-
-
-class PushSubscriptionRef(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    endpoint: Endpoint
 
 
 @route(bp, "/push/subscriptions", methods=["POST"], roles=AUTHENTICATED)

@@ -32,12 +32,10 @@ from functions.platform.push import (
     PushDelivery,
     Subscription,
 )
+from functions.platform.push_subscriptions import check_subscription, save_subscription
 from functions.stepperslife.services.enhancement import when_text
 from shared.envelope import Identity
-from shared.errors import NotFound, ValidationFailed
-from shared.kv_keys import endpoint_hash
-from shared.net import MAX_URL_LENGTH, UnsafeUrl
-from shared.push_subscription import validate_keys
+from shared.errors import NotFound
 
 log = logging.getLogger("agistack.push")
 
@@ -79,35 +77,15 @@ class PushService:
         """Store (or refresh) the subscription for ``endpoint``; returns (subscription, created).
 
         An endpoint belongs to one browser: subscribing it again, even from another account signed in
-        on that browser, moves it rather than duplicating it. Each user keeps their newest
-        ``MAX_SUBSCRIPTIONS_PER_USER`` subscriptions, so an account cannot make us post to thousands
-        of URLs."""
-        if len(endpoint) > MAX_URL_LENGTH:
-            raise ValidationFailed("the endpoint is too long", details=[{"loc": ["endpoint"]}], code="invalid_endpoint")
-        try:
-            self._check_endpoint(endpoint)
-        except UnsafeUrl as exc:
-            raise ValidationFailed(
-                f"the endpoint is not acceptable: {exc}", details=[{"loc": ["endpoint"]}], code="invalid_endpoint"
-            ) from None
-        validate_keys(p256dh, auth)
+        on that browser, moves it rather than duplicating it; each user keeps their newest
+        ``MAX_SUBSCRIPTIONS_PER_USER`` (``functions/platform/push_subscriptions.py``)."""
+        check_subscription(endpoint, p256dh, auth, self._check_endpoint)
         with self._db.transaction() as conn:
-            row = conn.execute(
-                "INSERT INTO push_subscriptions (user_id, endpoint, endpoint_hash, p256dh, auth) "
-                "VALUES (%s, %s, %s, %s, %s) "
-                "ON CONFLICT (endpoint) DO UPDATE SET user_id = EXCLUDED.user_id, p256dh = EXCLUDED.p256dh, "
-                "auth = EXCLUDED.auth, updated_at = now() "
-                "RETURNING id, endpoint, endpoint_hash, created_at, updated_at, (xmax = 0) AS created",
-                (owner.user_id, endpoint, endpoint_hash(endpoint), p256dh, auth),
-            ).fetchone()
-            assert row is not None
-            evicted = conn.execute(
-                "DELETE FROM push_subscriptions WHERE id IN (SELECT id FROM push_subscriptions WHERE user_id = %s "
-                "ORDER BY updated_at DESC, id OFFSET %s) RETURNING endpoint_hash",
-                (owner.user_id, MAX_SUBSCRIPTIONS_PER_USER),
-            ).fetchall()
-        for old in evicted:
-            self._prune_kv(old["endpoint_hash"])
+            row, evicted = save_subscription(
+                conn, owner.user_id, endpoint, p256dh, auth, keep=MAX_SUBSCRIPTIONS_PER_USER
+            )
+        for old_hash in evicted:
+            self._prune_kv(old_hash)
         created = bool(row.pop("created"))
         return row, created
 
