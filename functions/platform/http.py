@@ -12,7 +12,6 @@ response of both APIs is ``{"error": {code, message, details}}``.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -24,7 +23,7 @@ from chalice.app import Blueprint, Chalice, Request, Response
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
-from functions.platform import jsonable
+from functions.platform import jsonable, telemetry, tracing
 from functions.platform.config import Settings
 from functions.platform.idempotency import IdempotencyKeys, StoredResponse, check_key, request_hash
 from shared import envelope, jsonbody
@@ -216,48 +215,53 @@ class Router:
         idempotent: bool,
     ) -> Response:
         started = time.perf_counter()
-        try:
-            runtime = self._runtime()
-            call = _verified_call(request, uri_params, runtime.settings, self.product, signed=signed)
-            if call.identity is not None:
-                # Never the session's word for the role: it may be days old.
-                call = replace(call, identity=runtime.current_identity(call.identity))
-            if roles and call.identity is None:
-                raise Unauthorized("sign in first", code="authentication_required")
-            if roles and call.identity is not None and call.identity.role not in roles:
-                raise Forbidden("your role may not do this", code="role_forbidden")
-            key = call.headers.get("idempotency-key")
-            if key is not None:
-                check_key(key)  # before any use: a key the claims table cannot hold is the client's error
-            if idempotent and key and call.identity is not None:
-                response = _run_once(
-                    runtime.idempotency,
-                    call,
-                    route_name=f"{request.method} {path}",
-                    key=key,
-                    handler=handler,
-                    status=status,
-                )
-            else:
-                response = _run(call, handler, status)
-        except AppError as exc:
-            response = json_response(exc.status, exc.body(), exc.headers())
-        except Exception:
-            log.exception("unhandled error in %s %s", request.method, path)
-            response = json_response(500, internal_error_body())
-        if request.method == "HEAD":
-            response.body = ""
-        log.info(
-            json.dumps(
-                {
-                    "route": f"{request.method} {path}",
+        route_name = f"{request.method} {path}"
+        # The edge's traceparent, checked here again: an unsigned route (health) takes it from anyone.
+        with tracing.traced(request.headers.get(tracing.HEADER)):
+            try:
+                runtime = self._runtime()
+                call = _verified_call(request, uri_params, runtime.settings, self.product, signed=signed)
+                if call.identity is not None:
+                    # Never the session's word for the role: it may be days old.
+                    call = replace(call, identity=runtime.current_identity(call.identity))
+                if roles and call.identity is None:
+                    raise Unauthorized("sign in first", code="authentication_required")
+                if roles and call.identity is not None and call.identity.role not in roles:
+                    raise Forbidden("your role may not do this", code="role_forbidden")
+                key = call.headers.get("idempotency-key")
+                if key is not None:
+                    check_key(key)  # before any use: a key the claims table cannot hold is the client's error
+                if idempotent and key and call.identity is not None:
+                    response = _run_once(
+                        runtime.idempotency,
+                        call,
+                        route_name=route_name,
+                        key=key,
+                        handler=handler,
+                        status=status,
+                    )
+                else:
+                    response = _run(call, handler, status)
+            except AppError as exc:
+                response = json_response(exc.status, exc.body(), exc.headers())
+            except Exception:
+                log.exception("unhandled error in %s %s", request.method, path)
+                response = json_response(500, internal_error_body())
+            if request.method == "HEAD":
+                response.body = ""
+            duration_ms = round((time.perf_counter() - started) * 1000, 2)
+            # Keys of the JSON line (Powertools prints a record's extra attributes), trace_id added by it.
+            log.info(
+                "request",
+                extra={
+                    "route": route_name,
                     "status": response.status_code,
                     "request_id": request.headers.get("x-request-id", ""),
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                }
+                    "duration_ms": duration_ms,
+                },
             )
-        )
-        return response
+            telemetry.record_request(self.product, route_name, response.status_code, duration_ms)
+            return response
 
 
 def install(app: Chalice) -> None:
