@@ -106,7 +106,7 @@ def with_trace_comment(query: Query) -> Query:
     """``query`` with the current trace as a sqlcommenter comment at its end (unchanged outside a trace).
     The traceparent is safe inside a comment: tracing accepts only hex digits and dashes."""
     traceparent = tracing.current_traceparent()
-    if traceparent is None:
+    if traceparent is None or query in ("", b""):  # the pool's liveness check sends an empty statement
         return query
     comment = f" /*traceparent='{traceparent}'*/"
     if isinstance(query, str):
