@@ -72,8 +72,13 @@ class EmfToPrometheus:
         with self._lock:
             metric = self._metrics.get(series)
             if metric is None:
-                kind: type[_Metric] = {"Count": Counter, "Milliseconds": Histogram}.get(unit, Gauge)
-                metric = kind(series, f"EMF metric {name} ({unit})", labels, registry=self.registry)
+                documentation = f"EMF metric {name} ({unit})"
+                if unit == "Count":
+                    metric = Counter(series, documentation, labels, registry=self.registry)
+                elif unit == "Milliseconds":
+                    metric = Histogram(series, documentation, labels, registry=self.registry)
+                else:
+                    metric = Gauge(series, documentation, labels, registry=self.registry)
                 self._metrics[series] = metric
         return metric
 

@@ -17,6 +17,7 @@ from prometheus_client import generate_latest
 from devstack.metrics import EmfToPrometheus, prometheus_name
 from functions.platform import telemetry, tracing
 from functions.platform.queues import process_batch
+from shared.tracecontext import TraceParent
 from tests.logs import json_log_lines
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -92,7 +93,7 @@ class _SqsRecord:
 
 def test_queue_messages_run_in_the_trace_that_enqueued_them(records: list[telemetry.EmfRecord]) -> None:
     other = "0af7651916cd43dd8448eb211c80319c"
-    seen: dict[str, tracing.TraceParent | None] = {}
+    seen: dict[str, TraceParent | None] = {}
 
     def handle(message: Any) -> None:
         seen[message.message_id] = tracing.current()

@@ -80,8 +80,8 @@ def test_an_outbox_row_carries_its_writers_trace_to_the_queue_handler(
     with tracing.traced(None) as relay_trace:  # the scheduled relay: a trace of its own
         assert relay.flush() == 1
     assert relay_trace.trace_id != TRACE
-    with psycopg.connect(stepperslife_url) as conn:
-        stored = conn.execute("SELECT payload FROM outbox WHERE dedup_key = 'trace:1'").fetchone()
+    with psycopg.connect(stepperslife_url) as plain:
+        stored = plain.execute("SELECT payload FROM outbox WHERE dedup_key = 'trace:1'").fetchone()
     assert stored is not None and stored[0]["_traceparent"].startswith(f"00-{TRACE}-")
 
     received = sqs.receive_message(QueueUrl=queue_url, MessageAttributeNames=["All"], WaitTimeSeconds=1)["Messages"]

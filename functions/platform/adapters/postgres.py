@@ -28,11 +28,11 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 from psycopg import Connection, Cursor, sql
-from psycopg.abc import Params, Query
+from psycopg.abc import Params, Query, QueryNoTemplate
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
@@ -114,17 +114,22 @@ def with_trace_comment(query: Query) -> Query:
     if isinstance(query, bytes):
         return query + comment.encode("ascii")
     if isinstance(query, sql.Composable):
-        return sql.Composed([query, sql.SQL(comment)])  # type: ignore[arg-type]  # comment: hex and dashes only
+        return sql.Composed([query, sql.SQL(comment)])
     return query  # a t-string Template (Python 3.14): left as written
 
 
 class TracedCursor(Cursor[DictRow]):
     """psycopg's cursor, each statement sent with ``with_trace_comment``."""
 
-    def execute(  # type: ignore[override]
-        self, query: Query, params: Params | None = None, *, prepare: bool | None = None, binary: bool | None = None
+    def execute(  # type: ignore[override]  # one signature for psycopg's two overloads (no t-strings here)
+        self,
+        query: QueryNoTemplate,
+        params: Params | None = None,
+        *,
+        prepare: bool | None = None,
+        binary: bool | None = None,
     ) -> TracedCursor:
-        statement = query if prepare else with_trace_comment(query)
+        statement = query if prepare else cast("QueryNoTemplate", with_trace_comment(query))
         super().execute(statement, params, prepare=prepare, binary=binary)
         return self
 
