@@ -69,8 +69,8 @@ def configure_logging(service: str) -> Logger:
     from aws_lambda_powertools import Logger
     from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 
-    # Powertools reads POWERTOOLS_LOG_LEVEL itself; LOG_LEVEL is the project's older name for it.
-    logger = Logger(service=service, level=os.environ.get("POWERTOOLS_LOG_LEVEL") or os.environ.get("LOG_LEVEL"))
+    # LOG_LEVEL, as before Powertools (CDK sets it; Lambda's own log-level control still wins over it).
+    logger = Logger(service=service, level=os.environ.get("LOG_LEVEL", "INFO"))
     for handler in logger.handlers:
         handler.addFilter(_TraceFilter())
     # Our modules log to "agistack.*" (stdlib loggers): give the whole family this logger's handler.
