@@ -183,16 +183,18 @@ class Router:
             def view(**uri_params: str) -> Response:
                 request = app.current_request
                 assert request is not None  # Chalice sets it before calling a view
-                return self._respond(
-                    request,
-                    uri_params,
-                    path=path,
-                    handler=handler,
-                    roles=roles,
-                    status=status,
-                    signed=signed,
-                    idempotent=idempotent,
-                )
+                # The edge's traceparent, checked again here: an unsigned route (health) takes it from anyone.
+                with tracing.traced(request.headers.get(tracing.HEADER)):
+                    return self._respond(
+                        request,
+                        uri_params,
+                        path=path,
+                        handler=handler,
+                        roles=roles,
+                        status=status,
+                        signed=signed,
+                        idempotent=idempotent,
+                    )
 
             view.__name__ = handler.__name__
             # HEAD is GET without the body (RFC 9110 9.3.2), for every read.
@@ -215,53 +217,50 @@ class Router:
         idempotent: bool,
     ) -> Response:
         started = time.perf_counter()
-        route_name = f"{request.method} {path}"
-        # The edge's traceparent, checked here again: an unsigned route (health) takes it from anyone.
-        with tracing.traced(request.headers.get(tracing.HEADER)):
-            try:
-                runtime = self._runtime()
-                call = _verified_call(request, uri_params, runtime.settings, self.product, signed=signed)
-                if call.identity is not None:
-                    # Never the session's word for the role: it may be days old.
-                    call = replace(call, identity=runtime.current_identity(call.identity))
-                if roles and call.identity is None:
-                    raise Unauthorized("sign in first", code="authentication_required")
-                if roles and call.identity is not None and call.identity.role not in roles:
-                    raise Forbidden("your role may not do this", code="role_forbidden")
-                key = call.headers.get("idempotency-key")
-                if key is not None:
-                    check_key(key)  # before any use: a key the claims table cannot hold is the client's error
-                if idempotent and key and call.identity is not None:
-                    response = _run_once(
-                        runtime.idempotency,
-                        call,
-                        route_name=route_name,
-                        key=key,
-                        handler=handler,
-                        status=status,
-                    )
-                else:
-                    response = _run(call, handler, status)
-            except AppError as exc:
-                response = json_response(exc.status, exc.body(), exc.headers())
-            except Exception:
-                log.exception("unhandled error in %s %s", request.method, path)
-                response = json_response(500, internal_error_body())
-            if request.method == "HEAD":
-                response.body = ""
-            duration_ms = round((time.perf_counter() - started) * 1000, 2)
-            # Keys of the JSON line (Powertools prints a record's extra attributes), trace_id added by it.
-            log.info(
-                "request",
-                extra={
-                    "route": route_name,
-                    "status": response.status_code,
-                    "request_id": request.headers.get("x-request-id", ""),
-                    "duration_ms": duration_ms,
-                },
-            )
-            telemetry.record_request(self.product, route_name, response.status_code, duration_ms)
-            return response
+        try:
+            runtime = self._runtime()
+            call = _verified_call(request, uri_params, runtime.settings, self.product, signed=signed)
+            if call.identity is not None:
+                # Never the session's word for the role: it may be days old.
+                call = replace(call, identity=runtime.current_identity(call.identity))
+            if roles and call.identity is None:
+                raise Unauthorized("sign in first", code="authentication_required")
+            if roles and call.identity is not None and call.identity.role not in roles:
+                raise Forbidden("your role may not do this", code="role_forbidden")
+            key = call.headers.get("idempotency-key")
+            if key is not None:
+                check_key(key)  # before any use: a key the claims table cannot hold is the client's error
+            if idempotent and key and call.identity is not None:
+                response = _run_once(
+                    runtime.idempotency,
+                    call,
+                    route_name=f"{request.method} {path}",
+                    key=key,
+                    handler=handler,
+                    status=status,
+                )
+            else:
+                response = _run(call, handler, status)
+        except AppError as exc:
+            response = json_response(exc.status, exc.body(), exc.headers())
+        except Exception:
+            log.exception("unhandled error in %s %s", request.method, path)
+            response = json_response(500, internal_error_body())
+        if request.method == "HEAD":
+            response.body = ""
+        duration_ms = round((time.perf_counter() - started) * 1000, 2)
+        # Keys of the JSON line (Powertools prints a record's extra attributes; it adds trace_id).
+        log.info(
+            "request",
+            extra={
+                "route": f"{request.method} {path}",
+                "status": response.status_code,
+                "request_id": request.headers.get("x-request-id", ""),
+                "duration_ms": duration_ms,
+            },
+        )
+        telemetry.record_request(self.product, f"{request.method} {path}", response.status_code, duration_ms)
+        return response
 
 
 def install(app: Chalice) -> None:
