@@ -10,8 +10,10 @@ from typing import Any
 
 import psycopg
 import pytest
+from chalice.app import SQSEvent
 from psycopg import sql
 
+from devstack.aws_local import QueuePump
 from functions.platform import tracing
 from functions.platform.adapters.messaging import SqsPublisher
 from functions.platform.adapters.postgres import Database
@@ -54,20 +56,6 @@ def test_every_statement_carries_the_current_traceparent(database: Database) -> 
                 assert cursor.execute("SELECT sum(n) AS total FROM traced").fetchone() == {"total": 3}
 
 
-def _lambda_record(message: dict[str, Any]) -> Any:
-    """An SQS message as Lambda's event record (what Chalice's ``SQSRecord.to_dict()`` gives)."""
-    attributes = {
-        name: {"stringValue": value["StringValue"], "dataType": value["DataType"]}
-        for name, value in message.get("MessageAttributes", {}).items()
-    }
-
-    class Record:
-        def to_dict(self) -> dict[str, Any]:
-            return {"body": message["Body"], "messageId": message["MessageId"], "messageAttributes": attributes}
-
-    return Record()
-
-
 def test_an_outbox_row_carries_its_writers_trace_to_the_queue_handler(
     database: Database, settings: Settings, stepperslife_url: str
 ) -> None:
@@ -84,17 +72,19 @@ def test_an_outbox_row_carries_its_writers_trace_to_the_queue_handler(
         stored = plain.execute("SELECT payload FROM outbox WHERE dedup_key = 'trace:1'").fetchone()
     assert stored is not None and stored[0]["_traceparent"].startswith(f"00-{TRACE}-")
 
-    received = sqs.receive_message(QueueUrl=queue_url, MessageAttributeNames=["All"], WaitTimeSeconds=1)["Messages"]
-    assert received[0]["MessageAttributes"]["traceparent"]["StringValue"].startswith(f"00-{TRACE}-")
-    seen: list[tuple[str | None, str]] = []
+    seen: list[tuple[str | None, str, Any]] = []
 
     def handle(message: QueueMessage) -> None:
-        seen.append((tracing.current_trace_id(), message.body))
+        seen.append((tracing.current_trace_id(), message.body, message.message_attributes.get("traceparent")))
 
-    process_batch(
-        [_lambda_record(m) for m in received], handle, permanent=ValueError, service="stepperslife", queue=queue_name
-    )
-    ((trace_id, body),) = seen
+    def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        return process_batch(SQSEvent(event, context), handle, permanent=ValueError, service="t", queue=queue_name)
+
+    # The dev stack's pump hands the message over as Lambda's event source mapping would.
+    assert QueuePump(settings, queue_url, lambda_handler, "trace-test", 10).drain_once(wait_seconds=1) == 1
+    ((trace_id, body, attribute),) = seen
     assert trace_id == TRACE
+    assert attribute["dataType"] == "String" and attribute["stringValue"].startswith(f"00-{TRACE}-")
     assert '"payload":{"event_id":"e1"}' in body  # the domain payload as written, without the trace field
+    assert f'"traceparent":"00-{TRACE}-' in body  # also in the envelope, for the way through EventBridge
     sqs.delete_queue(QueueUrl=queue_url)
