@@ -184,7 +184,7 @@ class Router:
                 request = app.current_request
                 assert request is not None  # Chalice sets it before calling a view
                 # The edge's traceparent, checked again here: an unsigned route (health) takes it from anyone.
-                with tracing.traced(request.headers.get(tracing.HEADER)):
+                with tracing.traced(request.headers.get(tracing.HEADER)), telemetry.serving(self.product):
                     return self._respond(
                         request,
                         uri_params,

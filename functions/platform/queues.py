@@ -79,7 +79,7 @@ def process_batch(
     for record in records:
         message = QueueMessage.from_record(record)
         started = time.perf_counter()
-        with tracing.traced(message.traceparent):
+        with tracing.traced(message.traceparent), telemetry.serving(service):
             try:
                 handle(message)
                 outcome = "ok"

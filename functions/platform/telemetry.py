@@ -22,7 +22,9 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from functions.platform import tracing
@@ -51,6 +53,9 @@ def write_to_stdout(record: EmfRecord) -> None:
 
 
 _listeners: list[EmfListener] = [write_to_stdout]
+# The product a request or message is served for: in Lambda always the one configure_logging named,
+# but the dev stack serves both products from one process, whose "agistack" loggers share one handler.
+_service: ContextVar[str | None] = ContextVar("agistack_service", default=None)
 
 
 class ForbiddenDimension(ValueError):
@@ -80,11 +85,25 @@ def configure_logging(service: str) -> Logger:
 
 
 class _TraceFilter(logging.Filter):
-    """Adds the current trace id to each record (Powertools prints a record's extra attributes)."""
+    """Adds the current trace id, and the product being served, to each record (Powertools prints a
+    record's extra attributes, over its own keys)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.trace_id = tracing.current_trace_id()
+        service = _service.get()
+        if service is not None:
+            record.service = service
         return True
+
+
+@contextmanager
+def serving(service: str) -> Iterator[None]:
+    """Log lines inside the block name ``service`` (the HTTP glue and the queue loop open it)."""
+    token = _service.set(service)
+    try:
+        yield
+    finally:
+        _service.reset(token)
 
 
 def emit(service: str, dimensions: Mapping[str, str], measurements: Iterable[Measurement]) -> EmfRecord:

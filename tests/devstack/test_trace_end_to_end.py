@@ -10,6 +10,7 @@ part with the reason printed.
 
 from __future__ import annotations
 
+import importlib
 import re
 import threading
 import time
@@ -56,6 +57,8 @@ class Stack:
 
 @pytest.fixture
 def stack(configured_app: Any, clean_stepperslife: None, tmp_path: Path) -> Iterator[Stack]:
+    # Both products' apps in one process, as in the dev stack: each configures the process's logging.
+    importlib.import_module("functions.agistaffers.app")
     api_port = free_port()
     api = local_server(configured_app, "127.0.0.1", api_port)
     threading.Thread(target=api.server.serve_forever, daemon=True).start()

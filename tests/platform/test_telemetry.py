@@ -70,15 +70,19 @@ def test_records_go_to_stdout_unless_redirected(capsys: pytest.CaptureFixture[st
 
 
 def test_every_log_line_is_json_with_the_service_and_the_trace_id() -> None:
+    # As in the dev stack: both products' apps configure the process's logging, the last one wins...
     telemetry.configure_logging("stepperslife")
+    telemetry.configure_logging("agistaffers")
     with json_log_lines() as lines:
-        with tracing.traced(TRACEPARENT):
+        with tracing.traced(TRACEPARENT), telemetry.serving("stepperslife"):
             logging.getLogger("agistack.api").info("request", extra={"route": "GET /events"})
         logging.getLogger("agistack.outbox").warning("outside any trace")
     inside, outside = lines
+    # ...but a line logged while serving a product names that product.
     assert (inside["service"], inside["trace_id"], inside["route"]) == ("stepperslife", TRACE, "GET /events")
     assert inside["message"] == "request" and inside["level"] == "INFO"
     assert "trace_id" not in outside and outside["level"] == "WARNING"  # Powertools leaves out empty keys
+    assert outside["service"] == "agistaffers"
 
 
 class _SqsRecord:
