@@ -143,6 +143,7 @@ class QueuePump(threading.Thread):
             MaxNumberOfMessages=self._batch_size,
             WaitTimeSeconds=wait_seconds,
             AttributeNames=["All"],
+            MessageAttributeNames=["All"],
         ).get("Messages", [])
         if not messages:
             return 0
@@ -169,7 +170,11 @@ class QueuePump(threading.Thread):
             "receiptHandle": message["ReceiptHandle"],
             "body": message["Body"],
             "attributes": message.get("Attributes", {}),
-            "messageAttributes": message.get("MessageAttributes", {}),
+            "messageAttributes": {
+                # Lambda's event spells the fields of a message attribute in camel case.
+                name: {"stringValue": value.get("StringValue"), "dataType": value.get("DataType")}
+                for name, value in message.get("MessageAttributes", {}).items()
+            },
             "md5OfBody": message.get("MD5OfBody", ""),
             "eventSource": "aws:sqs",
             "eventSourceARN": self._queue_arn,

@@ -23,7 +23,11 @@ def _dev(args: argparse.Namespace) -> int:
 
     stack = DevStack(
         DevOptions(
-            data_dir=Path(args.data_dir), edge_port=args.edge_port, api_port=args.api_port, agi_port=args.agi_port
+            data_dir=Path(args.data_dir),
+            edge_port=args.edge_port,
+            api_port=args.api_port,
+            agi_port=args.agi_port,
+            metrics_port=args.metrics_port,
         )
     )
     stopping = threading.Event()
@@ -42,7 +46,8 @@ def _dev(args: argparse.Namespace) -> int:
         f"\nagistack is up.\n  edge (use this): {stack.urls['edge']}\n  apis (signed requests only): "
         f"{stack.urls['api']} (SteppersLife), {stack.urls['agi']} (AGI Staffers)\n"
         f"  aws endpoint: {stack.urls['aws']}\n  media cdn (public/ of the media bucket): {stack.urls['media']}\n"
-        f"Try: agistack smoke --base-url "
+        f"  metrics (Prometheus): {stack.urls['metrics']}\n"
+        "Try: agistack smoke --base-url "
         f"{stack.urls['edge']}\nCtrl-C stops everything.",
         flush=True,
     )
@@ -200,6 +205,7 @@ def parser() -> argparse.ArgumentParser:
     dev.add_argument("--edge-port", type=int, default=8787)
     dev.add_argument("--api-port", type=int, default=8000, help="SteppersLife's API")
     dev.add_argument("--agi-port", type=int, default=8001, help="AGI Staffers' API")
+    dev.add_argument("--metrics-port", type=int, default=9464, help="the functions' metrics as Prometheus text")
     dev.set_defaults(handler=_dev)
 
     migrate = commands.add_parser("migrate", help="create and migrate the databases on DATABASE_URL")

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from devstack import aws_local, handlers
+from devstack import aws_local, handlers, metrics
 from devstack.products import PRODUCTS, Product
 from devstack.services import RunningService, embedded_pg_bin_dir, start_moto, start_postgres, start_redis
 from functions.platform.adapters.postgres import redact
@@ -43,6 +43,7 @@ class DevOptions:
     edge_port: int = 8787
     api_port: int = 8000
     agi_port: int = 8001
+    metrics_port: int = 9464  # devstack/metrics.py
     scheduler: bool = True
 
     def port(self, product: Product) -> int:
@@ -103,6 +104,7 @@ class DevStack:
         ensure_port_free(options.host, options.edge_port, "edge")
         ensure_port_free(options.host, options.api_port, "api")
         ensure_port_free(options.host, options.agi_port, "agi")
+        ensure_port_free(options.host, options.metrics_port, "metrics")
         options.data_dir.mkdir(parents=True, exist_ok=True)
         try:
             self._start_all()
@@ -156,6 +158,8 @@ class DevStack:
             self.settings.aws.backup_bucket,
             ", ".join(queue_urls),
         )
+        self.urls["metrics"], stop_metrics = metrics.serve(options.host, options.metrics_port)
+        self._stops.append(stop_metrics)
         for product in PRODUCTS:
             self._stops.append(product.configure(self.settings).close)
             self._start_api(product)

@@ -7,14 +7,11 @@ from typing import NamedTuple
 
 from edge_workers.core.http import Headers
 from edge_workers.core.ports import RandomSource
+from shared import tracecontext
 
 REQUEST_ID_HEADER = "x-request-id"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,128}$")
-# Version 00 of W3C Trace Context; ids of all zeros are invalid.
-_TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 _TRACESTATE = re.compile(r"^[\x20-\x7e]{1,512}$")
-_ZERO_TRACE = "0" * 32
-_ZERO_SPAN = "0" * 16
 
 
 def request_id(headers: Headers, random: RandomSource, trace: Trace) -> str:
@@ -35,20 +32,21 @@ class Trace(NamedTuple):
 
     @property
     def traceparent(self) -> str:
-        return f"00-{self.trace_id}-{self.span_id}-{self.flags}"
+        return tracecontext.TraceParent(self.trace_id, self.span_id, self.flags).header()
 
 
 def trace_context(headers: Headers, random: RandomSource) -> Trace:
-    """Continue the caller's trace when its ``traceparent`` is valid; otherwise start a new one."""
-    match = _TRACEPARENT.match(headers.get("traceparent") or "")
-    if match and match.group(1) != _ZERO_TRACE and match.group(2) != _ZERO_SPAN:
+    """Continue the caller's trace when its ``traceparent`` is valid (shared/tracecontext.py), with a new
+    span id for the edge's hop; otherwise start a new one."""
+    offered = tracecontext.parse(headers.get(tracecontext.HEADER))
+    if offered is not None:
         state = headers.get("tracestate")
         return Trace(
-            trace_id=match.group(1),
+            trace_id=offered.trace_id,
             span_id=random.token_hex(8),
-            flags=match.group(3),
+            flags=offered.flags,
             state=state if state is not None and _TRACESTATE.match(state) else None,
         )
-    # A new trace: the edge records no spans itself, so it leaves the sampling decision ("00") to others.
-    ids = random.token_hex(24)
-    return Trace(trace_id=ids[:32], span_id=ids[32:], flags="00", started_here=True)
+    # A new trace: the edge records no spans itself, so it leaves the sampling decision to others.
+    started = tracecontext.fresh(random.token_hex(24))
+    return Trace(trace_id=started.trace_id, span_id=started.span_id, flags=started.flags, started_here=True)

@@ -12,7 +12,6 @@ response of both APIs is ``{"error": {code, message, details}}``.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -24,7 +23,7 @@ from chalice.app import Blueprint, Chalice, Request, Response
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
-from functions.platform import jsonable
+from functions.platform import jsonable, telemetry, tracing
 from functions.platform.config import Settings
 from functions.platform.idempotency import IdempotencyKeys, StoredResponse, check_key, request_hash
 from shared import envelope, jsonbody
@@ -184,16 +183,18 @@ class Router:
             def view(**uri_params: str) -> Response:
                 request = app.current_request
                 assert request is not None  # Chalice sets it before calling a view
-                return self._respond(
-                    request,
-                    uri_params,
-                    path=path,
-                    handler=handler,
-                    roles=roles,
-                    status=status,
-                    signed=signed,
-                    idempotent=idempotent,
-                )
+                # The edge's traceparent, checked again here: an unsigned route (health) takes it from anyone.
+                with tracing.traced(request.headers.get(tracing.HEADER)), telemetry.serving(self.product):
+                    return self._respond(
+                        request,
+                        uri_params,
+                        path=path,
+                        handler=handler,
+                        roles=roles,
+                        status=status,
+                        signed=signed,
+                        idempotent=idempotent,
+                    )
 
             view.__name__ = handler.__name__
             # HEAD is GET without the body (RFC 9110 9.3.2), for every read.
@@ -247,16 +248,18 @@ class Router:
             response = json_response(500, internal_error_body())
         if request.method == "HEAD":
             response.body = ""
+        duration_ms = round((time.perf_counter() - started) * 1000, 2)
+        # Keys of the JSON line (Powertools prints a record's extra attributes; it adds trace_id).
         log.info(
-            json.dumps(
-                {
-                    "route": f"{request.method} {path}",
-                    "status": response.status_code,
-                    "request_id": request.headers.get("x-request-id", ""),
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                }
-            )
+            "request",
+            extra={
+                "route": f"{request.method} {path}",
+                "status": response.status_code,
+                "request_id": request.headers.get("x-request-id", ""),
+                "duration_ms": duration_ms,
+            },
         )
+        telemetry.record_request(self.product, f"{request.method} {path}", response.status_code, duration_ms)
         return response
 
 

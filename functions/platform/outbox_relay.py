@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from functions.platform import tracing
 from functions.platform.ports import Row, TransactionalDatabase
 
 log = logging.getLogger("agistack.outbox")
@@ -25,15 +26,21 @@ class DomainMessage:
     dedup_key: str
     payload: dict[str, Any]
     created_at: str
+    # The trace of the request that wrote the row (functions/platform/tracing.py), so that the
+    # handlers continue it; None for rows written outside a trace.
+    traceparent: str | None = None
 
     def envelope(self) -> dict[str, Any]:
-        return {
+        envelope: dict[str, Any] = {
             "id": self.id,
             "topic": self.topic,
             "dedup_key": self.dedup_key,
             "payload": self.payload,
             "created_at": self.created_at,
         }
+        if self.traceparent is not None:
+            envelope[tracing.HEADER] = self.traceparent
+        return envelope
 
 
 class MessagePublisher(Protocol):
@@ -99,10 +106,13 @@ class OutboxRelay:
 
 
 def _message(row: Row) -> DomainMessage:
+    payload = dict(row["payload"])
+    traceparent = payload.pop(tracing.OUTBOX_FIELD, None)
     return DomainMessage(
         id=int(row["id"]),
         topic=str(row["topic"]),
         dedup_key=str(row["dedup_key"]),
-        payload=dict(row["payload"]),
+        payload=payload,
         created_at=row["created_at"].isoformat(),
+        traceparent=traceparent if isinstance(traceparent, str) else None,
     )

@@ -6,7 +6,6 @@ rule, and its handler parses, calls a use case and shapes the answer.
 
 from __future__ import annotations
 
-import logging
 import os
 
 from chalice.app import Chalice
@@ -14,7 +13,9 @@ from chalice.app import Chalice
 from functions.platform.backups import routes as backups
 from functions.platform.http import install
 from functions.platform.snapstart import register_hooks
+from functions.platform.telemetry import configure_logging
 from functions.stepperslife.routes import events, health, images, me, processing, push, registrations, users
+from shared.envelope import STEPPERSLIFE
 
 app = Chalice(app_name="agistack-api")
 app.register_blueprint(health.bp)  # GET /healthz
@@ -29,5 +30,5 @@ app.register_blueprint(push.bp)  # POST and DELETE /push/subscriptions
 app.register_blueprint(backups.bp)
 install(app)  # unknown paths 404, Chalice's own answers in the error shape
 app.log.setLevel(os.environ.get("LOG_LEVEL", "INFO"))
-logging.getLogger("agistack").setLevel(os.environ.get("LOG_LEVEL", "INFO"))
+configure_logging(STEPPERSLIFE)  # JSON lines (Powertools) with the service and the trace id
 register_hooks()  # SnapStart: drop connections before the snapshot and after each restore

@@ -59,10 +59,12 @@ class RunningStack:
     def __init__(self, data_dir: Path, ports: tuple[int, int, int] | None = None) -> None:
         self.data_dir = data_dir
         self.edge_port, self.api_port, self.agi_port = ports or (free_port(), free_port(), free_port())
+        self.metrics_port = free_port()
         self.edge_url = f"http://127.0.0.1:{self.edge_port}"
         self.process = subprocess.Popen(
             [sys.executable, "-m", "devstack.cli", "dev", "--data-dir", str(data_dir),
-             "--edge-port", str(self.edge_port), "--api-port", str(self.api_port), "--agi-port", str(self.agi_port)],
+             "--edge-port", str(self.edge_port), "--api-port", str(self.api_port), "--agi-port", str(self.agi_port),
+             "--metrics-port", str(self.metrics_port)],
             env=stack_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
         deadline = time.monotonic() + 90

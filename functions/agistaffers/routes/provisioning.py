@@ -14,6 +14,7 @@ from functions.platform import topology
 from functions.platform.http import Call
 from functions.platform.processing import PoisonMessage
 from functions.platform.queues import process_batch
+from shared.envelope import AGISTAFFERS
 
 bp = Blueprint(__name__)
 
@@ -40,7 +41,13 @@ def cancel_onboarding(call: Call) -> dict[str, Any]:
 @bp.on_sqs_message(queue=topology.AGI_PROVISIONING.name, batch_size=topology.AGI_PROVISIONING.batch_size)
 def provision(event: SQSEvent) -> dict[str, Any]:
     """Saga steps, welcome mails, customer status changes; only failed messages come back."""
-    return process_batch(event, container().provisioning_messages.handle, permanent=PoisonMessage)
+    return process_batch(
+        event,
+        container().provisioning_messages.handle,
+        permanent=PoisonMessage,
+        service=AGISTAFFERS,
+        queue=topology.AGI_PROVISIONING.name,
+    )
 
 
 @bp.schedule(Rate(1, unit=Rate.MINUTES))

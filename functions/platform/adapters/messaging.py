@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from functions.platform import topology
+from functions.platform import topology, tracing
 from functions.platform.outbox_relay import DomainMessage
 
 ClientFactory = Callable[[], Any]
@@ -44,10 +44,14 @@ class SqsPublisher:
         return self._queue_url
 
     def publish(self, message: DomainMessage) -> None:
+        attributes = {"topic": {"DataType": "String", "StringValue": message.topic}}
+        if message.traceparent is not None:
+            # Also in the envelope; the attribute spares the handler a parse (functions/platform/queues.py).
+            attributes[tracing.MESSAGE_ATTRIBUTE] = {"DataType": "String", "StringValue": message.traceparent}
         self._client.get().send_message(
             QueueUrl=self._url(),
             MessageBody=json.dumps(message.envelope(), separators=(",", ":")),
-            MessageAttributes={"topic": {"DataType": "String", "StringValue": message.topic}},
+            MessageAttributes=attributes,
         )
 
 

@@ -13,22 +13,31 @@ milliseconds, not the 30-40 s of unbounded connects and pool waits, and must ans
   ``POOL_WAIT_SECONDS`` (psycopg_pool backs off for minutes otherwise), so the next try starts afresh;
 - a transaction that loses its connection is not committed, and the client got no success: a retry
   (with its ``Idempotency-Key``) is safe. Nothing acknowledged is lost.
+
+Every statement carries the current trace (functions/platform/tracing.py) as a sqlcommenter comment,
+``/*traceparent='00-...'*/`` at its end, so PostgreSQL's log and ``pg_stat_activity`` name the request
+that sent it. Done once, here, by the cursor class every pooled connection uses (``TracedCursor``),
+COPY included. The cost is a string concatenation; but a statement's text now differs per request,
+so psycopg's automatic prepared statements (same text run 5 times on a connection) do not pay off
+across requests: a caller that asks for ``prepare=True`` gets its statement uncommented.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 import psycopg
-from psycopg import Connection
+from psycopg import Connection, Cursor, sql
+from psycopg.abc import Params, Query, QueryNoTemplate
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from functions.platform import tracing
 from shared.errors import ServiceUnavailable
 
 DATABASES = ("stepperslife", "agistaffers")
@@ -93,6 +102,46 @@ class CircuitBreaker:
         return self._open_until is not None
 
 
+def with_trace_comment(query: Query) -> Query:
+    """``query`` with the current trace as a sqlcommenter comment at its end (unchanged outside a trace).
+    The traceparent is safe inside a comment: tracing accepts only hex digits and dashes."""
+    traceparent = tracing.current_traceparent()
+    if traceparent is None or query in ("", b""):  # the pool's liveness check sends an empty statement
+        return query
+    comment = f" /*traceparent='{traceparent}'*/"
+    if isinstance(query, str):
+        return query + comment
+    if isinstance(query, bytes):
+        return query + comment.encode("ascii")
+    if isinstance(query, sql.Composable):
+        return sql.Composed([query, sql.SQL(comment)])
+    return query  # a t-string Template (Python 3.14): left as written
+
+
+class TracedCursor(Cursor[DictRow]):
+    """psycopg's cursor, each statement sent with ``with_trace_comment``."""
+
+    def execute(  # type: ignore[override]  # one signature for psycopg's two overloads (no t-strings here)
+        self,
+        query: QueryNoTemplate,
+        params: Params | None = None,
+        *,
+        prepare: bool | None = None,
+        binary: bool | None = None,
+    ) -> TracedCursor:
+        statement = query if prepare else cast("QueryNoTemplate", with_trace_comment(query))
+        super().execute(statement, params, prepare=prepare, binary=binary)
+        return self
+
+    def executemany(self, query: Query, params_seq: Iterable[Params], *, returning: bool = False) -> None:
+        super().executemany(with_trace_comment(query), params_seq, returning=returning)
+
+    @contextmanager
+    def copy(self, statement: Query, params: Params | None = None, *, writer: Any = None) -> Iterator[psycopg.Copy]:
+        with super().copy(with_trace_comment(statement), params, writer=writer) as copy:
+            yield copy
+
+
 class Database:
     """A connection pool on one database. Rows come back as dicts."""
 
@@ -104,7 +153,12 @@ class Database:
             connection_class=Connection[DictRow],
             min_size=0,
             max_size=max_size,
-            kwargs={"row_factory": dict_row, "autocommit": False, "connect_timeout": CONNECT_TIMEOUT_SECONDS},
+            kwargs={
+                "row_factory": dict_row,
+                "cursor_factory": TracedCursor,
+                "autocommit": False,
+                "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+            },
             open=False,
             name=name,
             timeout=POOL_WAIT_SECONDS,

@@ -20,6 +20,7 @@ from functions.stepperslife.http import ORGANIZERS, route
 from functions.stepperslife.routes.params import event_id
 from functions.stepperslife.schemas import Strict
 from functions.stepperslife.services.uploads import BadNotification, parse_s3_notification
+from shared.envelope import STEPPERSLIFE
 
 log = logging.getLogger("agistack.images")
 
@@ -49,4 +50,6 @@ def _process_uploads(message: QueueMessage) -> None:
 
 @bp.on_sqs_message(queue=topology.IMAGE_UPLOADS.name, batch_size=topology.IMAGE_UPLOADS.batch_size)
 def image_uploaded(event: SQSEvent) -> dict[str, Any]:
-    return process_batch(event, _process_uploads, permanent=BadNotification)
+    return process_batch(
+        event, _process_uploads, permanent=BadNotification, service=STEPPERSLIFE, queue=topology.IMAGE_UPLOADS.name
+    )

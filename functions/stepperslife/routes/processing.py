@@ -12,6 +12,7 @@ from functions.platform import topology
 from functions.platform.processing import PoisonMessage
 from functions.platform.queues import process_batch
 from functions.stepperslife.composition import container
+from shared.envelope import STEPPERSLIFE
 
 bp = Blueprint(__name__)
 
@@ -22,7 +23,13 @@ RETENTION_DAYS = 14
 @bp.on_sqs_message(queue=topology.DOMAIN_EVENTS.name, batch_size=topology.DOMAIN_EVENTS.batch_size)
 def process_domain_events(event: SQSEvent) -> dict[str, Any]:
     """Enhance, invalidate, notify; only the messages that failed come back (batchItemFailures)."""
-    return process_batch(event, container().event_processor.handle, permanent=PoisonMessage)
+    return process_batch(
+        event,
+        container().event_processor.handle,
+        permanent=PoisonMessage,
+        service=STEPPERSLIFE,
+        queue=topology.DOMAIN_EVENTS.name,
+    )
 
 
 @bp.schedule(Rate(1, unit=Rate.MINUTES))
