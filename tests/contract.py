@@ -173,9 +173,10 @@ def _run(
         try:
             case.validate_response(response, checks=CHECKS)
         except FailureGroup as failure:  # one finding must not hide the others: all are reported at the end
+            found = "; ".join(str(getattr(each, "title", each)) for each in failure.exceptions)
             report.failures.append(
                 f"{operation.label} as {role} ({mode.value}): {case.method} {response.request.path_url} "
-                f"-> {response.status_code} {response.text[:300]!r}: {str(failure)[:600]}"
+                f"-> {response.status_code} {response.text[:300]!r}: {found}"
             )
 
     try:

@@ -76,7 +76,16 @@ def revoke_invitation(call: Call) -> dict[str, Any]:
     return {"invitation": container().accounts.revoke_invitation(caller(call), invitation_id)}
 
 
-@route(bp, "/invitations/accept", methods=["POST"], roles=ANYONE, status=201, body=AcceptInvitation, response=UserReply)
+@route(
+    bp,
+    "/invitations/accept",
+    methods=["POST"],
+    roles=ANYONE,
+    status=201,
+    body=AcceptInvitation,
+    response=UserReply,
+    errors=(404,),
+)
 def accept_invitation(call: Call) -> dict[str, Any]:
     form = call.json(AcceptInvitation)
     return {"user": container().accounts.accept_invitation(form.token, form.name, form.password)}

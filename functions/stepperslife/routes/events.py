@@ -36,7 +36,7 @@ def _filters(query: EventFilterQuery) -> EventFilters:
     )
 
 
-@route(bp, "/events", methods=["GET"], roles=ANYONE, query=EventListQuery, response=EventPage)
+@route(bp, "/events", methods=["GET"], roles=ANYONE, query=EventListQuery, response=EventPage, errors=(400,))
 def list_events(call: Call) -> Response:
     query = call.query_model(EventListQuery)
     page, hit = container().events.list_published(
@@ -45,7 +45,9 @@ def list_events(call: Call) -> Response:
     return public_read_response(call, page, cache_hit=hit)
 
 
-@route(bp, "/events/search", methods=["GET"], roles=ANYONE, query=EventSearchQuery, response=SearchResult)
+@route(
+    bp, "/events/search", methods=["GET"], roles=ANYONE, query=EventSearchQuery, response=SearchResult, errors=(400,)
+)
 def search_events(call: Call) -> Response:
     query = call.query_model(EventSearchQuery)
     return public_read_response(call, container().events.search(query.q, limit=query.limit, filters=_filters(query)))
@@ -71,7 +73,15 @@ def get_event(call: Call) -> Response:
     return public_read_response(call, {"event": container().events.get(event_id(call), call.identity)})
 
 
-@route(bp, "/events/{event_id}", methods=["PATCH"], roles=AUTHENTICATED, body=EventPatch, response=EventReply)
+@route(
+    bp,
+    "/events/{event_id}",
+    methods=["PATCH"],
+    roles=AUTHENTICATED,
+    body=EventPatch,
+    response=EventReply,
+    errors=(409,),
+)
 def update_event(call: Call) -> dict[str, Any]:
     event = event_id(call)
     form = call.json(EventPatch)

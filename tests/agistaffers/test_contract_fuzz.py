@@ -1,0 +1,66 @@
+"""AGI Staffers' API against its own OpenAPI document, fuzzed over HTTP as each role (tests/contract.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+from functions.agistaffers.services.accounts import AccountService, Actor
+from shared.envelope import AGISTAFFERS, Identity
+from tests.agistaffers.conftest import Tenants
+from tests.conftest import SIGNING_SECRET, EdgeSignedClient
+from tests.contract import EdgeSigner, fuzz, served
+
+
+def _identity(actor: Actor) -> Identity:
+    return Identity(user_id=actor.user_id, role=actor.role, email=actor.email, product=AGISTAFFERS)
+
+
+def test_every_answer_keeps_the_documented_contract(
+    agi_api: EdgeSignedClient,
+    configured_agi_app: Any,
+    tenants: Tenants,
+    accounts: AccountService,
+    staff: Actor,
+    agistaffers_url: str,
+) -> None:
+    owner = tenants.owner()
+    member = tenants.member(owner)
+    invitation = accounts.invite(owner, "invited@example.com", "member")["invitation"]
+    site = agi_api.request("POST", "/sites", identity=_identity(owner), json_body={"domain": "fuzz-example.com"})
+    assert site.status == 201, site.body
+    document = agi_api.request("GET", "/openapi.json").json
+    roles: dict[str, Identity | None] = {
+        "anonymous": None,
+        "member": _identity(member),
+        "owner": _identity(owner),
+        "staff": _identity(staff),
+    }
+    with psycopg.connect(agistaffers_url, autocommit=True) as conn, served(configured_agi_app) as base_url:
+        slug = conn.execute("SELECT status_slug FROM customers WHERE id = %s", (owner.customer_id,)).fetchone()
+        assert slug is not None
+
+        def generation(user_id: str) -> int:
+            row = conn.execute(
+                "SELECT COALESCE((SELECT generation FROM session_generations WHERE user_id = %s), 0)", (user_id,)
+            ).fetchone()
+            return int(row[0]) if row else 0
+
+        report = fuzz(
+            document,
+            base_url,
+            {role: EdgeSigner(SIGNING_SECRET, identity, generation) for role, identity in roles.items()},
+            known_ids={
+                "customer_id": [str(owner.customer_id)],
+                "site_id": [site.json["site"]["id"]],
+                "user_id": [member.user_id],
+                "invitation_id": [str(invitation["id"])],
+                "slug": [slug[0]],
+            },
+        )
+    print(f"contract fuzz: {report.requests} requests, statuses {dict(sorted(report.statuses.items()))}")
+    assert not report.failures, "\n".join(report.failures)
+    # Not vacuous: the run reached the handlers and had answers to check against their schemas.
+    assert sum(count for status, count in report.statuses.items() if 200 <= status < 300) >= 20
+    assert report.requests >= 200
