@@ -25,6 +25,7 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import CheckFunction, not_a_server_error
 from schemathesis.core.failures import FailureGroup
+from schemathesis.core.result import Err
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_schema_conformance,
@@ -118,6 +119,9 @@ def fuzz(
     schema = schemathesis.openapi.from_dict(document)
     report = FuzzReport()
     for result in schema.get_all_operations():
+        if isinstance(result, Err):
+            report.failures.append(f"the document describes an operation schemathesis cannot read: {result.err()}")
+            continue
         operation = result.ok()
         access = operation.definition.raw["x-access"]
         admitted = [role for role, signer in signers.items() if signer.admitted(access)]

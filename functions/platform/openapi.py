@@ -34,6 +34,8 @@ REF_TEMPLATE = "#/components/schemas/{model}"
 DEPENDENCY_ERRORS = (503,)
 BODY_ERRORS = (400, 413, 415, 422)
 _PATH_PARAM = re.compile(r"\{([^}]+)\}")
+# The JSON Schema of each model, by the way it is used: read from a request or written in an answer.
+Schemas = dict[tuple[type[BaseModel], JsonSchemaMode], dict[str, Any]]
 
 
 class ErrorDetail(BaseModel):
@@ -50,6 +52,16 @@ class ErrorBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     error: ErrorDetail
+
+
+class OpenApiDocument(BaseModel):
+    """The document's required top-level fields (the rest is OpenAPI's own schema)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    openapi: str
+    info: dict[str, Any]
+    paths: dict[str, Any]
 
 
 def error_statuses(operation: Operation) -> list[int]:
@@ -113,9 +125,7 @@ def _ref_name(schema: dict[str, Any]) -> str:
     return str(schema["$ref"]).rpartition("/")[2]
 
 
-def _operation(
-    operation: Operation, schemas: dict[tuple[type[BaseModel], str], dict[str, Any]], components: dict[str, Any]
-) -> dict[str, Any]:
+def _operation(operation: Operation, schemas: Schemas, components: dict[str, Any]) -> dict[str, Any]:
     parameters: list[dict[str, Any]] = [
         {"name": name, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
         for name in _PATH_PARAM.findall(operation.path)
@@ -159,21 +169,19 @@ def _operation(
     return described
 
 
-def _schemas(
-    operations: list[Operation],
-) -> tuple[dict[tuple[type[BaseModel], str], dict[str, Any]], dict[str, Any]]:
+def _schemas(operations: list[Operation]) -> tuple[Schemas, dict[str, Any]]:
     """The JSON Schema of every model the operations name, by (model, mode), and the definitions they
     refer to (the document's ``components.schemas``)."""
     wanted: set[tuple[type[BaseModel], JsonSchemaMode]] = {(ErrorBody, "serialization")}
     for operation in operations:
-        for model, mode in ((operation.body, "validation"), (operation.query, "validation")):
-            if model is not None:
-                wanted.add((model, mode))
+        wanted.update((model, "validation") for model in (operation.body, operation.query) if model is not None)
         if operation.response is not None:
             wanted.add((operation.response, "serialization"))
     ordered = sorted(wanted, key=lambda item: (item[0].__module__, item[0].__qualname__, item[1]))
     by_model, definitions = models_json_schema(ordered, ref_template=REF_TEMPLATE)
-    resolved: dict[tuple[type[BaseModel], str], dict[str, Any]] = dict(by_model.items())
+    resolved: Schemas = {
+        (model, mode): schema for (model, mode), schema in by_model.items() if issubclass(model, BaseModel)
+    }
     return resolved, definitions.get("$defs", {})
 
 
@@ -225,13 +233,3 @@ def serve(route: Router, bp: Blueprint, *, title: str, version: str, server: str
         return public_read_response(call, built())
 
     route(bp, SPEC_PATH, methods=["GET"], roles=ANYONE, response=OpenApiDocument)(openapi_document)
-
-
-class OpenApiDocument(BaseModel):
-    """The document's required top-level fields (the rest is OpenAPI's own schema)."""
-
-    model_config = ConfigDict(extra="allow")
-
-    openapi: str
-    info: dict[str, Any]
-    paths: dict[str, Any]

@@ -28,7 +28,16 @@ def test_every_answer_keeps_the_documented_contract(
     event = api.request("POST", "/events", identity=organizer, json_body=EVENT).json["event"]
     registration = api.request("POST", f"/events/{event['id']}/registrations", identity=users["customer"])
     assert registration.status == 201, registration.body
-    document = api.request("GET", "/openapi.json").json
+    served_document = api.request("GET", "/openapi.json")
+    assert served_document.status == 200
+    # Public and briefly cacheable (the edge keeps it for its s-maxage), revalidated by its ETag.
+    assert served_document.headers["Cache-Control"].startswith("public")
+    etag = served_document.headers["ETag"]
+    assert api.request("GET", "/openapi.json", headers={"If-None-Match": etag}).status == 304
+    document = served_document.json
+    assert document["openapi"] == "3.1.0" and document["servers"] == [
+        {"url": "/api", "description": "through the edge"}
+    ]
     roles: dict[str, Identity | None] = {
         "anonymous": None,
         "organizer": organizer,
