@@ -64,3 +64,18 @@ def test_every_answer_keeps_the_documented_contract(
     # Not vacuous: the run reached the handlers and had answers to check against their schemas.
     assert sum(count for status, count in report.statuses.items() if 200 <= status < 300) >= 20
     assert report.requests >= 200
+
+
+def test_a_deeply_nested_metrics_batch_is_a_400(agi_api: EdgeSignedClient, tenants: Tenants) -> None:
+    """The ingest route parsed its body with ``json.loads``: a few thousand brackets were a
+    RecursionError, a 500. Found by reading what the fuzz cannot generate; now the one depth-limited
+    loader (``shared.jsonbody``), for JSON and NDJSON alike."""
+    owner = tenants.owner()
+    site = agi_api.request("POST", "/sites", identity=_identity(owner), json_body={"domain": "deep-example.com"})
+    assert site.status == 201, site.body
+    token = {"authorization": f"Bearer {site.json['site']['ingest_token']}"}
+    deep = b"[" * 20_000 + b"]" * 20_000
+    for content_type, body in (("application/json", deep), ("application/x-ndjson", b"{}\n" + deep)):
+        answer = agi_api.request("POST", "/metrics", body=body, headers={**token, "content-type": content_type})
+        assert answer.status == 400, answer.body
+        assert answer.json["error"]["code"] == "json_too_deep"
