@@ -57,10 +57,6 @@ class LocalGateway(ChaliceLocalGateway):
 
 
 class RequestHandler(ChaliceRequestHandler):
-    # The handler writes the head and the body in separate sends: with Nagle's algorithm on, the body
-    # waits for the client's delayed ACK, about 40 ms per request.
-    disable_nagle_algorithm = True
-
     def __init__(self, request: Any, client_address: Any, server: Any, app_object: Chalice, config: Config) -> None:
         # ChaliceRequestHandler.__init__ serves the request as it is constructed: set the gateway first.
         self.local_gateway = LocalGateway(app_object, config)

@@ -9,7 +9,6 @@ replaced with ids of rows that exist, so handlers are reached beyond their 404.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -51,17 +50,13 @@ REFUSED_EXAMPLES = 2
 
 @contextmanager
 def served(app: Chalice) -> Iterator[str]:
-    """``app`` on the dev stack's local gateway (the server ``agistack dev`` runs), on a free port."""
+    """``app`` on the dev stack's API server (what ``agistack dev`` runs), on a free port."""
     server = local_server(app, "127.0.0.1", 0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    host, port = server.server.server_address[:2]
+    server.start()
     try:
-        yield f"http://{host}:{port}"
+        yield server.url
     finally:
-        server.server.shutdown()
-        server.server.server_close()
-        thread.join(timeout=5)
+        server.stop()
 
 
 class EdgeSigner(requests.auth.AuthBase):
