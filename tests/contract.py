@@ -44,7 +44,7 @@ CHECKS: list[CheckFunction] = [
 # Valid requests per operation and role its rule admits (and invalid ones, as one such role): small
 # enough for the whole run of both APIs to stay around a minute on two cores; derandomised, so a
 # finding reproduces. A role the rule refuses gets a few requests: its answer never depends on input.
-MAX_EXAMPLES = 4
+MAX_EXAMPLES = 6
 REFUSED_EXAMPLES = 2
 
 
