@@ -1,4 +1,4 @@
-"""Request- and response-model building blocks both products' schemas use (pydantic v2).
+"""Request-model building blocks both products' schemas use (pydantic v2).
 
 PostgreSQL cannot store NUL characters in text, so every request model refuses them anywhere in its
 input, nested values and keys included: the client gets a 422 instead of the database's error.
@@ -7,9 +7,9 @@ input, nested values and keys included: the client gets a 422 instead of the dat
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints, model_validator
+from pydantic import AfterValidator, BaseModel, StringConstraints, model_validator
 
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9-]{1,63})+$")
 
@@ -44,17 +44,3 @@ class NoNul(BaseModel):
     @classmethod
     def _refuse_nul(cls, data: Any) -> Any:
         return refuse_nul(data)
-
-
-class Reply(BaseModel):
-    """A response body, described for the API's document (``functions/platform/openapi.py``): the
-    fields every answer carries; an answer may carry more (``extra="allow"``), never fewer."""
-
-    model_config = ConfigDict(extra="allow")
-
-
-class Health(Reply):
-    """``GET /healthz``: each dependency's state."""
-
-    status: Literal["ok", "degraded"]
-    checks: dict[str, str]

@@ -15,7 +15,7 @@ from functions.agistaffers.app import app as agi_app
 from functions.agistaffers.http import route as agi_route
 from functions.platform import openapi
 from functions.platform.http import ANYONE, Call, Router
-from functions.platform.schemas import Reply
+from functions.platform.responses import Reply
 from functions.stepperslife.app import app as stepperslife_app
 from functions.stepperslife.http import route as stepperslife_route
 from shared.envelope import AGISTAFFERS, STEPPERSLIFE

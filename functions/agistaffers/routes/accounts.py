@@ -9,10 +9,11 @@ from chalice.app import Blueprint, Response
 from functions.agistaffers.cache_policy import PLANS_KEY, TTL_STATIC_METADATA
 from functions.agistaffers.composition import container
 from functions.agistaffers.http import SIGNED_IN, caller, route
-from functions.agistaffers.schemas import Login, LoginReply, MeReply, Plans, SignUp, SignUpReply
+from functions.agistaffers.responses import LoginReply, MeReply, Plans, SignUpReply
+from functions.agistaffers.schemas import Login, SignUp
 from functions.platform import openapi
 from functions.platform.http import ANYONE, Call, health_response, public_read_response
-from functions.platform.schemas import Health
+from functions.platform.responses import Health
 
 bp = Blueprint(__name__)
 openapi.serve(route, bp, title="AGI Staffers API", version="1", server="/api/agi")

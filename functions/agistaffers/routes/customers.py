@@ -8,15 +8,8 @@ from chalice.app import Blueprint
 
 from functions.agistaffers.composition import container
 from functions.agistaffers.http import CUSTOMER_USERS, SIGNED_IN, STAFF, caller, path_id, query_args, route
-from functions.agistaffers.schemas import (
-    Cancel,
-    ChangePlan,
-    CustomerListQuery,
-    CustomerPage,
-    CustomerProfilePatch,
-    CustomerReply,
-    Suspend,
-)
+from functions.agistaffers.responses import CustomerPage, CustomerReply
+from functions.agistaffers.schemas import Cancel, ChangePlan, CustomerListQuery, CustomerProfilePatch, Suspend
 from functions.agistaffers.services.accounts import require_customer
 from functions.platform.http import Call
 

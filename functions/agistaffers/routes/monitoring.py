@@ -15,14 +15,8 @@ from chalice.app import Blueprint, CloudWatchEvent, Rate, Response
 
 from functions.agistaffers.composition import container
 from functions.agistaffers.http import CUSTOMER_USERS, SIGNED_IN, STAFF, caller, path_id, route
-from functions.agistaffers.schemas import (
-    CustomerDashboard,
-    IngestReport,
-    IngestToken,
-    MetricsQuery,
-    SiteMetrics,
-    StaffOverview,
-)
+from functions.agistaffers.responses import CustomerDashboard, IngestReport, IngestToken, SiteMetrics, StaffOverview
+from functions.agistaffers.schemas import MetricsQuery
 from functions.agistaffers.services.metrics import parse_batch, token_from_headers
 from functions.agistaffers.status_page import render
 from functions.platform.http import ANYONE, Call

@@ -10,7 +10,7 @@ from chalice.app import Blueprint, CloudWatchEvent, Rate, SQSEvent
 
 from functions.agistaffers.composition import container
 from functions.agistaffers.http import SIGNED_IN, STAFF, caller, path_id, route
-from functions.agistaffers.schemas import OnboardingReply
+from functions.agistaffers.responses import OnboardingReply
 from functions.platform import topology
 from functions.platform.http import Call
 from functions.platform.processing import PoisonMessage

@@ -12,7 +12,8 @@ from chalice.app import Blueprint, Response
 
 from functions.agistaffers.composition import container
 from functions.agistaffers.http import CUSTOMER_USERS, SIGNED_IN, caller, path_id, query_args, route
-from functions.agistaffers.schemas import NewSiteReply, SiteCreate, SiteListQuery, SitePage, SitePatch, SiteReply
+from functions.agistaffers.responses import NewSiteReply, SitePage, SiteReply
+from functions.agistaffers.schemas import SiteCreate, SiteListQuery, SitePatch
 from functions.platform.http import Call
 
 bp = Blueprint(__name__)

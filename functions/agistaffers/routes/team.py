@@ -8,17 +8,8 @@ from chalice.app import Blueprint
 
 from functions.agistaffers.composition import container
 from functions.agistaffers.http import CUSTOMER_USERS, caller, path_id, route
-from functions.agistaffers.schemas import (
-    AcceptInvitation,
-    InvitationReply,
-    Invitations,
-    Invite,
-    MemberReply,
-    MemberRoleChange,
-    Members,
-    NewInvitation,
-    UserReply,
-)
+from functions.agistaffers.responses import InvitationReply, Invitations, MemberReply, Members, NewInvitation, UserReply
+from functions.agistaffers.schemas import AcceptInvitation, Invite, MemberRoleChange
 from functions.platform.http import ANYONE, Call
 
 bp = Blueprint(__name__)

@@ -9,17 +9,9 @@ from chalice.app import Blueprint, Response
 from functions.platform.http import ANYONE, Call, public_read_response
 from functions.stepperslife.composition import container
 from functions.stepperslife.http import AUTHENTICATED, ORGANIZERS, route
+from functions.stepperslife.responses import EventPage, EventReply, SearchResult
 from functions.stepperslife.routes.params import event_id
-from functions.stepperslife.schemas import (
-    EventCreate,
-    EventFilterQuery,
-    EventListQuery,
-    EventPage,
-    EventPatch,
-    EventReply,
-    EventSearchQuery,
-    SearchResult,
-)
+from functions.stepperslife.schemas import EventCreate, EventFilterQuery, EventListQuery, EventPatch, EventSearchQuery
 from functions.stepperslife.services.events import EventFilters
 
 bp = Blueprint(__name__)

@@ -7,7 +7,7 @@ from chalice.app import Blueprint, Response
 
 from functions.platform import openapi
 from functions.platform.http import ANYONE, Call, health_response
-from functions.platform.schemas import Health
+from functions.platform.responses import Health
 from functions.stepperslife.composition import container
 from functions.stepperslife.http import route
 

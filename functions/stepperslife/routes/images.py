@@ -17,8 +17,9 @@ from functions.platform.http import Call
 from functions.platform.queues import QueueMessage, process_batch
 from functions.stepperslife.composition import container
 from functions.stepperslife.http import ORGANIZERS, route
+from functions.stepperslife.responses import UploadForm
 from functions.stepperslife.routes.params import event_id
-from functions.stepperslife.schemas import Strict, UploadForm
+from functions.stepperslife.schemas import Strict
 from functions.stepperslife.services.uploads import BadNotification, parse_s3_notification
 
 log = logging.getLogger("agistack.images")

@@ -13,7 +13,8 @@ from chalice.app import Blueprint, CloudWatchEvent, Rate
 from functions.platform.http import Call
 from functions.stepperslife.composition import container
 from functions.stepperslife.http import AUTHENTICATED, route
-from functions.stepperslife.schemas import Preferences, PreferencesReply, Recommendations, Registrations
+from functions.stepperslife.responses import PreferencesReply, Recommendations, Registrations
+from functions.stepperslife.schemas import Preferences
 
 log = logging.getLogger("agistack.engagement")
 

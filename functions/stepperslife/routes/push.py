@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from functions.platform.http import Call, json_response
 from functions.stepperslife.composition import container
 from functions.stepperslife.http import AUTHENTICATED, route
-from functions.stepperslife.schemas import PushSubscriptionReply
+from functions.stepperslife.responses import PushSubscriptionReply
 from shared.net import MAX_URL_LENGTH
 
 bp = Blueprint(__name__)

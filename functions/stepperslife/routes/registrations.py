@@ -11,8 +11,9 @@ from chalice.app import Blueprint, CloudWatchEvent, Rate, Response
 from functions.platform.http import Call
 from functions.stepperslife.composition import container
 from functions.stepperslife.http import AUTHENTICATED, route
+from functions.stepperslife.responses import Attendees, RegistrationReply
 from functions.stepperslife.routes.params import event_id, uuid_param
-from functions.stepperslife.schemas import AttendeeQuery, Attendees, RegistrationReply
+from functions.stepperslife.schemas import AttendeeQuery
 from functions.stepperslife.services.registrations import attendees_csv
 
 log = logging.getLogger("agistack.registrations")

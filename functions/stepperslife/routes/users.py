@@ -10,7 +10,8 @@ from chalice.app import Blueprint, Response
 from functions.platform.http import ANYONE, Call
 from functions.stepperslife.composition import container
 from functions.stepperslife.http import AUTHENTICATED, route
-from functions.stepperslife.schemas import Login, LoginReply, PasswordChange, SignUp, UserReply
+from functions.stepperslife.responses import LoginReply, UserReply
+from functions.stepperslife.schemas import Login, PasswordChange, SignUp
 
 bp = Blueprint(__name__)
 
