@@ -183,6 +183,7 @@ class Operation:
     media_type: str
     statuses: tuple[int, ...]
     errors: tuple[int, ...]
+    handler: Handler
 
 
 class Router:
@@ -236,6 +237,7 @@ class Router:
                         media_type=media_type,
                         statuses=statuses,
                         errors=errors,
+                        handler=handler,
                     )
                 )
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+import re
 from typing import Any
 
 import jsonschema
@@ -57,6 +59,24 @@ def test_every_route_is_described_with_its_access_rule(product: str) -> None:
         assert described["security"] == ([{"session": []}] if operation.roles else anyone)
         if operation.roles:
             assert {"401", "403"} <= set(described["responses"]), operation.path
+
+
+@pytest.mark.parametrize("product", ROUTERS)
+def test_each_route_declares_the_models_its_handler_validates(product: str) -> None:
+    """The document shows the declared models; the handler validates with the ones it names. A route
+    whose handler calls ``call.json(X)`` or ``call.query_model(X)`` must declare ``body=X`` or
+    ``query=X``, else its document would promise requests the handler refuses."""
+    for operation in ROUTERS[product].operations:
+        source = inspect.getsource(operation.handler)
+        where = f"{operation.method} {operation.path}"
+        for declared, pattern in (
+            (operation.body, r"call\.json\((\w+)\)"),
+            (operation.query, r"call\.query_model\((\w+)\)"),
+        ):
+            used = set(re.findall(pattern, source))
+            assert used == ({declared.__name__} if declared else set()), (
+                f"{where}: validates {used}, declares {declared}"
+            )
 
 
 @pytest.mark.parametrize("product", ROUTERS)
