@@ -170,9 +170,6 @@ class Operation:
 
     method: str
     path: str
-    name: str
-    group: str  # the handler's module: the resource it serves
-    summary: str
     roles: frozenset[str]
     status: int
     signed: bool
@@ -224,9 +221,6 @@ class Router:
                     Operation(
                         method=method,
                         path=path,
-                        name=handler.__name__,
-                        group=handler.__module__.rpartition(".")[2],
-                        summary=(handler.__doc__ or handler.__name__.replace("_", " ")).strip().split("\n")[0],
                         roles=roles,
                         status=status,
                         signed=signed,

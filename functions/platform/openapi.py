@@ -150,11 +150,12 @@ def _operation(operation: Operation, schemas: Schemas, components: dict[str, Any
     responses: dict[str, Any] = {str(status): success for status in (operation.status, *operation.statuses)}
     for status in error_statuses(operation):
         responses[str(status)] = {"$ref": f"#/components/responses/{status}"}
+    handler = operation.handler
     described: dict[str, Any] = {
-        "operationId": operation.name,
-        "summary": operation.summary,
+        "operationId": handler.__name__,
+        "summary": (handler.__doc__ or handler.__name__.replace("_", " ")).strip().split("\n")[0],
         "description": _access_text(operation),
-        "tags": [operation.group],
+        "tags": [handler.__module__.rpartition(".")[2]],  # the resource its module serves
         "x-access": access_rule(operation),
         "security": [{"session": []}] if operation.roles else [{}, {"session": []}] if operation.signed else [],
         "responses": responses,
@@ -190,8 +191,14 @@ def document(router: Router, *, title: str, version: str, server: str, descripti
     schemas, components = _schemas(router.operations)
     error_schema = schemas[(ErrorBody, "serialization")]
     paths: dict[str, dict[str, Any]] = {}
+    taken: set[str] = set()
     for operation in router.operations:
-        paths.setdefault(operation.path, {})[operation.method.lower()] = _operation(operation, schemas, components)
+        described = _operation(operation, schemas, components)
+        # operationId must be unique in a document; two modules may name their handlers alike.
+        if described["operationId"] in taken:
+            described["operationId"] += f"_{described['tags'][0]}_{operation.method.lower()}"
+        taken.add(described["operationId"])
+        paths.setdefault(operation.path, {})[operation.method.lower()] = described
     statuses = sorted({status for operation in router.operations for status in error_statuses(operation)})
     return {
         "openapi": OPENAPI_VERSION,

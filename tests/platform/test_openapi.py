@@ -157,6 +157,12 @@ def test_a_route_registered_later_is_described_from_its_registration() -> None:
     def list_gadgets(call: Call) -> dict[str, Any]:
         return {}
 
+    @router(bp, "/gadgets", methods=["POST"], roles=frozenset({"admin"}), body=GadgetIn, response=Gadget)
+    def put_gadget_too(call: Call) -> dict[str, Any]:
+        return {}
+
+    put_gadget_too.__name__ = "put_gadget"  # as another module might name its handler
+
     document = _document(router)
     validate(document)
     put = document["paths"]["/gadgets/{gadget_id}"]["put"]
@@ -167,6 +173,7 @@ def test_a_route_registered_later_is_described_from_its_registration() -> None:
         {"name": "gadget_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
     ]
     assert set(put["responses"]) == {"200", "400", "401", "403", "404", "413", "415", "422", "503"}
+    assert document["paths"]["/gadgets"]["post"]["operationId"] == "put_gadget_test_openapi_post"
     listing = document["paths"]["/gadgets"]["get"]
     assert set(listing["responses"]) == {"200", "401", "409", "422", "503"}
     # An optional query field is a parameter that may be left out: no null alternative.
