@@ -189,6 +189,13 @@ def _api(path: str, origin: str) -> Route:
     return Route(path, Handler.PROXY, methods, origin=origin, strip_prefix=path.rstrip("/"), cache=CachePolicy())
 
 
+def _api_description(path: str, origin: str, strip_prefix: str) -> Route:
+    """A product API's OpenAPI document: the same for everyone, so cached even for signed-in readers
+    (for the origin's s-maxage); no identity is forwarded, the origin answers it publicly."""
+    access = Access(Auth.ANONYMOUS)
+    return Route(path, Handler.PROXY, _reads(access), True, origin, strip_prefix, cache=CachePolicy(public=True))
+
+
 GATEWAY_ROUTES: tuple[Route, ...] = (
     Route("/healthz", Handler.HEALTH, _reads(Access(Auth.ANONYMOUS)), exact=True),
     _login("/api/auth/login", STEPPERSLIFE, "/api", LOGIN_POLICY),
@@ -225,6 +232,8 @@ GATEWAY_ROUTES: tuple[Route, ...] = (
         strip_prefix="/api/agi",
         forwarded_headers=("authorization", "x-ingest-token"),
     ),
+    _api_description("/api/openapi.json", STEPPERSLIFE, "/api"),
+    _api_description("/api/agi/openapi.json", AGISTAFFERS, "/api/agi"),
     _api("/api/agi/", AGISTAFFERS),
     _api("/api/", STEPPERSLIFE),
     # Customers' public status pages: the same HTML for everyone, cached briefly (the origin's s-maxage).

@@ -157,12 +157,40 @@ class HttpRuntime(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Operation:
+    """One registered route, as the API description (``functions/platform/openapi.py``) reads it.
+
+    ``body`` and ``query`` are the models the handler validates with ``Call.json`` and
+    ``Call.query_model``; ``response`` the model of its success body (None: no body, e.g. 204);
+    ``statuses`` other success statuses with the same body; ``errors`` the error statuses the handler
+    itself raises beyond those the glue derives from the rule (401/403, 404 for path ids, 4xx of a body).
+    """
+
+    method: str
+    path: str
+    roles: frozenset[str]
+    status: int
+    signed: bool
+    idempotent: bool
+    body: type[BaseModel] | None
+    query: type[BaseModel] | None
+    response: type[BaseModel] | None
+    media_type: str
+    statuses: tuple[int, ...]
+    errors: tuple[int, ...]
+    handler: Handler
+
+
 class Router:
-    """The route decorator of one product: only its identities count, its runtime serves the glue."""
+    """The route decorator of one product: only its identities count, its runtime serves the glue.
+    Every registration is also recorded in ``operations``, the route table the API description is
+    generated from."""
 
     def __init__(self, product: str, runtime: Callable[[], HttpRuntime]) -> None:
         self.product = product
         self._runtime = runtime
+        self.operations: list[Operation] = []
 
     def __call__(
         self,
@@ -174,12 +202,38 @@ class Router:
         status: int = 200,
         signed: bool = True,
         idempotent: bool = False,
+        body: type[BaseModel] | None = None,
+        query: type[BaseModel] | None = None,
+        response: type[BaseModel] | None = None,
+        media_type: str = "application/json",
+        statuses: tuple[int, ...] = (),
+        errors: tuple[int, ...] = (),
     ) -> Callable[[Handler], Handler]:
         """Register a handler for ``path``. ``roles`` is the route's access rule: ``ANYONE`` or the
         roles allowed. ``signed=False`` only for health checks, which disclose nothing. ``idempotent``
-        honours an ``Idempotency-Key`` header from an identified caller."""
+        honours an ``Idempotency-Key`` header from an identified caller. The rest describes the
+        contract (``Operation``); it changes nothing at run time."""
 
         def register(handler: Handler) -> Handler:
+            for method in methods:
+                self.operations.append(
+                    Operation(
+                        method=method,
+                        path=path,
+                        roles=roles,
+                        status=status,
+                        signed=signed,
+                        idempotent=idempotent,
+                        body=body,
+                        query=query,
+                        response=response,
+                        media_type=media_type,
+                        statuses=statuses,
+                        errors=errors,
+                        handler=handler,
+                    )
+                )
+
             def view(**uri_params: str) -> Response:
                 request = app.current_request
                 assert request is not None  # Chalice sets it before calling a view

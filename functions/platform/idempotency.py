@@ -24,7 +24,7 @@ FAMILY = "http"
 STALE_AFTER = timedelta(seconds=60)
 # How long a key is remembered: a client retries within minutes, not days.
 RETENTION = timedelta(hours=24)
-_KEY = re.compile(r"^[A-Za-z0-9._:-]{1,200}$")
+KEY_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,200}$")
 
 R = TypeVar("R")
 
@@ -40,7 +40,7 @@ def request_hash(method: str, path: str, body: bytes) -> str:
 
 def check_key(key: str) -> None:
     """``ValidationFailed`` (422) unless ``key`` is a key the claims table can hold as it is."""
-    if not _KEY.match(key):
+    if not KEY_PATTERN.match(key):
         raise ValidationFailed(
             "Idempotency-Key must be 1-200 characters of A-Z a-z 0-9 . _ : -", code="idempotency_key_invalid"
         )

@@ -15,6 +15,7 @@ from chalice.app import Blueprint, CloudWatchEvent, Rate, Response
 
 from functions.agistaffers.composition import container
 from functions.agistaffers.http import CUSTOMER_USERS, SIGNED_IN, STAFF, caller, path_id, route
+from functions.agistaffers.responses import CustomerDashboard, IngestReport, IngestToken, SiteMetrics, StaffOverview
 from functions.agistaffers.schemas import MetricsQuery
 from functions.agistaffers.services.metrics import parse_batch, token_from_headers
 from functions.agistaffers.status_page import render
@@ -25,7 +26,7 @@ bp = Blueprint(__name__)
 STATUS_PAGE_MAX_AGE = 30
 
 
-@route(bp, "/metrics", methods=["POST"], roles=ANYONE)
+@route(bp, "/metrics", methods=["POST"], roles=ANYONE, response=IngestReport, errors=(400, 413, 415, 422))
 def ingest_metrics(call: Call) -> dict[str, Any]:
     content_type = call.headers.get("content-type", "application/json").split(";")[0].strip().lower()
     ingest = container().metrics
@@ -33,28 +34,28 @@ def ingest_metrics(call: Call) -> dict[str, Any]:
     return ingest.ingest_for(site, parse_batch(call.body, content_type))
 
 
-@route(bp, "/sites/{site_id}/ingest-token", methods=["POST"], roles=SIGNED_IN)
+@route(bp, "/sites/{site_id}/ingest-token", methods=["POST"], roles=SIGNED_IN, response=IngestToken)
 def rotate_ingest_token(call: Call) -> dict[str, Any]:
     return container().sites.rotate_ingest_token(caller(call), path_id(call, "site_id", "site"))
 
 
-@route(bp, "/sites/{site_id}/metrics", methods=["GET"], roles=SIGNED_IN)
+@route(bp, "/sites/{site_id}/metrics", methods=["GET"], roles=SIGNED_IN, query=MetricsQuery, response=SiteMetrics)
 def site_metrics(call: Call) -> dict[str, Any]:
     query = call.query_model(MetricsQuery)
     return container().dashboards.site_metrics(caller(call), path_id(call, "site_id", "site"), query.range)
 
 
-@route(bp, "/dashboard", methods=["GET"], roles=CUSTOMER_USERS)
+@route(bp, "/dashboard", methods=["GET"], roles=CUSTOMER_USERS, response=CustomerDashboard)
 def customer_dashboard(call: Call) -> dict[str, Any]:
     return container().dashboards.customer_overview(caller(call))
 
 
-@route(bp, "/monitoring/overview", methods=["GET"], roles=STAFF)
+@route(bp, "/monitoring/overview", methods=["GET"], roles=STAFF, response=StaffOverview)
 def staff_overview(call: Call) -> dict[str, Any]:
     return container().dashboards.staff_overview(caller(call))
 
 
-@route(bp, "/status/{slug}", methods=["GET"], roles=ANYONE)
+@route(bp, "/status/{slug}", methods=["GET"], roles=ANYONE, media_type="text/html")
 def status_page(call: Call) -> Response:
     page = container().status_pages.page(call.params["slug"])
     return Response(

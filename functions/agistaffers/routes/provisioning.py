@@ -10,6 +10,7 @@ from chalice.app import Blueprint, CloudWatchEvent, Rate, SQSEvent
 
 from functions.agistaffers.composition import container
 from functions.agistaffers.http import SIGNED_IN, STAFF, caller, path_id, route
+from functions.agistaffers.responses import OnboardingReply
 from functions.platform import topology
 from functions.platform.http import Call
 from functions.platform.processing import PoisonMessage
@@ -21,19 +22,19 @@ bp = Blueprint(__name__)
 RETENTION_DAYS = 14
 
 
-@route(bp, "/sites/{site_id}/onboarding", methods=["GET"], roles=SIGNED_IN)
+@route(bp, "/sites/{site_id}/onboarding", methods=["GET"], roles=SIGNED_IN, response=OnboardingReply)
 def onboarding_progress(call: Call) -> dict[str, Any]:
     site_id = path_id(call, "site_id", "site")
     container().sites.get(caller(call), site_id)  # 404 unless the caller may see the site
     return {"onboarding": container().provisioning.progress(site_id)}
 
 
-@route(bp, "/sites/{site_id}/onboarding/retry", methods=["POST"], roles=STAFF)
+@route(bp, "/sites/{site_id}/onboarding/retry", methods=["POST"], roles=STAFF, response=OnboardingReply, errors=(409,))
 def retry_onboarding(call: Call) -> dict[str, Any]:
     return {"onboarding": container().provisioning.retry(caller(call), path_id(call, "site_id", "site"))}
 
 
-@route(bp, "/sites/{site_id}/onboarding/cancel", methods=["POST"], roles=STAFF)
+@route(bp, "/sites/{site_id}/onboarding/cancel", methods=["POST"], roles=STAFF, response=OnboardingReply, errors=(409,))
 def cancel_onboarding(call: Call) -> dict[str, Any]:
     return {"onboarding": container().provisioning.cancel(caller(call), path_id(call, "site_id", "site"))}
 

@@ -22,7 +22,6 @@ COPY's rate), because an agent that got its answer does not send the batch again
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections import Counter
@@ -38,6 +37,7 @@ from psycopg.types.json import Jsonb
 from functions.agistaffers.services import partitions
 from functions.agistaffers.services.sites import ingest_token_hash
 from functions.platform.ports import Row, TransactionalDatabase
+from shared import jsonbody
 from shared.errors import BadRequest, Forbidden, PayloadTooLarge, Unauthorized, ValidationFailed
 
 # The documented batch: at most this many samples per request (and the body under the edge's 1 MiB).
@@ -97,9 +97,9 @@ def parse_batch(body: bytes, content_type: str) -> list[Any]:
     items: Any
     try:
         if content_type in ("application/x-ndjson", "application/jsonl"):
-            items = [json.loads(line) for line in body.splitlines() if line.strip()]
+            items = [jsonbody.loads(line) for line in body.splitlines() if line.strip()]
         else:
-            data = json.loads(body or b"null")
+            data = jsonbody.loads(body or b"null")
             items = data.get("samples") if isinstance(data, dict) and set(data) == {"samples"} else data
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest("the body is not valid JSON or NDJSON", code="malformed_json") from exc

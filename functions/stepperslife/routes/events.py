@@ -9,6 +9,7 @@ from chalice.app import Blueprint, Response
 from functions.platform.http import ANYONE, Call, public_read_response
 from functions.stepperslife.composition import container
 from functions.stepperslife.http import AUTHENTICATED, ORGANIZERS, route
+from functions.stepperslife.responses import EventPage, EventReply, SearchResult
 from functions.stepperslife.routes.params import event_id
 from functions.stepperslife.schemas import EventCreate, EventFilterQuery, EventListQuery, EventPatch, EventSearchQuery
 from functions.stepperslife.services.events import EventFilters
@@ -27,7 +28,7 @@ def _filters(query: EventFilterQuery) -> EventFilters:
     )
 
 
-@route(bp, "/events", methods=["GET"], roles=ANYONE)
+@route(bp, "/events", methods=["GET"], roles=ANYONE, query=EventListQuery, response=EventPage, errors=(400,))
 def list_events(call: Call) -> Response:
     query = call.query_model(EventListQuery)
     page, hit = container().events.list_published(
@@ -36,24 +37,43 @@ def list_events(call: Call) -> Response:
     return public_read_response(call, page, cache_hit=hit)
 
 
-@route(bp, "/events/search", methods=["GET"], roles=ANYONE)
+@route(
+    bp, "/events/search", methods=["GET"], roles=ANYONE, query=EventSearchQuery, response=SearchResult, errors=(400,)
+)
 def search_events(call: Call) -> Response:
     query = call.query_model(EventSearchQuery)
     return public_read_response(call, container().events.search(query.q, limit=query.limit, filters=_filters(query)))
 
 
-@route(bp, "/events", methods=["POST"], roles=ORGANIZERS, status=201, idempotent=True)
+@route(
+    bp,
+    "/events",
+    methods=["POST"],
+    roles=ORGANIZERS,
+    status=201,
+    idempotent=True,
+    body=EventCreate,
+    response=EventReply,
+)
 def create_event(call: Call) -> dict[str, Any]:
     form = call.json(EventCreate)
     return {"event": container().events.create(call.require_identity(), form.model_dump())}
 
 
-@route(bp, "/events/{event_id}", methods=["GET"], roles=ANYONE)
+@route(bp, "/events/{event_id}", methods=["GET"], roles=ANYONE, response=EventReply)
 def get_event(call: Call) -> Response:
     return public_read_response(call, {"event": container().events.get(event_id(call), call.identity)})
 
 
-@route(bp, "/events/{event_id}", methods=["PATCH"], roles=AUTHENTICATED)
+@route(
+    bp,
+    "/events/{event_id}",
+    methods=["PATCH"],
+    roles=AUTHENTICATED,
+    body=EventPatch,
+    response=EventReply,
+    errors=(409,),
+)
 def update_event(call: Call) -> dict[str, Any]:
     event = event_id(call)
     form = call.json(EventPatch)
@@ -61,7 +81,7 @@ def update_event(call: Call) -> dict[str, Any]:
     return {"event": container().events.update(event, call.require_identity(), changes)}
 
 
-@route(bp, "/events/{event_id}", methods=["DELETE"], roles=AUTHENTICATED)
+@route(bp, "/events/{event_id}", methods=["DELETE"], roles=AUTHENTICATED, status=204, errors=(409,))
 def delete_event(call: Call) -> Response:
     container().events.delete(event_id(call), call.require_identity())
     return Response(body="", status_code=204)

@@ -17,6 +17,7 @@ from functions.platform.http import Call
 from functions.platform.queues import QueueMessage, process_batch
 from functions.stepperslife.composition import container
 from functions.stepperslife.http import ORGANIZERS, route
+from functions.stepperslife.responses import UploadForm
 from functions.stepperslife.routes.params import event_id
 from functions.stepperslife.schemas import Strict
 from functions.stepperslife.services.uploads import BadNotification, parse_s3_notification
@@ -31,7 +32,16 @@ class ImageUploadRequest(Strict):
     content_type: Literal["image/jpeg", "image/png", "image/webp", "image/avif", "image/gif"]
 
 
-@route(bp, "/events/{event_id}/images", methods=["POST"], roles=ORGANIZERS, status=201, idempotent=True)
+@route(
+    bp,
+    "/events/{event_id}/images",
+    methods=["POST"],
+    roles=ORGANIZERS,
+    status=201,
+    idempotent=True,
+    body=ImageUploadRequest,
+    response=UploadForm,
+)
 def start_image_upload(call: Call) -> dict[str, Any]:
     """A presigned S3 POST for one picture; the organizer of the event or an admin only."""
     form = call.json(ImageUploadRequest)

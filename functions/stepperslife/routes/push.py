@@ -13,11 +13,21 @@ from functions.platform.http import Call, json_response
 from functions.platform.schemas import PushSubscriptionIn, PushSubscriptionRef
 from functions.stepperslife.composition import container
 from functions.stepperslife.http import AUTHENTICATED, route
+from functions.stepperslife.responses import PushSubscriptionReply
 
 bp = Blueprint(__name__)
 
 
-@route(bp, "/push/subscriptions", methods=["POST"], roles=AUTHENTICATED)
+@route(
+    bp,
+    "/push/subscriptions",
+    methods=["POST"],
+    roles=AUTHENTICATED,
+    status=201,
+    statuses=(200,),
+    body=PushSubscriptionIn,
+    response=PushSubscriptionReply,
+)
 def subscribe(call: Call) -> Response:
     form = call.json(PushSubscriptionIn)
     subscription, created = container().push.subscribe(
@@ -26,7 +36,15 @@ def subscribe(call: Call) -> Response:
     return json_response(201 if created else 200, {"subscription": subscription})
 
 
-@route(bp, "/push/subscriptions", methods=["DELETE"], roles=AUTHENTICATED)
+@route(
+    bp,
+    "/push/subscriptions",
+    methods=["DELETE"],
+    roles=AUTHENTICATED,
+    status=204,
+    body=PushSubscriptionRef,
+    errors=(404,),
+)
 def unsubscribe(call: Call) -> Response:
     form = call.json(PushSubscriptionRef)
     container().push.unsubscribe(call.require_identity(), form.endpoint)

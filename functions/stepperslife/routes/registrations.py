@@ -11,6 +11,7 @@ from chalice.app import Blueprint, CloudWatchEvent, Rate, Response
 from functions.platform.http import Call
 from functions.stepperslife.composition import container
 from functions.stepperslife.http import AUTHENTICATED, route
+from functions.stepperslife.responses import Attendees, RegistrationReply
 from functions.stepperslife.routes.params import event_id, uuid_param
 from functions.stepperslife.schemas import AttendeeQuery
 from functions.stepperslife.services.registrations import attendees_csv
@@ -20,23 +21,45 @@ log = logging.getLogger("agistack.registrations")
 bp = Blueprint(__name__)
 
 
-@route(bp, "/events/{event_id}/registrations", methods=["POST"], roles=AUTHENTICATED, status=201, idempotent=True)
+@route(
+    bp,
+    "/events/{event_id}/registrations",
+    methods=["POST"],
+    roles=AUTHENTICATED,
+    status=201,
+    idempotent=True,
+    response=RegistrationReply,
+)
 def register(call: Call) -> dict[str, Any]:
     return {"registration": container().registrations.register(event_id(call), call.require_identity())}
 
 
-@route(bp, "/events/{event_id}/registrations/me", methods=["DELETE"], roles=AUTHENTICATED)
+@route(bp, "/events/{event_id}/registrations/me", methods=["DELETE"], roles=AUTHENTICATED, response=RegistrationReply)
 def cancel_registration(call: Call) -> dict[str, Any]:
     return {"registration": container().registrations.cancel(event_id(call), call.require_identity())}
 
 
-@route(bp, "/events/{event_id}/registrations", methods=["GET"], roles=AUTHENTICATED)
+@route(
+    bp,
+    "/events/{event_id}/registrations",
+    methods=["GET"],
+    roles=AUTHENTICATED,
+    query=AttendeeQuery,
+    response=Attendees,
+)
 def list_attendees(call: Call) -> dict[str, Any]:
     query = call.query_model(AttendeeQuery)
     return {"items": container().registrations.attendees(event_id(call), call.require_identity(), query.status)}
 
 
-@route(bp, "/events/{event_id}/registrations.csv", methods=["GET"], roles=AUTHENTICATED)
+@route(
+    bp,
+    "/events/{event_id}/registrations.csv",
+    methods=["GET"],
+    roles=AUTHENTICATED,
+    query=AttendeeQuery,
+    media_type="text/csv",
+)
 def export_attendees(call: Call) -> Response:
     query = call.query_model(AttendeeQuery)
     event = event_id(call)
@@ -52,7 +75,14 @@ def export_attendees(call: Call) -> Response:
     )
 
 
-@route(bp, "/events/{event_id}/registrations/{registration_id}/check-in", methods=["POST"], roles=AUTHENTICATED)
+@route(
+    bp,
+    "/events/{event_id}/registrations/{registration_id}/check-in",
+    methods=["POST"],
+    roles=AUTHENTICATED,
+    response=RegistrationReply,
+    errors=(409,),
+)
 def check_in(call: Call) -> dict[str, Any]:
     registration_id = uuid_param(call, "registration_id", "registration")
     return {
