@@ -190,3 +190,83 @@ class StaffOverview(Reply):
     sites: dict[str, int]
     alerts: dict[str, int]
     cache: Literal["hit", "miss"]
+
+
+class AlertRule(Reply):
+    id: UUID
+    site_id: UUID | None
+    plan: str | None
+    metric: str
+    comparison: Literal[">", ">=", "<", "<="]
+    threshold: float
+    for_seconds: int
+    keep_firing_for_seconds: int
+    created_at: datetime
+
+
+class PlanDefault(AlertRule):
+    replaced: bool
+
+
+class AlertRuleReply(Reply):
+    rule: AlertRule
+
+
+class SiteAlertRules(Reply):
+    rules: list[AlertRule]
+    plan_rules: list[PlanDefault]
+
+
+class PlanAlertRules(Reply):
+    rules: list[AlertRule]
+
+
+class AlertNow(Reply):
+    id: UUID
+    rule_id: UUID
+    metric: str
+    comparison: str
+    threshold: float
+    state: Literal["inactive", "pending", "firing", "resolved"]
+    value: float | None
+    evaluated_at: datetime | None
+    incident_id: UUID | None
+
+
+class AlertIncident(Reply):
+    id: UUID
+    alert_id: UUID | None
+    title: str
+    fired_at: datetime
+    resolved_at: datetime | None
+    peak: float | None
+    acknowledged_at: datetime | None
+
+
+class AlertHistory(Reply):
+    alerts: list[AlertNow]
+    incidents: list[AlertIncident]
+
+
+class Webhook(Reply):
+    id: UUID
+    url: str
+    created_at: datetime
+
+
+class ListedWebhook(Webhook):
+    last_status: str | None
+    last_http_status: int | None
+    last_error: str | None
+    last_delivery_at: datetime | None
+
+
+class Webhooks(Reply):
+    webhooks: list[ListedWebhook]
+
+
+class NewWebhook(Reply):
+    """The signing secret is shown here once."""
+
+    webhook: Webhook
+    secret: str

@@ -6,7 +6,9 @@ fuzz checks every answer against; the handlers keep returning plain data.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
+from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict
 
@@ -23,3 +25,17 @@ class Health(Reply):
 
     status: Literal["ok", "degraded"]
     checks: dict[str, str]
+
+
+class PushSubscription(Reply):
+    """A browser's push subscription as both products store it (never its keys)."""
+
+    id: UUID
+    endpoint: str
+    endpoint_hash: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class PushSubscriptionReply(Reply):
+    subscription: PushSubscription

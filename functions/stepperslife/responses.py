@@ -141,15 +141,3 @@ class UploadForm(Reply):
     upload: PresignedPost
     max_bytes: int
     expires_at: datetime
-
-
-class PushSubscription(Reply):
-    id: UUID
-    endpoint: str
-    endpoint_hash: str
-    created_at: datetime
-    updated_at: datetime
-
-
-class PushSubscriptionReply(Reply):
-    subscription: PushSubscription

@@ -10,10 +10,10 @@ from __future__ import annotations
 from chalice.app import Blueprint, Response
 
 from functions.platform.http import Call, json_response
+from functions.platform.responses import PushSubscriptionReply
 from functions.platform.schemas import PushSubscriptionIn, PushSubscriptionRef
 from functions.stepperslife.composition import container
 from functions.stepperslife.http import AUTHENTICATED, route
-from functions.stepperslife.responses import PushSubscriptionReply
 
 bp = Blueprint(__name__)
 
