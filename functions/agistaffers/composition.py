@@ -105,7 +105,9 @@ class Container(ProductContainer):
 
     @cached_property
     def provisioning_messages(self) -> ProvisioningMessages:
-        mailer = SesMailer(lambda: aws_client(self.settings, "sesv2"), self.settings.mail.sender)
+        mailer = SesMailer(
+            lambda: aws_client(self.settings, "sesv2", config=SesMailer.client_config()), self.settings.mail.sender
+        )
         return ProvisioningMessages(self.db, self.claims, self.provisioning, mailer)
 
     @cached_property

@@ -62,6 +62,11 @@ class Transient(Exception):
         self.retry_after = retry_after
 
 
+class NoEffect(Transient):
+    """A transient failure known to have had no effect (refused, or never reached): for a call that
+    must not be repeated when it may have landed (a mail), repeating it after this is safe."""
+
+
 class Permanent(Exception):
     """Will not change by retrying; ``reason`` is for the customer to read."""
 
