@@ -13,6 +13,7 @@ from typing import Any
 
 from functions.agistaffers.services.saga import NoEffect
 
+
 class SesMailer:
     def __init__(self, client_factory: Callable[[], Any], sender: str | None) -> None:
         self._factory = client_factory
