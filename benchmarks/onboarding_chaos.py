@@ -347,9 +347,11 @@ def main() -> None:
         url = env.settings.database_url_for("agistaffers")
         if args.burst:
             # Baseline: a tenth of the burst, which fits in one budget window.
-            calm = {"crash_probability": 0.0, "faulty": False}
-            baseline = run_once(url, env.settings, runs=max(10, args.burst // 10), seed=1, **calm)
-            rounds = [run_once(url, env.settings, runs=args.burst, seed=100 + n, **calm) for n in range(args.repeats)]
+            def calm(runs: int, seed: int) -> dict[str, Any]:
+                return run_once(url, env.settings, runs=runs, crash_probability=0.0, seed=seed, faulty=False)
+
+            baseline = calm(max(10, args.burst // 10), 1)
+            rounds = [calm(args.burst, 100 + n) for n in range(args.repeats)]
             figure = "wall_seconds_per_run"
         else:
             runs = args.runs or (1000 if args.full else 150)
