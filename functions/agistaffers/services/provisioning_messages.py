@@ -83,6 +83,12 @@ class ProvisioningMessages:
 
     def _send_welcome(self, site_id: str) -> None:
         """The site's welcome mail, at most once ever (see the module's failure model)."""
+        with self._db.transaction() as conn:
+            site = load_site(conn, site_id)
+        if site is None or site["status"] != "active":
+            return  # deleted (or failed) since: no welcome for a site that is not live
+        # Everything but the SES call happens before the claim: the window in doubt holds nothing else.
+        subject, text, html = welcome_mail(site)
         claimed = self._claims.claim(WELCOME_SCOPE, f"welcome:{site_id}", lease=WELCOME_LEASE)
         if isinstance(claimed, Done):
             return
@@ -90,13 +96,6 @@ class ProvisioningMessages:
             log.error("welcome mail of site %s in doubt: its sender died mid-send; not sent again", site_id)
             self._claims.complete(claimed, {"outcome": "in_doubt", "why": "the sender died mid-send"})
             return
-        with self._db.transaction() as conn:
-            site = load_site(conn, site_id)
-        if site is None or site["status"] != "active":
-            # Deleted (or failed) since: no welcome for a site that is not live.
-            self._claims.complete(claimed, {"outcome": "skipped"})
-            return
-        subject, text, html = welcome_mail(site)
         try:
             message_id = self._mailer.send(to=site["email"], subject=subject, text=text, html=html)
         except NoEffect:
