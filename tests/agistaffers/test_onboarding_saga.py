@@ -17,7 +17,7 @@ from functions.agistaffers.adapters.ses_mail import SesMailer
 from functions.agistaffers.services.customers import CustomerService
 from functions.agistaffers.services.provisioning import Provisioning, owner_mark
 from functions.agistaffers.services.provisioning_messages import ProvisioningMessages
-from functions.agistaffers.services.saga import NoEffect
+from functions.agistaffers.services.saga import MAX_ATTEMPTS, NoEffect
 from functions.agistaffers.services.sites import SiteService
 from functions.platform.adapters.postgres import Database
 from functions.platform.claims import ClaimBusy, Claims
@@ -75,7 +75,7 @@ def test_a_run_paused_by_repeated_errors_is_retried_by_staff_from_the_failed_ste
     settle(provisioning, sql)
     progress, steps = provisioning.progress(site_id), steps_of(provisioning, site_id)
     assert progress["status"] == "failed" and "our team" in progress["reason"]
-    assert (steps["stack"]["state"], steps["stack"]["attempts"]) == ("failed", 8)
+    assert (steps["stack"]["state"], steps["stack"]["attempts"]) == ("failed", MAX_ATTEMPTS)
     assert "503" in steps["stack"]["last_error"]
     assert site_row(sql, site_id)["status"] == "failed" and "our team" in site_row(sql, site_id)["reason"]
     reserved_at = steps["reserve"]["finished_at"]
