@@ -39,8 +39,15 @@ def failure(status: int, code: int, message: str, headers: dict[str, str] | None
 
 class FakeCloudflare:
     def __init__(
-        self, token: str, zone_id: str, *, faults: Faults | None = None, now: Callable[[], float] = time.time
+        self,
+        token: str,
+        zone_id: str,
+        *,
+        faults: Faults | None = None,
+        now: Callable[[], float] = time.time,
+        limit: int = LIMIT,
     ) -> None:
+        """``limit``: requests per 5 minutes (Cloudflare's is 1,200; a test scales it down)."""
         self.token = token
         self.zone_id = zone_id
         self.faults = faults or Faults()
@@ -48,8 +55,11 @@ class FakeCloudflare:
         self.records: dict[str, dict[str, Any]] = {}
         # Names the zone refuses (1004 "DNS Validation Error"), as for a name outside the zone.
         self.refused_names: set[str] = set()
+        self.limit = limit
         self.lockouts = 0
         self.requests = 0
+        # The most requests counted in any 5-minute window so far (what a budget must keep <= limit).
+        self.peak_window_requests = 0
         self._calls: deque[float] = deque()
         self._locked_until = 0.0
         self._lock = threading.Lock()
@@ -70,7 +80,8 @@ class FakeCloudflare:
             while self._calls and self._calls[0] <= now - WINDOW_SECONDS:
                 self._calls.popleft()
             self._calls.append(now)
-            if len(self._calls) > LIMIT:
+            self.peak_window_requests = max(self.peak_window_requests, len(self._calls))
+            if len(self._calls) > self.limit:
                 self._locked_until = now + LOCKOUT_SECONDS
                 self.lockouts += 1
                 return failure(429, 10000, "Rate limited: locked out", {"Retry-After": str(int(LOCKOUT_SECONDS))})

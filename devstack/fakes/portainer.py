@@ -6,7 +6,8 @@ Env, CreationDate, ...}``; ``POST /api/stacks/create/standalone/string?endpointI
 stackFileContent, env}`` and answers 409 for a name taken on that endpoint; errors are ``{message,
 details}``. The ingress (``ingress_address``) answers the TLS handshake for a domain only while a
 running stack declares it (label ``io.agistack.domain``), like a reverse proxy that gets a certificate
-once the container is up; otherwise it presents a certificate for another name.
+once the container is up (and its certificate is not refused: ``certificate_refused``, like an ACME
+failure); otherwise it presents a certificate for another name.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ class FakePortainer:
         self.endpoint_id = endpoint_id
         self.stacks: dict[int, dict[str, Any]] = {}
         self.creates = 0
+        # Domains whose certificate is never issued (an ACME rate limit or a failed challenge).
+        self.certificate_refused: set[str] = set()
         self._next_id = 1
         self._lock = threading.Lock()
         self._tls = _Certificates()
@@ -62,6 +65,8 @@ class FakePortainer:
             return owned
 
     def serves(self, domain: str) -> bool:
+        if domain in self.certificate_refused:
+            return False
         with self._lock:
             for stack in self.stacks.values():
                 match = DOMAIN_LABEL.search(stack["StackFileContent"])

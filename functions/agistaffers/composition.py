@@ -113,7 +113,9 @@ class Container(ProductContainer):
 
     @cached_property
     def provisioning_messages(self) -> ProvisioningMessages:
-        mailer = SesMailer(lambda: aws_client(self.settings, "sesv2"), self.settings.mail.sender)
+        mailer = SesMailer(
+            lambda: aws_client(self.settings, "sesv2", config=SesMailer.client_config()), self.settings.mail.sender
+        )
         channels = [("push", self.staff_push.push_alert), ("webhooks", self.webhooks.deliver_alert)]
         return ProvisioningMessages(self.db, self.claims, self.provisioning, mailer, alert_channels=channels)
 

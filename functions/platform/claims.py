@@ -48,11 +48,13 @@ class ClaimMismatch(Exception):
 
 
 class Held(NamedTuple):
-    """A claim this caller holds: complete or release it."""
+    """A claim this caller holds: complete or release it. ``taken_over``: an earlier holder claimed it
+    and neither completed nor released it (it died mid-work, or outlived its lease)."""
 
     scope: str
     key: str
     holder: str
+    taken_over: bool = False
 
 
 class Done(NamedTuple):
@@ -122,11 +124,12 @@ class Claims:
                 "claimed_at = EXCLUDED.claimed_at, locked_until = EXCLUDED.locked_until "
                 "WHERE claims.status = 'in_progress' AND claims.locked_until <= EXCLUDED.claimed_at "
                 "AND claims.fingerprint IS NOT DISTINCT FROM EXCLUDED.fingerprint "
-                "RETURNING holder",
+                # xmax is 0 on a freshly inserted row, set on one the ON CONFLICT branch updated.
+                "RETURNING holder, xmax <> 0 AS taken_over",
                 (scope, key, fingerprint, holder, now, now + lease),
             ).fetchone()
             if claimed is not None:
-                return Held(scope, key, holder)
+                return Held(scope, key, holder, bool(claimed["taken_over"]))
             existing = conn.execute(
                 "SELECT fingerprint, status, result FROM claims WHERE scope = %s AND key = %s", (scope, key)
             ).fetchone()

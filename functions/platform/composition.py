@@ -29,11 +29,12 @@ def read_secret_from_aws(arn: str) -> str:
     return str(value)
 
 
-def aws_client(settings: Settings, service: str) -> Any:
+def aws_client(settings: Settings, service: str, config: Any = None) -> Any:
+    """``config``: a ``botocore.config.Config`` (timeouts, retries), botocore's defaults otherwise."""
     import boto3  # lazily: built on first use, not at cold start
 
     session = boto3.session.Session(region_name=settings.aws.region)
-    return session.client(service, endpoint_url=settings.aws.endpoint_url)  # type: ignore[call-overload]
+    return session.client(service, endpoint_url=settings.aws.endpoint_url, config=config)  # type: ignore[call-overload]
 
 
 def redis_client(settings: Settings) -> Any:

@@ -24,7 +24,7 @@ from functions.agistaffers.services.provisioning import Provisioning
 from functions.agistaffers.services.sites import SiteService
 from functions.platform.adapters.postgres import Database
 from functions.platform.budget import RequestBudget
-from functions.platform.composition import redis_client
+from functions.platform.composition import aws_client, redis_client
 from functions.platform.config import Settings
 from functions.platform.login_throttle import LoginThrottle
 from shared.envelope import AGISTAFFERS
@@ -203,3 +203,11 @@ class Tenants:
 @pytest.fixture
 def tenants(accounts: AccountService, customers: CustomerService, staff: Actor) -> Tenants:
     return Tenants(accounts, customers, staff)
+
+
+@pytest.fixture
+def ses_sender(settings: Settings) -> str:
+    """A sender address verified in moto's SES."""
+    sender = "hello@agistaffers.example.com"
+    aws_client(settings, "sesv2").create_email_identity(EmailIdentity=sender)
+    return sender

@@ -320,13 +320,6 @@ class _NoMail:
         raise AssertionError("no mail expected here")
 
 
-@pytest.fixture
-def ses_sender(settings: Settings) -> str:
-    sender = "hello@agistaffers.example.com"
-    aws_client(settings, "sesv2").create_email_identity(EmailIdentity=sender)
-    return sender
-
-
 def sent_mails(settings: Settings, to: str) -> list[dict[str, Any]]:
     with urllib.request.urlopen(f"{settings.aws.endpoint_url}/moto-api/data.json") as response:
         data = json.load(response)

@@ -60,9 +60,7 @@ def stack(configured_app: Any, clean_stepperslife: None, tmp_path: Path) -> Iter
     api = local_server(configured_app, "127.0.0.1", 0)
     api.start()
     metrics_url, stop_metrics = metrics.serve("127.0.0.1", 0)
-    config = GatewayConfig.from_mapping(
-        {"EDGE_SIGNING_SECRET": SIGNING_SECRET, "STEPPERSLIFE_ORIGIN": api.url}
-    )
+    config = GatewayConfig.from_mapping({"EDGE_SIGNING_SECRET": SIGNING_SECRET, "STEPPERSLIFE_ORIGIN": api.url})
     edge_log = _Records()
     edge = EdgeServer("127.0.0.1", 0, tmp_path, config, log_sink=edge_log)
     edge.start()

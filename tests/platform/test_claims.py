@@ -103,14 +103,14 @@ def test_an_expired_lease_is_taken_over_and_its_old_holder_cannot_finish(
 ) -> None:
     claims = Claims(db, now=clock)
     first = claims.claim(scope, "k", lease=LEASE)
-    assert isinstance(first, Held)
+    assert isinstance(first, Held) and not first.taken_over
     clock.now += LEASE - timedelta(seconds=1)
     with pytest.raises(ClaimBusy):
         claims.claim(scope, "k", lease=LEASE)
 
     clock.now += timedelta(seconds=1)  # the first holder died: its lease ran out
     second = claims.claim(scope, "k", lease=LEASE)
-    assert isinstance(second, Held) and second.holder != first.holder
+    assert isinstance(second, Held) and second.holder != first.holder and second.taken_over
     with pytest.raises(ClaimBusy):
         claims.claim(scope, "k", lease=LEASE)
 

@@ -4,8 +4,8 @@ Sagas:
 - ``onboard``: reserve (site still wanted, plan limits, the container's size) → stack (Portainer) →
   dns (Cloudflare) → https (the site answers with a valid certificate; bounded) → activate (site
   ``active``) → welcome (an outbox row, so the mail goes out once per site). Undo: dns, then stack.
-- ``teardown`` (a deleted site) and ``remove`` (a cancelled customer's site, after a grace period):
-  the same undo functions as forward steps.
+- ``teardown`` (a deleted site) and ``remove`` (a cancelled customer's site: stopped at once, removed
+  after a grace period): the same undo functions as forward steps.
 - ``suspend`` / ``reinstate``: stop / start the stack and mark the site.
 
 Ports, implemented by the adapters (``functions/agistaffers/adapters``): each external call is
@@ -312,6 +312,13 @@ class Provisioning:
             "remove": Saga(
                 "remove",
                 (
+                    # A cancelled account's sites stop serving at once; their data stays for the grace
+                    # period (a mistaken cancellation can still be recovered by staff), then goes.
+                    Step("stop", run=self._running(False)),
+                    Step(
+                        "mark_stopped",
+                        commit=self._mark("suspended", ("active",), "the account is cancelled"),
+                    ),
                     Step("grace", run=self._grace_step),
                     *teardown,
                     Step(

@@ -3,14 +3,20 @@ send (``site.welcome``) or a customer's status change that starts runs (``custom
 
 Failure model: a saga step is idempotent by the run's lease and records (a duplicate message finds the
 run not due or held, and does nothing). The other topics go through the platform's step engine, whose
-claims make each of them run once per outbox row; the welcome mail's claim is taken before SES is
-called and completed after, so a redelivery never sends it again; only a crash between SES accepting
-the mail and the claim's completion can send it twice (after the claim's lease), the one window no
-API without idempotency keys can close. A message no retry can fix is a ``PoisonMessage``.
+claims make each of them run once per outbox row. The welcome mail has its own claim per site
+(``mail`` / ``welcome:<site>``), because SES has no idempotency key and a resend cannot be undone:
+the claim is committed before SES is called and completed with the message id after. SES refusing
+(or never being reached: ``NoEffect``) releases it, so a retry sends. A claim found taken over (its
+holder died between claiming and recording) or an unclear answer (a read timeout) is "in doubt": SES
+may have accepted the mail and cannot be asked, so it is NOT sent again (at most once, logged as an
+error for staff). That window (claim committed → SES's answer recorded, milliseconds) is the only one
+in which a mail can be lost; nothing can send a site's welcome twice. A message no retry can fix is a
+``PoisonMessage``.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Protocol
@@ -18,19 +24,25 @@ from typing import Protocol
 from functions.agistaffers.services import parse_uuid
 from functions.agistaffers.services.domain_events import ALERT_TOPIC, CUSTOMER_STATUS_TOPIC, TOPICS, WELCOME_TOPIC
 from functions.agistaffers.services.provisioning import Provisioning, alert_mail, load_site, welcome_mail
-from functions.agistaffers.services.saga import DUE_TOPIC
-from functions.platform.claims import Claims
+from functions.agistaffers.services.saga import DUE_TOPIC, NoEffect
+from functions.platform.claims import Claims, Done
 from functions.platform.ports import TransactionalDatabase
 from functions.platform.processing import PoisonMessage, ReceivedEvent, Step, StepEngine, parse_envelope
 from functions.platform.queues import QueueMessage
 
+log = logging.getLogger("agistack.provisioning")
+
 # SQS keeps a message 14 days at most: no redelivery can need a claim older than that.
 RETENTION = timedelta(days=14)
+WELCOME_SCOPE = "mail"
+# Longer than an SES call can take (SesMailer's timeouts: 5 s connect, 20 s read, no client retry).
+WELCOME_LEASE = timedelta(seconds=90)
 
 
 class Mailer(Protocol):
     def send(self, *, to: str, subject: str, text: str, html: str) -> str:
-        """Send one mail; returns the provider's message id. Raises when it was not accepted."""
+        """Send one mail; returns the provider's message id. Raises ``NoEffect`` when the provider
+        certainly did not accept it; any other exception leaves that in doubt."""
         ...
 
 
@@ -60,12 +72,12 @@ class ProvisioningMessages:
         (staff push, customer webhooks), each run once per change by its own claim. A channel that may
         ask for a later retry (raising) goes last, so that the others are not held up by it."""
         self._db = db
+        self._claims = claims
         self._provisioning = provisioning
         self._mailer = mailer
         self._once = StepEngine(
             claims,
             {
-                WELCOME_TOPIC: [("send", self._send_welcome)],
                 CUSTOMER_STATUS_TOPIC: [("start_runs", self._customer_changed)],
                 ALERT_TOPIC: [("mail", self._mail_alert), *alert_channels],
             },
@@ -76,16 +88,36 @@ class ProvisioningMessages:
         event = parse_envelope(message.body, TOPICS, check_payload)
         if event.topic == DUE_TOPIC:
             self._provisioning.engine.advance(str(event.payload["run_id"]))
+        elif event.topic == WELCOME_TOPIC:
+            self._send_welcome(str(event.payload["site_id"]))
         else:
             self._once.handle(message)
 
-    def _send_welcome(self, event: ReceivedEvent) -> None:
+    def _send_welcome(self, site_id: str) -> None:
+        """The site's welcome mail, at most once ever (see the module's failure model)."""
         with self._db.transaction() as conn:
-            site = load_site(conn, str(event.payload["site_id"]))
+            site = load_site(conn, site_id)
         if site is None or site["status"] != "active":
             return  # deleted (or failed) since: no welcome for a site that is not live
+        # Everything but the SES call happens before the claim: the window in doubt holds nothing else.
         subject, text, html = welcome_mail(site)
-        self._mailer.send(to=site["email"], subject=subject, text=text, html=html)
+        claimed = self._claims.claim(WELCOME_SCOPE, f"welcome:{site_id}", lease=WELCOME_LEASE)
+        if isinstance(claimed, Done):
+            return
+        if claimed.taken_over:
+            log.error("welcome mail of site %s in doubt: its sender died mid-send; not sent again", site_id)
+            self._claims.complete(claimed, {"outcome": "in_doubt", "why": "the sender died mid-send"})
+            return
+        try:
+            message_id = self._mailer.send(to=site["email"], subject=subject, text=text, html=html)
+        except NoEffect:
+            self._claims.release(claimed)
+            raise
+        except Exception as exc:
+            log.error("welcome mail of site %s in doubt (%s: %s); not sent again", site_id, type(exc).__name__, exc)
+            self._claims.complete(claimed, {"outcome": "in_doubt", "why": type(exc).__name__})
+            return
+        self._claims.complete(claimed, {"outcome": "sent", "message_id": message_id})
 
     def _mail_alert(self, event: ReceivedEvent) -> None:
         """An alert fired or resolved: the customer's contact address hears of it, once per change."""

@@ -52,6 +52,10 @@ BACKOFF_CAP_SECONDS = 300.0
 # Undoing never gives up; it retries at most this far apart.
 UNDO_BACKOFF_CAP_SECONDS = 3600.0
 MAX_ERROR_LENGTH = 500
+# Attempts before a failing step pauses its run for staff: with the backoff (2 s doubling, capped at
+# 5 minutes) about 20 minutes of patience, so a provider's short outage is waited out, not escalated.
+# A crashed attempt counts too: a step that keeps killing its worker must stop somewhere.
+MAX_ATTEMPTS = 12
 
 
 class Transient(Exception):
@@ -60,6 +64,11 @@ class Transient(Exception):
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class NoEffect(Transient):
+    """A transient failure known to have had no effect (refused, or never reached): for a call that
+    must not be repeated when it may have landed (a mail), repeating it after this is safe."""
 
 
 class Permanent(Exception):
@@ -103,7 +112,7 @@ class Step:
     commit: DatabaseStep | None = None
     # Undoes the step by its natural key (so also what a crashed attempt made); safe to repeat.
     undo: Callable[[Context], None] | None = None
-    max_attempts: int = 8
+    max_attempts: int = MAX_ATTEMPTS
     # What running out of attempts means: "pause" (stop, keep resources, staff decide) or a
     # customer-readable reason to compensate with.
     exhausted: str = "pause"
