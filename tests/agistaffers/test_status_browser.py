@@ -70,12 +70,11 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture(scope="module")
 def edge_url(configured_agi_app: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The real AGI Staffers API over HTTP (chalice local, as ``agistack dev`` serves it) behind the
+    """The real AGI Staffers API over HTTP (as ``agistack dev`` serves it) behind the
     real local edge; the edge's URL."""
     api = local_server(configured_agi_app, "127.0.0.1", 0)
-    api_url = f"http://127.0.0.1:{api.server.server_address[1]}"
-    thread = threading.Thread(target=api.server.serve_forever, name="status-page-api", daemon=True)
-    thread.start()
+    api.start()
+    api_url = api.url
     config = local_edge_config(
         {},
         signing_secret=SIGNING_SECRET,
@@ -91,8 +90,7 @@ def edge_url(configured_agi_app: Any, tmp_path_factory: pytest.TempPathFactory) 
     stopping = threading.Thread(target=edge.stop, name="status-page-edge-stop")
     stopping.start()
     stopping.join()
-    api.server.shutdown()
-    api.server.server_close()
+    api.stop()
 
 
 @dataclass
