@@ -172,3 +172,11 @@ class SiteListQuery(QueryString):
 
 class MetricsQuery(QueryString):
     range: Literal["1h", "24h", "7d", "30d", "90d"] = "24h"
+
+
+class IncidentListQuery(QueryString):
+    site_id: UUID | None = None
+    kind: Literal["alert", "downtime", "certificate"] | None = None
+    open: bool | None = None
+    limit: Limit = 50
+    cursor: Cursor | None = None

@@ -88,6 +88,11 @@ class StatusPages:
                 "WHERE state = 'firing' AND site_id = ANY(%s) GROUP BY site_id",
                 (ids,),
             ).fetchall()
+            # An open downtime incident is the uptime checks' verdict, ahead of the next rollup.
+            down = conn.execute(
+                "SELECT site_id FROM incidents WHERE kind = 'downtime' AND resolved_at IS NULL AND site_id = ANY(%s)",
+                (ids,),
+            ).fetchall()
             incidents = conn.execute(
                 "SELECT i.id, i.site_id, s.domain, i.kind, i.title, i.opened_at, i.resolved_at FROM incidents i "
                 "JOIN customer_sites s ON s.id = i.site_id WHERE i.site_id = ANY(%s) "
@@ -99,7 +104,15 @@ class StatusPages:
                 "company_name": customer["company_name"],
                 "generated_at": now,
                 "sites": [
-                    _site(site, days, current, {row["site_id"]: row["n"] for row in firing}, now) for site in sites
+                    _site(
+                        site,
+                        days,
+                        current,
+                        {row["site_id"]: row["n"] for row in firing},
+                        {row["site_id"] for row in down},
+                        now,
+                    )
+                    for site in sites
                 ],
                 "incidents": incidents,
             }
@@ -115,6 +128,7 @@ def _site(
     days: list[dict[str, Any]],
     current: list[dict[str, Any]],
     firing: dict[Any, int],
+    down: set[Any],
     now: datetime,
 ) -> dict[str, Any]:
     own = [row for row in days if row["site_id"] == site["id"]]
@@ -134,7 +148,9 @@ def _site(
         for day in ((today - timedelta(days=offset)).isoformat() for offset in range(BAR_DAYS - 1, -1, -1))
     ]
     latest = next((row["up"] for row in current if row["site_id"] == site["id"]), None)
-    if latest is None:
+    if site["id"] in down:
+        state = "down"
+    elif latest is None:
         state = "unknown"
     elif latest == 0:
         state = "down"
