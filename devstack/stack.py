@@ -205,7 +205,7 @@ class DevStack:
             # The uptime checks reach the sites there too (the same explicit allow-list); smoke flips them.
             self.urls["fake_site_health"] = f"{portainer.url}/_fake/health"
             log.info("fake portainer at %s, sites' https at %s", portainer.url, portainer.ingress_address)
-            log.info("flip a site's health: POST %s {\"healthy\": false}", self.urls["fake_site_health"])
+            log.info('flip a site\'s health: POST %s {"healthy": false}', self.urls["fake_site_health"])
         if not self.env.get("CLOUDFLARE_ZONE_ID"):
             token = self.env.get("CLOUDFLARE_API_TOKEN") or secrets.token_urlsafe(24)
             cloudflare = FakeCloudflare(token, LOCAL_ZONE_ID)

@@ -158,7 +158,13 @@ class Container(ProductContainer):
         )
         checker = SiteChecker(client, timeout_seconds=policy.timeout_seconds, max_redirects=policy.max_redirects)
         return UptimeMonitor(
-            self.db, domain_events.outbox, checker, self.metrics.store, self.dashboards.invalidate, policy
+            self.db,
+            domain_events.outbox,
+            checker,
+            store_samples=self.metrics.store,
+            invalidate=self.dashboards.invalidate,
+            flush=self.outbox_relay.flush_after_commit,
+            policy=policy,
         )
 
     # The schedules' use cases, named once for the Lambda handlers and the dev stack.

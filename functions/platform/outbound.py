@@ -171,7 +171,9 @@ class GuardedHttpClient:
             raise OutboundUnavailable(f"{target.host}: {type(exc).__name__}") from exc
         if len(data) > self._max_response_bytes:
             data = data[: self._max_response_bytes]
-        return Response(status=answer.status, headers=answer.headers, body=data, url=url, certificate_expires_at=expires_at)
+        return Response(
+            status=answer.status, headers=answer.headers, body=data, url=url, certificate_expires_at=expires_at
+        )
 
     def _pool(self, target: Target, address: str) -> urllib3.HTTPConnectionPool:
         key = (target.scheme, address, target.port, target.host)

@@ -67,7 +67,13 @@ def monitor_for(agi_db: Database, client: GuardedHttpClient, **policy: Any) -> U
     rules = UptimePolicy(**{"failures_to_down": 2, "successes_to_up": 2, "timeout_seconds": 2.0, **policy})
     checker = SiteChecker(client, timeout_seconds=rules.timeout_seconds, max_redirects=rules.max_redirects)
     return UptimeMonitor(
-        agi_db, domain_events.outbox, checker, container().metrics.store, container().dashboards.invalidate, rules
+        agi_db,
+        domain_events.outbox,
+        checker,
+        store_samples=container().metrics.store,
+        invalidate=container().dashboards.invalidate,
+        flush=lambda: None,  # the test reads the outbox rows themselves
+        policy=rules,
     )
 
 
@@ -94,14 +100,18 @@ def flip(portainer: FakePortainer, healthy: bool) -> None:
         headers={"Content-Type": "application/json"},
         method="POST",
     )
-    with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - the local fake
+    with urllib.request.urlopen(request, timeout=5) as response:
         assert json.load(response)["healthy"] is healthy
 
 
 def run_due(monitor: UptimeMonitor, sql: psycopg.Connection[Any]) -> dict[str, int]:
-    """One pass over every site, due now."""
-    sql.execute("UPDATE uptime_checks SET next_due = now() - interval '1 second'")
-    return monitor.run(budget_seconds=0.01)
+    """One pass (budget 0) over every site, each made due now (a run gives a new site a phase of its
+    interval, which may be later)."""
+    sql.execute(
+        "INSERT INTO uptime_checks (site_id) SELECT id FROM customer_sites "
+        "ON CONFLICT (site_id) DO UPDATE SET next_due = now() - interval '1 second'"
+    )
+    return monitor.run(budget_seconds=0)
 
 
 def test_a_flipped_site_goes_down_once_mails_its_owner_and_comes_back_up(
@@ -129,7 +139,6 @@ def test_a_flipped_site_goes_down_once_mails_its_owner_and_comes_back_up(
         return row[0], row[1], row[2]
 
     try:
-        assert monitor.run(budget_seconds=0)["checked"] == 0  # no budget: only the site's row is made
         assert run_due(monitor, sql)["checked"] == 1
         assert state() == ("up", 0, 1)
         flip(portainer, healthy=False)
@@ -157,9 +166,7 @@ def test_a_flipped_site_goes_down_once_mails_its_owner_and_comes_back_up(
     ).fetchall()
     assert [value for (value,) in samples] == [1, 0, 0, 0, 1, 1]
 
-    notes = sql.execute(
-        "SELECT payload, dedup_key FROM outbox WHERE topic = 'monitoring.alert' ORDER BY id"
-    ).fetchall()
+    notes = sql.execute("SELECT payload, dedup_key FROM outbox WHERE topic = 'monitoring.alert' ORDER BY id").fetchall()
     assert [key for _, key in notes] == [f"downtime:{incident_id}:firing", f"downtime:{incident_id}:resolved"]
     # The alerts' mail step tells the owner, once per change even when redelivered.
     mailer = SesMailer(lambda: aws_client(settings, "sesv2"), ses_sender)
@@ -187,8 +194,7 @@ def test_two_runs_at_once_check_each_site_once_and_open_one_incident_each(
     for number in range(5):  # not on the ingress: every check fails (503, no container)
         active_site(sites, owner, sql, f"shop{number}.example.com")
     monitor = monitor_for(agi_db, client_for(portainer.ingress_address, portainer.ca_file), failures_to_down=1)
-    monitor.run(budget_seconds=0)  # makes the sites' rows
-    sql.execute("UPDATE uptime_checks SET next_due = now() - interval '1 second'")
+    sql.execute("INSERT INTO uptime_checks (site_id, next_due) SELECT id, now() - interval '1 s' FROM customer_sites")
     barrier = threading.Barrier(2)
     results: list[dict[str, int]] = []
 
@@ -298,7 +304,6 @@ def test_the_certificate_expiry_comes_from_the_handshake_and_warns_once_per_thre
 ) -> None:
     site = active_site(sites, tenants.owner(plan="business"), sql, DOMAIN)
     monitor = monitor_for(agi_db, client_for(tls_site.address, tls_site.ca_file))
-    monitor.run(budget_seconds=0)
     assert run_due(monitor, sql)["certificate_warnings"] == 1  # 10 days left: under 14
     assert run_due(monitor, sql)["certificate_warnings"] == 0
     expires = sql.execute("SELECT cert_expires_at FROM uptime_checks WHERE site_id = %s", (site["id"],)).fetchone()
@@ -334,22 +339,27 @@ def test_status_latency_and_keyword(tls_site: TlsSite) -> None:
     assert (broken.ok, broken.status, broken.error) == (False, 500, "HTTP 500")
 
 
-@pytest.mark.parametrize(
-    "location",
-    [
-        "https://169.254.169.254/latest/meta-data/",
-        "http://10.0.0.7/",
-        "https://[::ffff:127.0.0.1]/",
-        "https://127.0.0.2/",  # loopback (127.0.0.1 itself is this test's allow-listed fake)
-        "https://0x7f.1/",
-        "https://user@acme.example.com/",
-    ],
-)
-def test_a_redirect_to_a_private_address_is_refused_before_connecting(tls_site: TlsSite, location: str) -> None:
-    tls_site.answer = (302, b"", {"Location": location})
-    result = checker_for(tls_site).check(DOMAIN)
-    assert not result.ok and (result.error or "").startswith("refused")
-    assert tls_site.requests == 1  # the first hop only
+REFUSED_REDIRECTS = [
+    "https://169.254.169.254/latest/meta-data/",
+    "http://10.0.0.7/",
+    "https://[::ffff:127.0.0.1]/",
+    "https://127.0.0.2/",  # loopback (127.0.0.1 itself is this test's allow-listed fake)
+    "https://0x7f.1/",
+    "https://user@acme.example.com/",
+]
+
+
+def test_a_redirect_to_a_private_address_is_refused_before_connecting(tls_site: TlsSite) -> None:
+    checker = checker_for(tls_site)
+    for location in REFUSED_REDIRECTS:
+        tls_site.requests = 0
+        tls_site.answer = (302, b"", {"Location": location})
+        result = checker.check(DOMAIN)
+        assert not result.ok and (result.error or "").startswith("refused"), location
+        assert tls_site.requests == 1  # the first hop only
+    tls_site.answer = (302, b"", {"Location": "/moved"})
+    assert not checker.check(DOMAIN).ok  # redirected to itself again and again: bounded, a failure
+    assert tls_site.requests == 1 + 1 + 3
 
 
 def test_a_site_whose_name_resolves_to_a_private_address_is_never_connected_to(tls_site: TlsSite) -> None:
@@ -398,6 +408,9 @@ def test_incidents_are_listed_per_tenant_and_acknowledged_by_staff_only(
     assert call("GET", f"/incidents?site_id={site_b['id']}&open=true", staff).json["items"][0]["id"] == ids["b"]
     assert call("GET", "/incidents?kind=alert", staff).json["items"] == []
     assert call("GET", "/incidents", None).status == 401
+    assert call("GET", f"/sites/{site_a['id']}/uptime", owner_a).json["uptime"]["state"] == "unknown"
+    assert call("GET", f"/sites/{site_a['id']}/uptime", owner_b).status == 404
+    assert call("GET", f"/sites/{site_a['id']}/uptime", staff).status == 200
     assert call("POST", f"/incidents/{ids['a']}/acknowledge", None).status == 401
 
     first = call("POST", f"/incidents/{ids['a']}/acknowledge", staff)

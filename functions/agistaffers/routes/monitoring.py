@@ -44,6 +44,12 @@ def site_metrics(call: Call) -> dict[str, Any]:
     return container().dashboards.site_metrics(caller(call), path_id(call, "site_id", "site"), query.range)
 
 
+@route(bp, "/sites/{site_id}/uptime", methods=["GET"], roles=SIGNED_IN)
+def site_uptime(call: Call) -> dict[str, Any]:
+    site = container().sites.get(caller(call), path_id(call, "site_id", "site"))  # 404 unless visible
+    return {"uptime": container().uptime.state(site["id"])}
+
+
 @route(bp, "/dashboard", methods=["GET"], roles=CUSTOMER_USERS)
 def customer_dashboard(call: Call) -> dict[str, Any]:
     return container().dashboards.customer_overview(caller(call))

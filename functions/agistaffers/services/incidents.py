@@ -31,7 +31,7 @@ def _not_found() -> NotFound:
 
 
 def public_incident(row: Row) -> dict[str, Any]:
-    return jsonable.json_ready(
+    shaped: dict[str, Any] = jsonable.json_ready(
         {
             "id": row["id"],
             "site_id": row["site_id"],
@@ -45,6 +45,7 @@ def public_incident(row: Row) -> dict[str, Any]:
             "acknowledged_at": row["acknowledged_at"],
         }
     )
+    return shaped
 
 
 class Incidents:

@@ -108,9 +108,9 @@ class StatusPages:
                         site,
                         days,
                         current,
-                        {row["site_id"]: row["n"] for row in firing},
-                        {row["site_id"] for row in down},
-                        now,
+                        firing={row["site_id"]: row["n"] for row in firing},
+                        down={row["site_id"] for row in down},
+                        now=now,
                     )
                     for site in sites
                 ],
@@ -127,6 +127,7 @@ def _site(
     site: dict[str, Any],
     days: list[dict[str, Any]],
     current: list[dict[str, Any]],
+    *,
     firing: dict[Any, int],
     down: set[Any],
     now: datetime,

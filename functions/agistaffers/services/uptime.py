@@ -40,6 +40,7 @@ from psycopg.types.json import Jsonb
 
 from functions.agistaffers.services.domain_events import ALERT_TOPIC
 from functions.agistaffers.services.metrics import SampleRow
+from functions.platform import jsonable
 from functions.platform.outbound import OutboundUnavailable
 from functions.platform.outbound import Response as HttpResponse
 from functions.platform.outbox import Outbox
@@ -163,8 +164,10 @@ class UptimeMonitor:
         db: TransactionalDatabase,
         outbox: Outbox,
         checker: SiteChecker,
+        *,
         store_samples: Callable[[list[SampleRow]], None],
         invalidate: Callable[[], None],
+        flush: Callable[[], None],
         policy: UptimePolicy,
     ) -> None:
         self._db = db
@@ -172,30 +175,37 @@ class UptimeMonitor:
         self._checker = checker
         self._store_samples = store_samples
         self._invalidate = invalidate  # told when a site went down or up (status pages show it)
+        self._flush = flush  # sends the committed notifications now rather than at the relay's next tick
         self.policy = policy
 
     def run(self, *, budget_seconds: float | None = None) -> dict[str, int]:
-        """Check what is due, and what falls due, until the budget is spent; returns counts."""
+        """Check what is due, then what falls due until the budget is spent (0: one pass); returns counts."""
         budget = self.policy.run_seconds if budget_seconds is None else budget_seconds
-        deadline = time.monotonic() + budget
         counts = {"checked": 0, "failed": 0, "down": 0, "up": 0, "certificate_warnings": 0}
         with self._db.transaction() as conn:
             conn.execute(_ENSURE_ROWS, {"now": datetime.now(UTC), "cap": self.policy.interval_cap_seconds})
+        deadline = time.monotonic() + budget
         in_flight: set[Future[Outcome]] = set()
+        first_pass = True
         with ThreadPoolExecutor(self.policy.concurrency, thread_name_prefix="uptime") as pool:
             while True:
                 free = self.policy.concurrency - len(in_flight)
-                if free > 0 and time.monotonic() < deadline:
-                    for site in self._claim(free):
+                if free > 0 and (first_pass or time.monotonic() < deadline):
+                    claimed = self._claim(free)
+                    # The first pass takes everything due now, a pool-full at a time.
+                    first_pass = first_pass and len(claimed) == free
+                    for site in claimed:
                         in_flight.add(pool.submit(self._check_and_record, site))
-                if not in_flight and time.monotonic() >= deadline:
+                if not in_flight and not first_pass and time.monotonic() >= deadline:
                     break
                 done, in_flight = wait(in_flight, timeout=0.25, return_when=FIRST_COMPLETED)
                 if not done and not in_flight:
                     time.sleep(min(0.25, max(0.0, deadline - time.monotonic())))
                 samples: list[SampleRow] = []
+                changed = False
                 for future in done:
                     outcome = future.result()
+                    changed = changed or bool(outcome.changes)
                     counts["checked"] += 1
                     counts["failed"] += not outcome.result.ok
                     for change in outcome.changes:
@@ -203,9 +213,22 @@ class UptimeMonitor:
                     samples.extend(outcome.samples)
                 if samples:  # one COPY for the checks that finished together
                     self._store_samples(samples)
-        if counts["down"] or counts["up"] or counts["certificate_warnings"]:
-            self._invalidate()
+                if changed:
+                    self._invalidate()
+                    self._flush()
         return counts
+
+    def state(self, site_id: Any) -> dict[str, Any]:
+        """A site's check state as its users see it (the caller has checked they may see the site)."""
+        with self._db.transaction() as conn:
+            row = conn.execute(
+                "SELECT state, consecutive_failures, consecutive_successes, next_due, last_checked_at, last_status, "
+                "last_latency_ms, last_error, cert_expires_at, keyword, incident_id "
+                "FROM uptime_checks WHERE site_id = %s",
+                (site_id,),
+            ).fetchone()
+        result: dict[str, Any] = jsonable.json_ready(row or {"state": "unknown", "last_checked_at": None})
+        return result
 
     def _claim(self, limit: int) -> list[Row]:
         with self._db.transaction() as conn:
@@ -232,7 +255,11 @@ class UptimeMonitor:
             failures = 0 if result.ok else state["consecutive_failures"] + 1
             successes = state["consecutive_successes"] + 1 if result.ok else 0
             new_state, incident_id = state["state"], state["incident_id"]
-            if result.ok and state["state"] != "up" and (state["state"] == "unknown" or successes >= self.policy.successes_to_up):
+            if (
+                result.ok
+                and state["state"] != "up"
+                and (state["state"] == "unknown" or successes >= self.policy.successes_to_up)
+            ):
                 new_state = "up"
                 if state["state"] == "down":
                     self._site_up(conn, state, moment)
@@ -278,7 +305,9 @@ class UptimeMonitor:
             ).fetchone()
             assert incident is not None
             return incident["id"]
-        self._notify(conn, state, incident["id"], "downtime", "firing", title, now, result.status)
+        self._notify(
+            conn, state, incident["id"], kind="downtime", change="firing", title=title, now=now, status=result.status
+        )
         return incident["id"]
 
     def _site_up(self, conn: Connection[Row], state: Row, now: datetime) -> None:
@@ -288,7 +317,16 @@ class UptimeMonitor:
             (now, state["site_id"]),
         ).fetchall()
         for incident in resolved:
-            self._notify(conn, state, incident["id"], "downtime", "resolved", incident["title"], now, None)
+            self._notify(
+                conn,
+                state,
+                incident["id"],
+                kind="downtime",
+                change="resolved",
+                title=incident["title"],
+                now=now,
+                status=None,
+            )
 
     def _certificate(
         self, conn: Connection[Row], state: Row, result: CheckResult, now: datetime, changes: list[str]
@@ -300,12 +338,21 @@ class UptimeMonitor:
             return warned
         if state["cert_expires_at"] is not None and expires != state["cert_expires_at"]:
             warned = None  # a new certificate: its warnings start afresh, the old one's are over
-            for incident in conn.execute(
+            for old in conn.execute(
                 "UPDATE incidents SET resolved_at = %s WHERE site_id = %s AND kind = 'certificate' "
                 "AND resolved_at IS NULL RETURNING id, title",
                 (now, state["site_id"]),
             ).fetchall():
-                self._notify(conn, state, incident["id"], "certificate", "resolved", incident["title"], now, None)
+                self._notify(
+                    conn,
+                    state,
+                    old["id"],
+                    kind="certificate",
+                    change="resolved",
+                    title=old["title"],
+                    now=now,
+                    status=None,
+                )
         # Only the tightest threshold crossed is raised: a certificate first seen 2 days before it
         # expires is one warning, not two.
         crossed = [days for days in CERT_WARNING_DAYS if expires - now < timedelta(days=days)]
@@ -318,7 +365,9 @@ class UptimeMonitor:
             (state["site_id"], title, now),
         ).fetchone()
         assert incident is not None
-        self._notify(conn, state, incident["id"], "certificate", "firing", title, now, None)
+        self._notify(
+            conn, state, incident["id"], kind="certificate", change="firing", title=title, now=now, status=None
+        )
         changes.append("certificate_warnings")
         return days
 
@@ -327,6 +376,7 @@ class UptimeMonitor:
         conn: Connection[Row],
         state: Row,
         incident_id: Any,
+        *,
         kind: str,
         change: str,
         title: str,
