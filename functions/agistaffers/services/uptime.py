@@ -67,7 +67,7 @@ ON CONFLICT (site_id) DO NOTHING
 _CLAIM = """
 WITH due AS (
     SELECT u.site_id FROM uptime_checks u JOIN customer_sites s ON s.id = u.site_id AND s.status = 'active'
-    WHERE u.next_due <= %(now)s ORDER BY u.next_due LIMIT %(limit)s FOR UPDATE OF u SKIP LOCKED
+    WHERE u.next_due <= %(due_by)s ORDER BY u.next_due LIMIT %(limit)s FOR UPDATE OF u SKIP LOCKED
 ), plan AS (
     SELECT due.site_id, s.domain, make_interval(secs => least(p.min_check_interval_seconds, %(cap)s)) AS every
     FROM due JOIN customer_sites s ON s.id = due.site_id JOIN customers c ON c.id = s.customer_id
@@ -185,6 +185,7 @@ class UptimeMonitor:
         budget = self.policy.run_seconds if budget_seconds is None else budget_seconds
         counts = {"checked": 0, "failed": 0, "down": 0, "up": 0, "certificate_warnings": 0}
         self._ensure_rows()
+        started = datetime.now(UTC)
         deadline = time.monotonic() + budget
         next_ensure = time.monotonic() + ENSURE_EVERY_SECONDS
         in_flight: set[Future[Outcome]] = set()
@@ -198,8 +199,10 @@ class UptimeMonitor:
                 # Claim in batches (a quarter of the pool at least), not one query per finished check.
                 worth_claiming = free >= max(1, self.policy.concurrency // 4) or not in_flight
                 if worth_claiming and (first_pass or time.monotonic() < deadline):
-                    claimed = self._claim(free)
-                    # The first pass takes everything due now, a pool-full at a time.
+                    # The first pass takes everything due when the run started, a pool-full at a time
+                    # (whatever the budget; a claimed site's next slot is later, so it ends); then
+                    # what falls due, until the budget is spent.
+                    claimed = self._claim(free, started if first_pass else datetime.now(UTC))
                     first_pass = first_pass and len(claimed) == free
                     for site in claimed:
                         in_flight.add(pool.submit(self._check_and_record, site))
@@ -241,10 +244,11 @@ class UptimeMonitor:
         with self._db.transaction() as conn:
             conn.execute(_ENSURE_ROWS, {"now": datetime.now(UTC), "cap": self.policy.interval_cap_seconds})
 
-    def _claim(self, limit: int) -> list[Row]:
+    def _claim(self, limit: int, due_by: datetime) -> list[Row]:
         with self._db.transaction() as conn:
             return conn.execute(
-                _CLAIM, {"now": datetime.now(UTC), "limit": limit, "cap": self.policy.interval_cap_seconds}
+                _CLAIM,
+                {"due_by": due_by, "now": datetime.now(UTC), "limit": limit, "cap": self.policy.interval_cap_seconds},
             ).fetchall()
 
     def _check_and_record(self, site: Row) -> Outcome:
@@ -253,16 +257,13 @@ class UptimeMonitor:
         return Outcome(result, self.record(site["site_id"], result, now), _samples(site["site_id"], result, now))
 
     def record(self, site_id: Any, result: CheckResult, now: datetime | None = None) -> list[str]:
-        """Fold one result into the site's state; returns the changes it made ("down", "up", ...)."""
+        """Fold one result into the site's (claimed) state; returns the changes it made ("down", "up", ...)."""
         moment = now or datetime.now(UTC)
         changes: list[str] = []
         with self._db.transaction() as conn:
-            conn.execute(
-                "INSERT INTO uptime_checks (site_id, next_due) VALUES (%s, %s) ON CONFLICT (site_id) DO NOTHING",
-                (site_id, moment),
-            )
             state = conn.execute(_LOCK_STATE, (site_id,)).fetchone()
-            assert state is not None
+            if state is None:  # the site was deleted (its row with it) while it was being checked
+                return changes
             failures = 0 if result.ok else state["consecutive_failures"] + 1
             successes = state["consecutive_successes"] + 1 if result.ok else 0
             new_state, incident_id = state["state"], state["incident_id"]
