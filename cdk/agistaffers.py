@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from cdk.stack import AgistackStack
 
 PRODUCT = "agistaffers"
-# check_uptime keeps checking for UPTIME_RUN_SECONDS (50) of each minute, then waits for the checks in
+# check_uptime keeps checking for UPTIME_RUN_SECONDS (60) of each minute, then waits for the checks in
 # flight (UPTIME_TIMEOUT_SECONDS per hop, up to 4 hops): more than the handlers' 30 s.
 UPTIME_TIMEOUT_S = 100
 SECRETS = ("DATABASE_URL", "REDIS_URL", "EDGE_SIGNING_SECRET", "CLOUDFLARE_API_TOKEN", "PORTAINER_API_KEY")

@@ -433,9 +433,9 @@ class AgiJourney:
         self._mail(f"[resolved] {domain}: {incident['title']}")
         return "resolved, the owner mailed"
 
-    def _status_page_says(self, word: str) -> Callable[[], bool]:
+    def _status_page_says(self, word: str, *, says: bool = True) -> Callable[[], bool]:
         page_path = self.edge.call("GET", "/api/agi/dashboard")["status_page"]
-        return lambda: f">{word}</span>" in EdgeClient(self.base_url).call("GET", page_path)
+        return lambda: (f">{word}</span>" in EdgeClient(self.base_url).call("GET", page_path)) == says
 
     def site_goes_down(self) -> str:
         domain = self.state["site"]["domain"]
@@ -448,8 +448,9 @@ class AgiJourney:
     def site_comes_back(self) -> str:
         self._flip(healthy=True)
         self._until("the downtime resolving", lambda: self._incidents("downtime", open=False))
-        self._until("the status page showing it up", self._status_page_says("Operational"), nudge=True)
-        return "the incident resolved, operational again"
+        # Not down any more; "degraded" until a whole minute of good checks is rolled up.
+        self._until("the status page no longer showing it down", self._status_page_says("Down", says=False))
+        return "the incident resolved, the status page no longer says Down"
 
     def steps(self) -> list[tuple[str, Callable[[], str]]]:
         steps = [

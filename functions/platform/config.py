@@ -287,7 +287,7 @@ class UptimeSettings:
     failures_to_down: int = 3  # consecutive failed checks before a site is down
     successes_to_up: int = 2  # consecutive good checks before a down site is up again
     concurrency: int = 64  # checks in flight at once per run (benchmarks/uptime_checks.py)
-    run_seconds: float = 50.0  # a scheduled run's budget (it runs every minute)
+    run_seconds: float = 60.0  # a scheduled run's budget: its whole minute (overlapping runs are safe)
     timeout_seconds: float = 10.0
     # The longest a site waits between checks (its plan's interval when shorter); dev: a few seconds.
     max_interval_seconds: int = 86400

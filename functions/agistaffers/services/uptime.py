@@ -90,7 +90,7 @@ class UptimePolicy:
     failures_to_down: int = 3
     successes_to_up: int = 2
     concurrency: int = 64  # checks in flight at once per run (benchmarks/uptime_checks.py)
-    run_seconds: float = 50.0  # a run's budget: it claims no new check after this
+    run_seconds: float = 60.0  # a run's budget: it claims no new check after this (the next run starts)
     timeout_seconds: float = 10.0  # one check, redirects included per hop
     max_redirects: int = 3
     # The longest interval between two checks of a site (its plan's interval when shorter); the dev
