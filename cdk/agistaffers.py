@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from cdk.stack import AgistackStack
 
 PRODUCT = "agistaffers"
+# check_uptime keeps checking for UPTIME_RUN_SECONDS (60) of each minute, then waits for the checks in
+# flight (UPTIME_TIMEOUT_SECONDS per hop, up to 4 hops): more than the handlers' 30 s.
+UPTIME_TIMEOUT_S = 100
 # VAPID_PRIVATE_KEY: staff's alert pushes (the same key as SteppersLife's, one push identity).
 SECRETS = (
     "DATABASE_URL",
@@ -43,7 +46,11 @@ class AgistaffersApi(ProductApi):
             repo_root=repo_root,
             environment={**context_settings(stack, PRODUCT, reserved={*resources, *stack.secrets}), **resources},
             app_stage=stack.app_stage,
-            stage_settings={"lambda_timeout": HANDLER_TIMEOUT_S, "lambda_memory_size": lambda_memory_mb},
+            stage_settings={
+                "lambda_timeout": HANDLER_TIMEOUT_S,
+                "lambda_memory_size": lambda_memory_mb,
+                "lambda_functions": {"check_uptime": {"lambda_timeout": UPTIME_TIMEOUT_S}},
+            },
             queues=stack.queues,
             dependencies_layer=stack.dependencies_layer,
             preserve_logical_ids=False,

@@ -96,7 +96,8 @@ def fire(handler: ScheduledHandler) -> Any:
 
 class Scheduler(threading.Thread):
     """Fires each rate() schedule at its rate, first one interval after start, and each cron() schedule
-    at its next time, as EventBridge does."""
+    at its next time, as EventBridge does. Each firing runs in its own thread, as each Lambda
+    invocation does: a run that takes most of its minute (the uptime checks) delays no other schedule."""
 
     def __init__(self, handlers: list[ScheduledHandler]) -> None:
         super().__init__(name="scheduler", daemon=True)
@@ -106,6 +107,13 @@ class Scheduler(threading.Thread):
     def stop(self) -> None:
         self._stopping.set()
 
+    @staticmethod
+    def _fire(handler: ScheduledHandler) -> None:
+        try:
+            log.info("schedule %s (%s): %s", handler.name, handler.expression, fire(handler))
+        except Exception:
+            log.exception("schedule %s failed", handler.name)
+
     def run(self) -> None:
         due = {h.name: h.next_due(datetime.now(UTC)) for h in self._handlers}
         while not self._stopping.is_set():
@@ -113,9 +121,6 @@ class Scheduler(threading.Thread):
             for handler in self._handlers:
                 if now >= due[handler.name]:
                     due[handler.name] = handler.next_due(now)
-                    try:
-                        log.info("schedule %s (%s): %s", handler.name, handler.expression, fire(handler))
-                    except Exception:
-                        log.exception("schedule %s failed", handler.name)
+                    threading.Thread(target=self._fire, args=(handler,), name=handler.name, daemon=True).start()
             wake = (min(due.values(), default=now + timedelta(seconds=60)) - datetime.now(UTC)).total_seconds()
             self._stopping.wait(max(0.05, min(wake, 60.0)))

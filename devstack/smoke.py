@@ -202,6 +202,13 @@ class AgiStaff:
     email: str
     password: str
     moto_url: str | None = None
+    # A local stack only: where the fake site's health flips, and two in-process hooks that keep the
+    # monitoring steps to seconds instead of minutes: an alert rule for the site with no ``for``
+    # duration (plan rules wait 120 s), and running the rollup, evaluation and outbox-relay schedules
+    # now, as ``agistack run`` would (the dev scheduler runs them every minute anyway).
+    fake_site_health_url: str | None = None
+    instant_rule: Callable[[str, str, float], None] | None = None
+    run_schedules: Callable[[], None] | None = None
 
 
 class AgiJourney:
@@ -353,6 +360,98 @@ class AgiJourney:
             time.sleep(0.5)
         raise SmokeFailure("no welcome mail in moto's outbox")
 
+    # --- monitoring on the live site (a local stack: the fake ingress serves it) ----------------------
+
+    def _until(self, what: str, done: Callable[[], Any], *, nudge: bool = False, every: float = 1.0) -> Any:
+        deadline = time.monotonic() + self.patience
+        while time.monotonic() < deadline:
+            if nudge and self.staff is not None and self.staff.run_schedules is not None:
+                self.staff.run_schedules()
+            value = done()
+            if value:
+                return value
+            time.sleep(every)
+        raise SmokeFailure(f"{what} not within {self.patience:.0f} s")
+
+    def _incidents(self, kind: str, *, open: bool) -> list[dict[str, Any]]:
+        query = f"site_id={self.state['site']['id']}&kind={kind}&open={'true' if open else 'false'}"
+        items: list[dict[str, Any]] = self.edge.call("GET", f"/api/agi/incidents?{query}")["items"]
+        return items
+
+    def _mail(self, subject: str) -> str:
+        assert self.staff is not None and self.staff.moto_url
+        url = f"{self.staff.moto_url.rstrip('/')}/moto-api/data.json"
+
+        def sent() -> bool:
+            with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - the local moto
+                mails = json.load(response).get("ses", {}).get("Message", [])
+            return any(m.get("subject") == subject and self.email in json.dumps(m.get("destinations")) for m in mails)
+
+        self._until(f"the mail {subject!r}", sent, every=0.5)
+        return subject
+
+    def _flip(self, healthy: bool) -> None:
+        assert self.staff is not None and self.staff.fake_site_health_url
+        body = json.dumps({"healthy": healthy, "domain": self.state["site"]["domain"]}).encode()
+        request = urllib.request.Request(  # noqa: S310 - the local fake
+            self.staff.fake_site_health_url, data=body, headers={"Content-Type": "application/json"}, method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=10):  # noqa: S310 - the local fake
+            pass
+
+    def _post_cpu(self, value: float, at: datetime, count: int = 5) -> None:
+        samples = [{"metric": "cpu_percent", "value": value, "at": at.timestamp() + n} for n in range(count)]
+        token = self.state["site"]["ingest_token"]
+        answer = EdgeClient(self.base_url).call(
+            "POST", "/api/agi/metrics", {"samples": samples}, extra_headers={"Authorization": f"Bearer {token}"}
+        )
+        if answer["accepted"] != count:
+            raise SmokeFailure(f"the ingest answered {answer}")
+
+    def checked_up(self) -> str:
+        path = f"/api/agi/sites/{self.state['site']['id']}/uptime"
+        uptime = self._until(
+            "an uptime check", lambda: (u := self.edge.call("GET", path)["uptime"])["state"] == "up" and u
+        )
+        latency, expires = uptime["last_latency_ms"], uptime["cert_expires_at"]
+        return f"up: HTTP {uptime['last_status']} in {latency:.1f} ms, certificate valid until {expires}"
+
+    def alert_fires(self) -> str:
+        assert self.staff is not None and self.staff.instant_rule is not None
+        domain = self.state["site"]["domain"]
+        self.staff.instant_rule(self.state["site"]["id"], "cpu_percent", 80.0)
+        last_minute = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(seconds=60)
+        self._post_cpu(99.0, last_minute + timedelta(seconds=20))
+        [incident] = self._until("the alert firing", lambda: self._incidents("alert", open=True), nudge=True)
+        self._mail(f"[firing] {domain}: {incident['title']}")
+        return f"{incident['title']!r} firing, the owner mailed"
+
+    def alert_resolves(self) -> str:
+        domain = self.state["site"]["domain"]
+        self._post_cpu(10.0, datetime.now(UTC))  # resolves once this minute is rolled up
+        [incident] = self._until("the alert resolving", lambda: self._incidents("alert", open=False), nudge=True)
+        self._mail(f"[resolved] {domain}: {incident['title']}")
+        return "resolved, the owner mailed"
+
+    def _status_page_says(self, word: str, *, says: bool = True) -> Callable[[], bool]:
+        page_path = self.edge.call("GET", "/api/agi/dashboard")["status_page"]
+        return lambda: (f">{word}</span>" in EdgeClient(self.base_url).call("GET", page_path)) == says
+
+    def site_goes_down(self) -> str:
+        domain = self.state["site"]["domain"]
+        self._flip(healthy=False)
+        [incident] = self._until("a downtime incident", lambda: self._incidents("downtime", open=True))
+        self._until("the status page showing it down", self._status_page_says("Down"))
+        self._mail(f"[firing] {domain}: {incident['title']}")
+        return f"{incident['title']!r}, on the status page, the owner mailed"
+
+    def site_comes_back(self) -> str:
+        self._flip(healthy=True)
+        self._until("the downtime resolving", lambda: self._incidents("downtime", open=False))
+        # Not down any more; "degraded" until a whole minute of good checks is rolled up.
+        self._until("the status page no longer showing it down", self._status_page_says("Down", says=False))
+        return "the incident resolved, the status page no longer says Down"
+
     def steps(self) -> list[tuple[str, Callable[[], str]]]:
         steps = [
             ("agi: sign up and log in", self.sign_up_and_log_in),
@@ -372,6 +471,14 @@ class AgiJourney:
             ]
             if self.staff.moto_url:
                 steps.append(("agi: the welcome mail is in moto's outbox", self.welcome_mail))
+            if self.staff.moto_url and self.staff.fake_site_health_url and self.staff.instant_rule:
+                steps += [
+                    ("agi: the uptime check sees the live site up", self.checked_up),
+                    ("agi: a threshold breach fires an alert", self.alert_fires),
+                    ("agi: the alert resolves", self.alert_resolves),
+                    ("agi: the site goes down (fake flipped): incident, status page, mail", self.site_goes_down),
+                    ("agi: flipped back: up again, incident resolved", self.site_comes_back),
+                ]
         return steps
 
 

@@ -30,6 +30,8 @@ STATE_FILE = "stack.json"
 LOCAL_MAIL_SENDER = "welcome@agistaffers.local"
 LOCAL_ZONE_ID = "0000000000000000000000000000dev0"
 LOCAL_DNS_TARGET = "192.0.2.10"  # TEST-NET-1: documentation only, never routed
+# Locally every site is checked at least this often, so a flipped fake site goes down within seconds.
+LOCAL_UPTIME_INTERVAL_SECONDS = "5"
 
 
 class PortInUse(RuntimeError):
@@ -187,7 +189,10 @@ class DevStack:
         from devstack.fakes.cloudflare import FakeCloudflare
         from devstack.fakes.portainer import FakePortainer
 
-        values = {"MAIL_SENDER": self.env.get("MAIL_SENDER") or LOCAL_MAIL_SENDER}
+        values = {
+            "MAIL_SENDER": self.env.get("MAIL_SENDER") or LOCAL_MAIL_SENDER,
+            "UPTIME_MAX_INTERVAL_SECONDS": self.env.get("UPTIME_MAX_INTERVAL_SECONDS") or LOCAL_UPTIME_INTERVAL_SECONDS,
+        }
         if not self.env.get("PORTAINER_URL"):
             portainer = FakePortainer(secrets.token_urlsafe(24))
             self._stops.append(portainer.stop)
@@ -200,7 +205,10 @@ class DevStack:
                     "SITE_PROBE_ALLOW_HOSTS": "127.0.0.1",
                 }
             )
+            # The uptime checks reach the sites there too (the same explicit allow-list); smoke flips them.
+            self.urls["fake_site_health"] = f"{portainer.url}/_fake/health"
             log.info("fake portainer at %s, sites' https at %s", portainer.url, portainer.ingress_address)
+            log.info('flip a site\'s health: POST %s {"healthy": false}', self.urls["fake_site_health"])
         if not self.env.get("CLOUDFLARE_ZONE_ID"):
             token = self.env.get("CLOUDFLARE_API_TOKEN") or secrets.token_urlsafe(24)
             cloudflare = FakeCloudflare(token, LOCAL_ZONE_ID)

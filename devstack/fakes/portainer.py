@@ -8,6 +8,11 @@ details}``. The ingress (``ingress_address``) answers the TLS handshake for a do
 running stack declares it (label ``io.agistack.domain``), like a reverse proxy that gets a certificate
 once the container is up (and its certificate is not refused: ``certificate_refused``, like an ACME
 failure); otherwise it presents a certificate for another name.
+
+A site's health can be flipped, so that uptime checks see it go down and come back:
+``POST /_fake/health {"healthy": false, "domain": "shop.example.com"}`` (no ``domain``: every site)
+makes the ingress answer that site with 503 until it is flipped back. It is the fake's own control
+endpoint, not Portainer's, and needs no API key.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ class FakePortainer:
         self.faults = faults or Faults()
         self.endpoint_id = endpoint_id
         self.stacks: dict[int, dict[str, Any]] = {}
+        self.unhealthy: set[str] = set()  # domains the ingress answers with 503; "*": every one
         self.creates = 0
         # Domains whose certificate is never issued (an ACME rate limit or a failed challenge).
         self.certificate_refused: set[str] = set()
@@ -64,6 +70,10 @@ class FakePortainer:
                 owned.setdefault(match.group(1) if match else "", []).append(dict(stack))
             return owned
 
+    def healthy(self, domain: str) -> bool:
+        with self._lock:
+            return not {domain, "*"} & self.unhealthy
+
     def serves(self, domain: str) -> bool:
         if domain in self.certificate_refused:
             return False
@@ -77,6 +87,8 @@ class FakePortainer:
     # --- the API -------------------------------------------------------------------------------------
 
     def _handle(self, request: Request) -> Reply:
+        if request.path == "/_fake/health" and request.method == "POST":
+            return self._flip(request)
         if request.headers.get("x-api-key") != self.api_key:
             return _error(401, "Unauthorized")
         faults = self.faults
@@ -93,6 +105,20 @@ class FakePortainer:
         if timing_out:
             late(faults)  # the work is done; its answer arrives after the client gave up
         return reply
+
+    def _flip(self, request: Request) -> Reply:
+        body = request.body if isinstance(request.body, dict) else {}
+        healthy, domain = body.get("healthy"), body.get("domain") or "*"
+        if not isinstance(healthy, bool) or not isinstance(domain, str):
+            return _error(400, 'send {"healthy": true|false, "domain": optional}')
+        with self._lock:
+            if healthy:
+                self.unhealthy.discard(domain)
+                if domain == "*":
+                    self.unhealthy.clear()
+            else:
+                self.unhealthy.add(domain)
+        return 200, {"domain": domain, "healthy": healthy}, {}
 
     def _route(self, request: Request) -> Reply:
         path, method = request.path, request.method
@@ -237,8 +263,13 @@ class _Ingress:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 host = (self.headers.get("Host") or "").split(":")[0]
-                status = 200 if portainer.serves(host) else 503
-                body = f"{host}: {'up' if status == 200 else 'no container'}\n".encode()
+                if not portainer.serves(host):
+                    status, text = 503, "no container"
+                elif not portainer.healthy(host):
+                    status, text = 503, "unhealthy (flipped with POST /_fake/health)"
+                else:
+                    status, text = 200, "up"
+                body = f"{host}: {text}\n".encode()
                 self.send_response(status)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()

@@ -22,6 +22,7 @@ from functions.agistaffers.services.alert_rules import AlertRules
 from functions.agistaffers.services.alerts import AlertEvaluator
 from functions.agistaffers.services.customers import CustomerService
 from functions.agistaffers.services.dashboards import Dashboards
+from functions.agistaffers.services.incidents import Incidents
 from functions.agistaffers.services.metrics import MetricsIngest
 from functions.agistaffers.services.plans import PlanService
 from functions.agistaffers.services.provisioning import Provisioning
@@ -30,15 +31,18 @@ from functions.agistaffers.services.rollups import Rollups
 from functions.agistaffers.services.sites import SiteService
 from functions.agistaffers.services.staff_push import StaffPush
 from functions.agistaffers.services.status import StatusPages
+from functions.agistaffers.services.uptime import SiteChecker, UptimeMonitor, UptimePolicy
 from functions.agistaffers.services.webhooks import Webhooks
 from functions.platform import topology
 from functions.platform.adapters.messaging import SqsPublisher
 from functions.platform.budget import RequestBudget
 from functions.platform.composition import Installed, ProductContainer, aws_client
 from functions.platform.login_throttle import LoginThrottle
+from functions.platform.outbound import GuardedHttpClient
 from functions.platform.outbox_relay import OutboxRelay
 from functions.platform.push import PushDelivery
 from shared.envelope import AGISTAFFERS, Identity
+from shared.net import WEB_PORTS
 
 if TYPE_CHECKING:
     from functions.platform.outbound import GuardedHttpClient
@@ -166,6 +170,41 @@ class Container(ProductContainer):
     def alerts(self) -> AlertEvaluator:
         return AlertEvaluator(self.db, domain_events.outbox, self.dashboards.invalidate)
 
+    @cached_property
+    def incidents(self) -> Incidents:
+        return Incidents(self.db)
+
+    @cached_property
+    def uptime(self) -> UptimeMonitor:
+        uptime, probe = self.settings.uptime, self.settings.site_probe
+        policy = UptimePolicy(
+            failures_to_down=uptime.failures_to_down,
+            successes_to_up=uptime.successes_to_up,
+            concurrency=uptime.concurrency,
+            run_seconds=uptime.run_seconds,
+            timeout_seconds=uptime.timeout_seconds,
+            interval_cap_seconds=uptime.max_interval_seconds,
+        )
+        # The one outbound guard; in dev the sites are served by the fake ingress that provisioning's
+        # probe reaches, through the same explicit allow-list (empty in production).
+        client = GuardedHttpClient(
+            schemes=("https", "http"),  # a check starts at https://; a redirect may go to plain http
+            ports=WEB_PORTS,
+            allow_hosts=probe.allow_hosts,
+            connect_to=probe.connect_to,
+            ca_file=probe.ca_file,
+        )
+        checker = SiteChecker(client, timeout_seconds=policy.timeout_seconds, max_redirects=policy.max_redirects)
+        return UptimeMonitor(
+            self.db,
+            domain_events.outbox,
+            checker,
+            store_samples=self.metrics.store,
+            invalidate=self.dashboards.invalidate,
+            flush=self.outbox_relay.flush_after_commit,
+            policy=policy,
+        )
+
     # The schedules' use cases, named once for the Lambda handlers and the dev stack.
 
     def maintain_partitions(self) -> dict[str, int]:
@@ -177,6 +216,9 @@ class Container(ProductContainer):
 
     def evaluate_alerts(self) -> dict[str, int]:
         return self.alerts.evaluate()
+
+    def check_uptime(self) -> dict[str, int]:
+        return self.uptime.run()
 
 
 _installed = Installed(Container)

@@ -270,3 +270,36 @@ class NewWebhook(Reply):
 
     webhook: Webhook
     secret: str
+
+
+class UptimeState(Reply):
+    """A site's check state (``unknown`` until its first check)."""
+
+    state: Literal["unknown", "up", "down"]
+    last_checked_at: datetime | None
+
+
+class SiteUptime(Reply):
+    uptime: UptimeState
+
+
+class Incident(Reply):
+    id: UUID
+    site_id: UUID
+    domain: str
+    kind: Literal["alert", "downtime", "certificate"]
+    title: str
+    opened_at: datetime
+    resolved_at: datetime | None
+    peak: float | None
+    acknowledged_by: UUID | None
+    acknowledged_at: datetime | None
+
+
+class IncidentReply(Reply):
+    incident: Incident
+
+
+class IncidentPage(Reply):
+    items: list[Incident]
+    next_cursor: str | None

@@ -207,3 +207,11 @@ class AlertRulePatch(Body):
 
 class WebhookCreate(Body):
     url: Annotated[str, StringConstraints(min_length=1, max_length=2048)]
+
+
+class IncidentListQuery(QueryString):
+    site_id: UUID | None = None
+    kind: Literal["alert", "downtime", "certificate"] | None = None
+    open: bool | None = None
+    limit: Limit = 50
+    cursor: Cursor | None = None

@@ -281,6 +281,30 @@ class SiteProbeSettings:
 
 
 @dataclass(frozen=True)
+class UptimeSettings:
+    """AGI Staffers' uptime checks (where sites are reached in dev is ``SiteProbeSettings``')."""
+
+    failures_to_down: int = 3  # consecutive failed checks before a site is down
+    successes_to_up: int = 2  # consecutive good checks before a down site is up again
+    concurrency: int = 64  # checks in flight at once per run (benchmarks/uptime_checks.py)
+    run_seconds: float = 60.0  # a scheduled run's budget: its whole minute (overlapping runs are safe)
+    timeout_seconds: float = 10.0
+    # The longest a site waits between checks (its plan's interval when shorter); dev: a few seconds.
+    max_interval_seconds: int = 86400
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], read_secret: SecretReader | None = None) -> UptimeSettings:
+        return cls(
+            failures_to_down=max(1, _int(env, "UPTIME_FAILURES_TO_DOWN", cls.failures_to_down)),
+            successes_to_up=max(1, _int(env, "UPTIME_SUCCESSES_TO_UP", cls.successes_to_up)),
+            concurrency=max(1, _int(env, "UPTIME_CONCURRENCY", cls.concurrency)),
+            run_seconds=max(0.0, _float(env, "UPTIME_RUN_SECONDS", cls.run_seconds)),
+            timeout_seconds=max(0.1, _float(env, "UPTIME_TIMEOUT_SECONDS", cls.timeout_seconds)),
+            max_interval_seconds=max(1, _int(env, "UPTIME_MAX_INTERVAL_SECONDS", cls.max_interval_seconds)),
+        )
+
+
+@dataclass(frozen=True)
 class BackupSettings:
     """Database backups and restore drills (functions/platform/backups)."""
 
@@ -320,6 +344,7 @@ class Settings:
     portainer: PortainerSettings = field(default_factory=PortainerSettings)
     mail: MailSettings = field(default_factory=MailSettings)
     site_probe: SiteProbeSettings = field(default_factory=SiteProbeSettings)
+    uptime: UptimeSettings = field(default_factory=UptimeSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], read_secret: SecretReader | None = None) -> Settings:
@@ -337,6 +362,7 @@ class Settings:
             "portainer": PortainerSettings,
             "mail": MailSettings,
             "site_probe": SiteProbeSettings,
+            "uptime": UptimeSettings,
         }
         read: dict[str, Any] = {}
         errors: list[ConfigurationError] = []

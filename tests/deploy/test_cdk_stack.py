@@ -497,3 +497,13 @@ def test_image_handler_gets_a_full_vcpu_and_stale_uploads_expire(synth: Synth) -
     rules = {rule["Id"]: rule for rule in media["Properties"]["LifecycleConfiguration"]["Rules"]}
     assert rules["expire-stale-uploads"]["Prefix"] == topology.UPLOADS_PREFIX == "uploads/"
     assert rules["expire-stale-uploads"]["ExpirationInDays"] == 7
+
+
+def test_the_uptime_run_has_room_for_its_budget_and_its_last_checks(synth: Synth) -> None:
+    from cdk.agistaffers import UPTIME_TIMEOUT_S
+    from functions.platform.config import UptimeSettings
+
+    [uptime] = [f for f in chalice_functions(synth).values() if f["Properties"]["Handler"].endswith(".check_uptime")]
+    settings = UptimeSettings()
+    assert uptime["Properties"]["Timeout"] == UPTIME_TIMEOUT_S
+    assert settings.run_seconds + 4 * settings.timeout_seconds <= UPTIME_TIMEOUT_S

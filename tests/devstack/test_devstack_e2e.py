@@ -114,12 +114,14 @@ def test_smoke_journey_through_the_edge(stack: RunningStack) -> None:
     # As an operator runs it: `agistack smoke` next to the stack's data dir adds the provisioning steps.
     smoke = agistack("smoke", "--base-url", stack.edge_url, "--data-dir", str(stack.data_dir), timeout=400)
     lines = [line for line in smoke.stdout.splitlines() if line.startswith(("ok", "FAIL"))]
-    # SteppersLife's twelve steps, then AGI Staffers' twelve (metrics, rollup, status page; activation,
-    # onboarding, the welcome mail).
-    assert smoke.returncode == 0 and len(lines) == 24, smoke.stdout + smoke.stderr
+    # SteppersLife's twelve steps, then AGI Staffers' seventeen (metrics, rollup, status page; activation,
+    # onboarding, the welcome mail; the uptime check, an alert firing and resolving, the fake site
+    # flipped down and up).
+    assert smoke.returncode == 0 and len(lines) == 29, smoke.stdout + smoke.stderr
     assert all(line.startswith("ok") for line in lines), lines
-    assert sum(" agi: " in line for line in lines) == 12
+    assert sum(" agi: " in line for line in lines) == 17
     assert "reserve → stack → dns → https → activate → welcome" in smoke.stdout
+    assert "is down (HTTP 503)', on the status page, the owner mailed" in smoke.stdout
     health = json.loads(urllib.request.urlopen(f"{stack.edge_url}/healthz", timeout=5).read())
     assert health["status"] == "ok"
     api_health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{stack.api_port}/healthz", timeout=5).read())

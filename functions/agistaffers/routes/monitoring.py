@@ -1,5 +1,5 @@
-"""Monitoring: the agents' ingest, the dashboards, the public status page, and the schedules that keep
-the data moving (partitions, rollups, alert evaluation).
+"""Monitoring: the agents' ingest, the dashboards, the incident log, the public status page, and the
+schedules that keep the data moving (partitions, rollups, alert evaluation, uptime checks).
 
 ``POST /metrics`` carries no session: the site's ingest token (``Authorization: Bearer`` or
 ``X-Ingest-Token``) is its credential, checked by the service. ``GET /status/{slug}`` is public HTML
@@ -14,9 +14,18 @@ from typing import Any
 from chalice.app import Blueprint, CloudWatchEvent, Rate, Response
 
 from functions.agistaffers.composition import container
-from functions.agistaffers.http import CUSTOMER_USERS, SIGNED_IN, STAFF, caller, path_id, route
-from functions.agistaffers.responses import CustomerDashboard, IngestReport, IngestToken, SiteMetrics, StaffOverview
-from functions.agistaffers.schemas import MetricsQuery
+from functions.agistaffers.http import CUSTOMER_USERS, SIGNED_IN, STAFF, caller, path_id, query_args, route
+from functions.agistaffers.responses import (
+    CustomerDashboard,
+    IncidentPage,
+    IncidentReply,
+    IngestReport,
+    IngestToken,
+    SiteMetrics,
+    SiteUptime,
+    StaffOverview,
+)
+from functions.agistaffers.schemas import IncidentListQuery, MetricsQuery
 from functions.agistaffers.services.metrics import parse_batch, token_from_headers
 from functions.agistaffers.status_page import render
 from functions.platform.http import ANYONE, Call
@@ -45,6 +54,12 @@ def site_metrics(call: Call) -> dict[str, Any]:
     return container().dashboards.site_metrics(caller(call), path_id(call, "site_id", "site"), query.range)
 
 
+@route(bp, "/sites/{site_id}/uptime", methods=["GET"], roles=SIGNED_IN, response=SiteUptime)
+def site_uptime(call: Call) -> dict[str, Any]:
+    site = container().sites.get(caller(call), path_id(call, "site_id", "site"))  # 404 unless visible
+    return {"uptime": container().uptime.state(site["id"])}
+
+
 @route(bp, "/dashboard", methods=["GET"], roles=CUSTOMER_USERS, response=CustomerDashboard)
 def customer_dashboard(call: Call) -> dict[str, Any]:
     return container().dashboards.customer_overview(caller(call))
@@ -53,6 +68,23 @@ def customer_dashboard(call: Call) -> dict[str, Any]:
 @route(bp, "/monitoring/overview", methods=["GET"], roles=STAFF, response=StaffOverview)
 def staff_overview(call: Call) -> dict[str, Any]:
     return container().dashboards.staff_overview(caller(call))
+
+
+@route(bp, "/incidents", methods=["GET"], roles=SIGNED_IN, query=IncidentListQuery, response=IncidentPage)
+def list_incidents(call: Call) -> dict[str, Any]:
+    return container().incidents.list(caller(call), **query_args(call.query_model(IncidentListQuery)))
+
+
+@route(bp, "/incidents/{incident_id}", methods=["GET"], roles=SIGNED_IN, response=IncidentReply)
+def get_incident(call: Call) -> dict[str, Any]:
+    incident_id = path_id(call, "incident_id", "incident")
+    return {"incident": container().incidents.get(caller(call), incident_id)}
+
+
+@route(bp, "/incidents/{incident_id}/acknowledge", methods=["POST"], roles=STAFF, response=IncidentReply)
+def acknowledge_incident(call: Call) -> dict[str, Any]:
+    incident_id = path_id(call, "incident_id", "incident")
+    return {"incident": container().incidents.acknowledge(caller(call), incident_id)}
 
 
 @route(bp, "/status/{slug}", methods=["GET"], roles=ANYONE, media_type="text/html")
@@ -81,3 +113,8 @@ def roll_up_metrics(event: CloudWatchEvent) -> dict[str, Any]:
 @bp.schedule(Rate(1, unit=Rate.MINUTES))
 def evaluate_alerts(event: CloudWatchEvent) -> dict[str, int]:
     return container().evaluate_alerts()
+
+
+@bp.schedule(Rate(1, unit=Rate.MINUTES))
+def check_uptime(event: CloudWatchEvent) -> dict[str, int]:
+    return container().check_uptime()

@@ -97,6 +97,12 @@ class StatusPages:
                     "WHERE state = 'firing' AND site_id = ANY(%s) GROUP BY site_id",
                     (ids,),
                 )
+                # An open downtime incident is the uptime checks' verdict, ahead of the next rollup.
+                down_now = conn.execute(
+                    "SELECT site_id FROM incidents "
+                    "WHERE kind = 'downtime' AND resolved_at IS NULL AND site_id = ANY(%s)",
+                    (ids,),
+                )
                 recent = conn.execute(
                     "SELECT i.id, i.site_id, coalesce(s.label, s.domain) AS site_name, i.kind, i.title, "
                     "i.opened_at, i.resolved_at FROM incidents i "
@@ -104,13 +110,23 @@ class StatusPages:
                     "AND (i.resolved_at IS NULL OR i.resolved_at >= %s) ORDER BY i.opened_at DESC LIMIT 20",
                     (ids, now - RECENT_INCIDENTS),
                 )
-            days, current, firing, incidents = (cursor.fetchall() for cursor in (by_day, latest, alerting, recent))
+            days, current, firing, down, incidents = (
+                cursor.fetchall() for cursor in (by_day, latest, alerting, down_now, recent)
+            )
         return jsonable.json_ready(
             {
                 "company_name": customer["company_name"],
                 "generated_at": now,
                 "sites": [
-                    _site(site, days, current, {row["site_id"]: row["n"] for row in firing}, now) for site in sites
+                    _site(
+                        site,
+                        days,
+                        current,
+                        firing={row["site_id"]: row["n"] for row in firing},
+                        down={row["site_id"] for row in down},
+                        now=now,
+                    )
+                    for site in sites
                 ],
                 "incidents": incidents,
             }
@@ -125,7 +141,9 @@ def _site(
     site: dict[str, Any],
     days: list[dict[str, Any]],
     current: list[dict[str, Any]],
+    *,
     firing: dict[Any, int],
+    down: set[Any],
     now: datetime,
 ) -> dict[str, Any]:
     own = [row for row in days if row["site_id"] == site["id"]]
@@ -145,7 +163,9 @@ def _site(
         for day in ((today - timedelta(days=offset)).isoformat() for offset in range(BAR_DAYS - 1, -1, -1))
     ]
     latest = next((row["up"] for row in current if row["site_id"] == site["id"]), None)
-    if latest is None:
+    if site["id"] in down:
+        state = "down"
+    elif latest is None:
         state = "unknown"
     elif latest == 0:
         state = "down"
