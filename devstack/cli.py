@@ -144,15 +144,6 @@ def _smoke_staff(data_dir: Path) -> Any:
     agi = AGISTAFFERS.container()
     agi.accounts.ensure_staff(email, "Smoke Staff", password)
 
-    def instant_rule(site_id: str, metric: str, threshold: float) -> None:
-        # No alert-rule API yet: the journey's site gets a rule that fires and resolves at once.
-        with agi.db.transaction() as conn:
-            conn.execute(
-                "INSERT INTO alert_rules (site_id, metric, comparison, threshold, for_seconds, "
-                "keep_firing_for_seconds) VALUES (%s, %s, '>', %s, 0, 0) ON CONFLICT DO NOTHING",
-                (site_id, metric, threshold),
-            )
-
     def run_schedules() -> None:
         agi.roll_up()
         agi.evaluate_alerts()
@@ -163,7 +154,6 @@ def _smoke_staff(data_dir: Path) -> Any:
         password,
         moto_url=state.get("aws"),
         fake_site_health_url=state.get("fake_site_health"),
-        instant_rule=instant_rule,
         run_schedules=run_schedules,
     )
 

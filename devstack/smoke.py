@@ -202,12 +202,10 @@ class AgiStaff:
     email: str
     password: str
     moto_url: str | None = None
-    # A local stack only: where the fake site's health flips, and two in-process hooks that keep the
-    # monitoring steps to seconds instead of minutes: an alert rule for the site with no ``for``
-    # duration (plan rules wait 120 s), and running the rollup, evaluation and outbox-relay schedules
-    # now, as ``agistack run`` would (the dev scheduler runs them every minute anyway).
+    # A local stack only: where the fake site's health flips, and an in-process hook that keeps the
+    # monitoring steps to seconds instead of minutes: running the rollup, evaluation and outbox-relay
+    # schedules now, as ``agistack run`` would (the dev scheduler runs them every minute anyway).
     fake_site_health_url: str | None = None
-    instant_rule: Callable[[str, str, float], None] | None = None
     run_schedules: Callable[[], None] | None = None
 
 
@@ -417,9 +415,11 @@ class AgiJourney:
         return f"up: HTTP {uptime['last_status']} in {latency:.1f} ms, certificate valid until {expires}"
 
     def alert_fires(self) -> str:
-        assert self.staff is not None and self.staff.instant_rule is not None
         domain = self.state["site"]["domain"]
-        self.staff.instant_rule(self.state["site"]["id"], "cpu_percent", 80.0)
+        # The site's own rule with no ``for`` duration (the plan's default waits 120 s), set through
+        # the alert-rule API as the customer's owner.
+        rule = {"metric": "cpu_percent", "comparison": ">", "threshold": 80.0, "for_seconds": 0}
+        self.edge.call("POST", f"/api/agi/sites/{self.state['site']['id']}/alert-rules", rule, expect=201)
         last_minute = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(seconds=60)
         self._post_cpu(99.0, last_minute + timedelta(seconds=20))
         [incident] = self._until("the alert firing", lambda: self._incidents("alert", open=True), nudge=True)
@@ -471,7 +471,7 @@ class AgiJourney:
             ]
             if self.staff.moto_url:
                 steps.append(("agi: the welcome mail is in moto's outbox", self.welcome_mail))
-            if self.staff.moto_url and self.staff.fake_site_health_url and self.staff.instant_rule:
+            if self.staff.moto_url and self.staff.fake_site_health_url:
                 steps += [
                     ("agi: the uptime check sees the live site up", self.checked_up),
                     ("agi: a threshold breach fires an alert", self.alert_fires),

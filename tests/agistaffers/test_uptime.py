@@ -42,7 +42,7 @@ from functions.platform.queues import QueueMessage
 from shared.net import WEB_PORTS
 from tests.agistaffers.conftest import Tenants
 from tests.agistaffers.test_api import identity
-from tests.agistaffers.test_provisioning import Fakes, sent_mails, ses_sender  # noqa: F401 - a fixture
+from tests.agistaffers.test_provisioning import Fakes, sent_mails
 
 DOMAIN = "acme.example.com"
 
@@ -121,7 +121,7 @@ def test_a_flipped_site_goes_down_once_mails_its_owner_and_comes_back_up(
     fakes: Fakes,
     agi_db: Database,
     settings: Settings,
-    ses_sender: str,  # noqa: F811 - the fixture
+    ses_sender: str,
     sql: psycopg.Connection[Any],
 ) -> None:
     portainer, _ = fakes

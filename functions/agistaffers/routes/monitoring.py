@@ -70,7 +70,9 @@ def staff_overview(call: Call) -> dict[str, Any]:
     return container().dashboards.staff_overview(caller(call))
 
 
-@route(bp, "/incidents", methods=["GET"], roles=SIGNED_IN, query=IncidentListQuery, response=IncidentPage)
+@route(
+    bp, "/incidents", methods=["GET"], roles=SIGNED_IN, query=IncidentListQuery, response=IncidentPage, errors=(404,)
+)
 def list_incidents(call: Call) -> dict[str, Any]:
     return container().incidents.list(caller(call), **query_args(call.query_model(IncidentListQuery)))
 
