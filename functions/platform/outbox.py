@@ -6,9 +6,9 @@ Not a claim (``functions/platform/claims.py``): the outbox is a queue of rows to
 sent at least once; a repeated ``dedup_key`` is refused by the table's unique index, in the caller's
 transaction, and consumers deduplicate what they receive twice. Each product names its own topics.
 
-The row keeps the trace of the request that wrote it, in the payload's ``_traceparent`` field (the
-relay moves it to the message's ``traceparent``), so a handler of the event continues that trace even
-when the scheduled relay, in a trace of its own, sends it.
+The row keeps the trace of the request that wrote it (column ``traceparent``; the relay puts it on the
+message), so a handler of the event continues that trace even when the scheduled relay, in a trace of
+its own, sends it.
 """
 
 from __future__ import annotations
@@ -31,11 +31,8 @@ class Outbox:
         """Record ``topic`` with ``payload`` inside the caller's transaction; a repeated ``dedup_key`` is a no-op."""
         if topic not in self.topics:
             raise ValueError(f"unknown topic {topic!r}")
-        traceparent = tracing.current_traceparent()
-        if traceparent is not None:
-            payload = {**payload, tracing.OUTBOX_FIELD: traceparent}
         conn.execute(
-            "INSERT INTO outbox (topic, payload, dedup_key) VALUES (%s, %s::jsonb, %s) "
+            "INSERT INTO outbox (topic, payload, dedup_key, traceparent) VALUES (%s, %s::jsonb, %s, %s) "
             "ON CONFLICT (dedup_key) DO NOTHING",
-            (topic, json.dumps(payload, default=str), dedup_key),
+            (topic, json.dumps(payload, default=str), dedup_key, tracing.current_traceparent()),
         )

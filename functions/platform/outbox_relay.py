@@ -63,7 +63,7 @@ class OutboxRelay:
         sent: list[int] = []
         with self._db.transaction() as conn:
             rows = conn.execute(
-                "SELECT id, topic, payload, dedup_key, created_at FROM outbox WHERE published_at IS NULL "
+                "SELECT id, topic, payload, dedup_key, created_at, traceparent FROM outbox WHERE published_at IS NULL "
                 "ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED",
                 (limit,),
             ).fetchall()
@@ -106,13 +106,11 @@ class OutboxRelay:
 
 
 def _message(row: Row) -> DomainMessage:
-    payload = dict(row["payload"])
-    traceparent = payload.pop(tracing.OUTBOX_FIELD, None)
     return DomainMessage(
         id=int(row["id"]),
         topic=str(row["topic"]),
         dedup_key=str(row["dedup_key"]),
-        payload=payload,
+        payload=dict(row["payload"]),
         created_at=row["created_at"].isoformat(),
-        traceparent=traceparent if isinstance(traceparent, str) else None,
+        traceparent=row["traceparent"],
     )

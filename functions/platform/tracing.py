@@ -19,9 +19,8 @@ from shared import tracecontext
 from shared.tracecontext import TraceParent
 
 HEADER = tracecontext.HEADER
-# The SQS message attribute and the outbox payload field that carry a trace between functions.
+# The SQS message attribute that carries a trace between functions.
 MESSAGE_ATTRIBUTE = tracecontext.HEADER
-OUTBOX_FIELD = "_traceparent"
 
 _current: ContextVar[TraceParent | None] = ContextVar("agistack_trace", default=None)
 

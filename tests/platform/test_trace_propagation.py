@@ -69,8 +69,8 @@ def test_an_outbox_row_carries_its_writers_trace_to_the_queue_handler(
         assert relay.flush() == 1
     assert relay_trace.trace_id != TRACE
     with psycopg.connect(stepperslife_url) as plain:
-        stored = plain.execute("SELECT payload FROM outbox WHERE dedup_key = 'trace:1'").fetchone()
-    assert stored is not None and stored[0]["_traceparent"].startswith(f"00-{TRACE}-")
+        stored = plain.execute("SELECT payload, traceparent FROM outbox WHERE dedup_key = 'trace:1'").fetchone()
+    assert stored is not None and stored[0] == {"event_id": "e1"} and stored[1].startswith(f"00-{TRACE}-")
 
     seen: list[tuple[str | None, str, Any]] = []
 
@@ -85,6 +85,6 @@ def test_an_outbox_row_carries_its_writers_trace_to_the_queue_handler(
     ((trace_id, body, attribute),) = seen
     assert trace_id == TRACE
     assert attribute["dataType"] == "String" and attribute["stringValue"].startswith(f"00-{TRACE}-")
-    assert '"payload":{"event_id":"e1"}' in body  # the domain payload as written, without the trace field
+    assert '"payload":{"event_id":"e1"}' in body  # the domain payload as written
     assert f'"traceparent":"00-{TRACE}-' in body  # also in the envelope, for the way through EventBridge
     sqs.delete_queue(QueueUrl=queue_url)
