@@ -132,7 +132,10 @@ class QueuePump(threading.Thread):
         while not self._stopping.is_set():
             try:
                 self.drain_once(wait_seconds=1)
-            except Exception:
+            except Exception as error:
+                if self._stopping.is_set():  # moto went away under a receive as the stack stopped
+                    log.info("queue pump %s stopped mid-receive: %s", self.name, type(error).__name__)
+                    return
                 log.exception("queue pump %s failed; retrying", self.name)
                 self._stopping.wait(1.0)
 

@@ -435,7 +435,9 @@ class AgiJourney:
 
     def _status_page_says(self, word: str, *, says: bool = True) -> Callable[[], bool]:
         page_path = self.edge.call("GET", "/api/agi/dashboard")["status_page"]
-        return lambda: (f">{word}</span>" in EdgeClient(self.base_url).call("GET", page_path)) == says
+        # The site's state as the page writes it (``<p class="state down">Down</p>``).
+        shown = f'<p class="state {word.lower()}">{word}</p>'
+        return lambda: (shown in EdgeClient(self.base_url).call("GET", page_path)) == says
 
     def site_goes_down(self) -> str:
         domain = self.state["site"]["domain"]
