@@ -4,6 +4,8 @@ when the whole day is past retention.
 Failure model, and why:
 - Retention is a ``DROP TABLE`` of a day's partition, never a bulk ``DELETE``: no dead tuples, no
   vacuum debt, no hour-long transaction on the hottest table.
+- ``site_uptime_daily`` (the status page's closed days) is trimmed to the hourly rollups' retention
+  by a small ``DELETE`` of the day that aged out.
 - Partitions are created ``DAYS_AHEAD`` days ahead, so a schedule that misses a few runs costs nothing;
   the ingest creates a missing one itself if it ever meets one (a fresh database).
 - Raw samples live as long as the longest plan's retention (partitions are shared by all sites); a
@@ -63,7 +65,8 @@ def maintain(conn: Connection[Row], now: datetime) -> dict[str, int]:
     the days before. Returns how many were created and dropped."""
     today = now.astimezone(UTC).date()
     created = dropped = 0
-    for table, keep_days in retentions(conn):
+    kept = retentions(conn)
+    for table, keep_days in kept:
         first = today - timedelta(days=keep_days)
         existing = _existing(conn, table)
         for offset in range((today - first).days + DAYS_AHEAD + 1):
@@ -84,4 +87,9 @@ def maintain(conn: Connection[Row], now: datetime) -> dict[str, int]:
             if day < first:
                 conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
                 dropped += 1
+    # Each site's daily uptime (one row a site a day: ~10,000 rows a day, not worth partitions) is
+    # kept as long as the hourly rollups it is summed from.
+    hourly_days = next(keep_days for table, keep_days in kept if table == "metric_rollups_1h")
+    hourly_first = datetime.combine(today - timedelta(days=hourly_days), time(), UTC)
+    conn.execute("DELETE FROM site_uptime_daily WHERE day < %s", (hourly_first,))
     return {"created": created, "dropped": dropped}
