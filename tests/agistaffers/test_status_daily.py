@@ -113,3 +113,20 @@ def test_a_late_sample_re_derives_its_closed_day(
     assert sql.execute("SELECT name FROM rollup_watermarks ORDER BY name").fetchall() == [("1d",), ("1h",), ("1m",)]
     # Nothing new: the day is not rebuilt again.
     assert container().rollups.run(now=midnight + timedelta(minutes=5, seconds=5))[2].start is None
+
+
+def test_daily_uptime_is_kept_as_long_as_the_hourly_rollups(
+    tenants: Tenants, sites: SiteService, sql: psycopg.Connection[Any], agistaffers_url: str
+) -> None:
+    site_id = sites.add(tenants.owner(plan="business", company="Kept Co"), "kept.example.com")["id"]
+    today = rollups.floor_to(datetime.now(UTC), rollups.DAY)
+    with psycopg.connect(agistaffers_url, row_factory=dict_row) as conn:
+        hourly_days = dict(partitions.retentions(conn))["metric_rollups_1h"]
+    first_kept = today - timedelta(days=hourly_days)
+    sql.execute(
+        "INSERT INTO site_uptime_daily (site_id, day, up, samples) VALUES (%s, %s, 1, 1), (%s, %s, 1, 1)",
+        (site_id, first_kept - rollups.DAY, site_id, first_kept),
+    )
+    with psycopg.connect(agistaffers_url, row_factory=dict_row) as conn:
+        partitions.maintain(conn, datetime.now(UTC))
+    assert sql.execute("SELECT day FROM site_uptime_daily").fetchall() == [(first_kept,)]
