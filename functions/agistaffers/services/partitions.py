@@ -13,8 +13,9 @@ Failure model, and why:
   whatever the plan; minute rollups serve only the last day's charts.
 - Every partition, today's included, carries the parent's (site, metric, at) B-tree. Building it only
   once a day has closed (BRIN alone on the hot partition) was measured (benchmarks/metrics_ingest.py
-  layout: one site per 5,000-row COPY): COPY / executemany went from ~3.9x to 8.8-9.7x (no index at
-  all: ~10.9x), still short of the issue's 10x, so the simpler schema stayed.
+  layout: one site per 5,000-row COPY; ``python -m benchmarks.metrics_ingest_indexes``): COPY /
+  executemany went from ~3.8x to 8.8-10.2x (median ~9.3x; no index at all ~11x), not reliably the
+  issue's 10x, so the simpler schema stayed.
 - Idempotent (``IF NOT EXISTS``, drops of what is listed): two runs at once at worst both create the
   same partition, and one of them waits on the other's lock.
 """
