@@ -69,8 +69,8 @@ def clean_agistaffers(agistaffers_url: str, redis_url: str, metric_partitions: N
     with psycopg.connect(agistaffers_url, autocommit=True) as conn:
         conn.execute(
             "TRUNCATE saga_steps, saga_runs, claims, invitations, users, customer_sites, customers, metric_samples, "
-            "metric_rollups_1m, metric_rollups_1h, rollup_watermarks, incidents, alerts, outbox, session_generations, "
-            "alert_rules CASCADE"
+            "metric_rollups_1m, metric_rollups_1h, site_uptime_daily, rollup_watermarks, incidents, alerts, outbox, "
+            "session_generations, alert_rules CASCADE"
         )
         conn.execute("INSERT INTO alert_rules SELECT * FROM test_seeded_alert_rules")
     client = redis.Redis.from_url(redis_url)

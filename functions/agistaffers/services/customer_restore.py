@@ -25,4 +25,6 @@ CUSTOMER_ROWS = (
     RowSet("metric_samples", _OF_ITS_SITES),
     RowSet("metric_rollups_1m", _OF_ITS_SITES),
     RowSet("metric_rollups_1h", _OF_ITS_SITES),
+    # The status page's daily uptime, derived from the hourly rollups restored with it.
+    RowSet("site_uptime_daily", _OF_ITS_SITES),
 )

@@ -4,11 +4,18 @@ when the whole day is past retention.
 Failure model, and why:
 - Retention is a ``DROP TABLE`` of a day's partition, never a bulk ``DELETE``: no dead tuples, no
   vacuum debt, no hour-long transaction on the hottest table.
+- ``site_uptime_daily`` (the status page's closed days) is trimmed to the hourly rollups' retention
+  by a small ``DELETE`` of the day that aged out.
 - Partitions are created ``DAYS_AHEAD`` days ahead, so a schedule that misses a few runs costs nothing;
   the ingest creates a missing one itself if it ever meets one (a fresh database).
 - Raw samples live as long as the longest plan's retention (partitions are shared by all sites); a
   shorter plan's reads are clipped to its retention. The status page needs 90 days of hourly rollups
   whatever the plan; minute rollups serve only the last day's charts.
+- Every partition, today's included, carries the parent's (site, metric, at) B-tree. Building it only
+  once a day has closed (BRIN alone on the hot partition) was measured (benchmarks/metrics_ingest.py
+  layout: one site per 5,000-row COPY; ``python -m benchmarks.metrics_ingest_indexes``): COPY /
+  executemany went from ~3.8x to 8.8-10.2x (median ~9.3x; no index at all ~11x), not reliably the
+  issue's 10x, so the simpler schema stayed.
 - Idempotent (``IF NOT EXISTS``, drops of what is listed): two runs at once at worst both create the
   same partition, and one of them waits on the other's lock.
 """
@@ -63,7 +70,8 @@ def maintain(conn: Connection[Row], now: datetime) -> dict[str, int]:
     the days before. Returns how many were created and dropped."""
     today = now.astimezone(UTC).date()
     created = dropped = 0
-    for table, keep_days in retentions(conn):
+    kept = retentions(conn)
+    for table, keep_days in kept:
         first = today - timedelta(days=keep_days)
         existing = _existing(conn, table)
         for offset in range((today - first).days + DAYS_AHEAD + 1):
@@ -84,4 +92,9 @@ def maintain(conn: Connection[Row], now: datetime) -> dict[str, int]:
             if day < first:
                 conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
                 dropped += 1
+    # Each site's daily uptime (one row a site a day: ~10,000 rows a day, not worth partitions) is
+    # kept as long as the hourly rollups it is summed from.
+    hourly_days = next(keep_days for table, keep_days in kept if table == "metric_rollups_1h")
+    hourly_first = datetime.combine(today - timedelta(days=hourly_days), time(), UTC)
+    conn.execute("DELETE FROM site_uptime_daily WHERE day < %s", (hourly_first,))
     return {"created": created, "dropped": dropped}

@@ -1,4 +1,5 @@
-"""Incremental rollups: raw samples into 1-minute buckets, 1-minute buckets into 1-hour buckets.
+"""Incremental rollups: raw samples into 1-minute buckets, 1-minute buckets into 1-hour buckets, and
+each site's hourly uptime into closed days (``site_uptime_daily``, the status page's 90-day read).
 
 Each rollup keeps a watermark (``rollup_watermarks.done_until``): every bucket before it is built.
 A run builds the buckets from ``done_until - MAX_SKEW_SECONDS`` (so a sample that arrived late, within
@@ -14,6 +15,10 @@ Failure model, and why:
 - The watermark commits with the buckets it covers: either both move or neither.
 - A sample older than the fold window (a backfill, an agent that was offline longer) is stored and
   kept, but the buckets it belongs to are not rebuilt: rollups cover what arrives within the skew.
+- A day is built once its last hour is, in the hourly run's transaction (under the hourly watermark's
+  lock, so two runs cannot interleave the two), and re-derived whenever that run rebuilt one of its
+  hours: a daily row always equals the sum of its day's hourly rows. A first run builds the status
+  page's 90 days from the hourly rollups already there.
 - The hourly p95 is the 95th percentile of the hour's minute p95s (percentiles do not merge exactly;
   this is the usual approximation); count, min, max and sum are exact.
 """
@@ -27,10 +32,12 @@ from typing import NamedTuple
 from psycopg import Connection
 
 from functions.agistaffers.services.metrics import MAX_SKEW_SECONDS
+from functions.agistaffers.services.partitions import STATUS_PAGE_DAYS
 from functions.platform.ports import Row, TransactionalDatabase
 
 MINUTE = timedelta(minutes=1)
 HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
 # A first run (an empty watermark table) starts this far back rather than at the beginning of time.
 FIRST_RUN_LOOKBACK = timedelta(hours=2)
 
@@ -52,6 +59,14 @@ FROM metric_rollups_1m WHERE bucket >= %(start)s AND bucket < %(end)s
 GROUP BY 1, 2, 3
 ON CONFLICT (site_id, metric, bucket) DO UPDATE
 SET count = EXCLUDED.count, min = EXCLUDED.min, max = EXCLUDED.max, sum = EXCLUDED.sum, p95 = EXCLUDED.p95
+"""
+
+_DAYS_SQL = """
+INSERT INTO site_uptime_daily AS d (site_id, day, up, samples)
+SELECT site_id, date_trunc('day', bucket, 'UTC'), sum(sum), sum(count)
+FROM metric_rollups_1h WHERE metric = 'up' AND bucket >= %(start)s AND bucket < %(end)s
+GROUP BY 1, 2
+ON CONFLICT (site_id, day) DO UPDATE SET up = EXCLUDED.up, samples = EXCLUDED.samples
 """
 
 
@@ -105,8 +120,9 @@ def roll_up_minutes(conn: Connection[Row], now: datetime) -> RollupRun:
     return RollupRun("1m", start, end, buckets)
 
 
-def roll_up_hours(conn: Connection[Row]) -> RollupRun:
-    """Build the hours whose minutes are all built (and rebuild an hour the skew window reaches back into)."""
+def roll_up_hours(conn: Connection[Row], minutes: RollupRun) -> RollupRun:
+    """Build the hours whose minutes are all built, and rebuild an hour whose minutes ``minutes`` (the
+    minute run just before) rebuilt or the skew window reaches back into."""
     minutes_done = watermark(conn, "1m")
     if minutes_done is None:
         return RollupRun("1h", None, None, 0)
@@ -117,11 +133,33 @@ def roll_up_hours(conn: Connection[Row]) -> RollupRun:
     # The minute rollup rebuilds MAX_SKEW_SECONDS behind its watermark: an hour that window reaches
     # into may have changed since it was built.
     start = min(done, floor_to(minutes_done - timedelta(seconds=MAX_SKEW_SECONDS), HOUR))
+    if minutes.start is not None:
+        # That run folded late samples into minutes up to MAX_SKEW_SECONDS behind its previous watermark:
+        # further back than the new watermark's window when the hour turned in between.
+        start = min(start, floor_to(minutes.start, HOUR))
     if start >= end:
         return RollupRun("1h", None, None, 0)
     buckets = conn.execute(_HOURS_SQL, {"start": start, "end": end}).rowcount
     _move_watermark(conn, "1h", end)
     return RollupRun("1h", start, end, buckets)
+
+
+def roll_up_days(conn: Connection[Row], hours: RollupRun) -> RollupRun:
+    """Build each site's uptime for the days whose hours are all built, and re-derive a day one of
+    whose hours ``hours`` (this transaction's hourly run) rebuilt. Run it after ``roll_up_hours``."""
+    hours_done = watermark(conn, "1h")
+    if hours_done is None:
+        return RollupRun("1d", None, None, 0)
+    end = floor_to(hours_done, DAY)
+    done = _take_watermark(conn, "1d", end - timedelta(days=STATUS_PAGE_DAYS + 1))
+    if done is None:
+        return RollupRun("1d", None, None, 0)
+    start = done if hours.start is None else min(done, floor_to(hours.start, DAY))
+    if start >= end:
+        return RollupRun("1d", None, None, 0)
+    buckets = conn.execute(_DAYS_SQL, {"start": start, "end": end}).rowcount
+    _move_watermark(conn, "1d", end)
+    return RollupRun("1d", start, end, buckets)
 
 
 class Rollups:
@@ -132,12 +170,14 @@ class Rollups:
         self._invalidate = invalidate
 
     def run(self, now: datetime | None = None) -> list[RollupRun]:
-        """Both rollups, each in its own transaction (minutes first: hours are built from them)."""
+        """The minutes in one transaction, then the hours and the days they close in another (each
+        built from the one before)."""
         moment = now or datetime.now(UTC)
         with self._db.transaction() as conn:
             minutes = roll_up_minutes(conn, moment)
         with self._db.transaction() as conn:
-            hours = roll_up_hours(conn)
-        if minutes.start is not None or hours.start is not None:
+            hours = roll_up_hours(conn, minutes)
+            days = roll_up_days(conn, hours)
+        if any(run.start is not None for run in (minutes, hours, days)):
             self._invalidate()
-        return [minutes, hours]
+        return [minutes, hours, days]

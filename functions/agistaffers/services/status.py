@@ -1,9 +1,12 @@
 """The public status page's data: a customer's sites, their current state, uptime over 24 h, 7 d,
 30 d and 90 d, a 90-day bar of daily uptime, and open and recent incidents.
 
-Uptime is the share of ``up`` samples that were 1, read from the hourly rollups (90 days of a site
-is at most 2,160 rows, summed per day in SQL: ~90 rows per site reach Python), plus the minute
-rollups since the hourly watermark, so the last hour counts too. A day without samples is "no data",
+Uptime is the share of ``up`` samples that were 1, read from the rollups: closed days from each
+site's daily sums (``site_uptime_daily``, at most 90 rows a site instead of ~2,160 hourly ones), the
+days a window starts in and the hours since the daily watermark from the hourly rollups, and the
+minute rollups since the hourly watermark, so the last hour counts too. The figures are exactly the
+hourly rollups' sums (a daily row is its hours' sum; ``up`` sums are whole numbers, so no rounding
+differs), summed per day in SQL: ~90 rows per site reach Python. A day without samples is "no data",
 never counted as up. The page is cached per customer slug and rollups version, like the dashboards.
 
 Nothing here needs a session: an unknown slug and a cancelled customer are both ``NotFound``.
@@ -27,20 +30,59 @@ BAR_DAYS = 90
 RECENT_INCIDENTS = timedelta(days=14)
 CURRENT_WITHIN = timedelta(minutes=10)
 
-_UPTIME_SQL = """
+# The page's hourly reads: the day each window's start falls in (4), then the hours since the daily
+# rollup's watermark. A fixed number of ranges keeps one prepared statement; an unused one is empty.
+_HOUR_RANGES = len(WINDOWS) + 1
+_HOURS_BRANCH = """
+    SELECT site_id, bucket, sum, count FROM metric_rollups_1h
+    WHERE metric = 'up' AND site_id = ANY(%(sites)s) AND bucket >= %(from_{n})s AND bucket < %(to_{n})s"""
+_UPTIME_SQL = (
+    """
 SELECT site_id, date_trunc('day', bucket, 'UTC') AS day, sum(sum) AS up, sum(count) AS n,
        sum(sum) FILTER (WHERE bucket >= %(d24h)s) AS up_24h, sum(count) FILTER (WHERE bucket >= %(d24h)s) AS n_24h,
        sum(sum) FILTER (WHERE bucket >= %(d7d)s) AS up_7d, sum(count) FILTER (WHERE bucket >= %(d7d)s) AS n_7d,
        sum(sum) FILTER (WHERE bucket >= %(d30d)s) AS up_30d, sum(count) FILTER (WHERE bucket >= %(d30d)s) AS n_30d
 FROM (
-    SELECT site_id, bucket, sum, count FROM metric_rollups_1h
-    WHERE metric = 'up' AND site_id = ANY(%(sites)s) AND bucket >= %(d90d)s AND bucket < %(hours_done)s
+    SELECT site_id, day AS bucket, up AS sum, samples AS count FROM site_uptime_daily
+    WHERE site_id = ANY(%(sites)s) AND day >= %(days_from)s AND day < %(days_done)s AND day <> ALL(%(split_days)s)
+    UNION ALL"""
+    + "\n    UNION ALL".join(_HOURS_BRANCH.format(n=n) for n in range(_HOUR_RANGES))
+    + """
     UNION ALL
     SELECT site_id, bucket, sum, count FROM metric_rollups_1m
     WHERE metric = 'up' AND site_id = ANY(%(sites)s) AND bucket >= %(hours_done)s
 ) buckets
 GROUP BY 1, 2
 """
+)
+
+
+def _day_start(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def uptime_ranges(now: datetime, days_done: datetime | None, hours_done: datetime) -> dict[str, Any]:
+    """Which closed days the page reads from ``site_uptime_daily`` and which hours from the hourly
+    rollups, so that the sums are exactly the hourly rollups' over ``WINDOWS``: a day is read whole
+    only if every window's start lies outside it; the day a window starts in is read by the hour."""
+    starts = {f"d{name}": now - span for name, span in WINDOWS.items()}
+    oldest = starts["d90d"]
+    # Days before the daily watermark are built; none if the daily rollup has not run yet.
+    days_done = max(oldest, min(days_done or oldest, hours_done))
+    split_days = sorted({_day_start(start) for start in starts.values()})
+    ranges = [(max(day, oldest), min(day + timedelta(days=1), days_done)) for day in split_days]
+    ranges.append((days_done, hours_done))
+    ranges += [(hours_done, hours_done)] * (_HOUR_RANGES - len(ranges))  # windows starting on one day
+    params: dict[str, Any] = {
+        "days_from": _day_start(oldest) + timedelta(days=1),
+        "days_done": days_done,
+        "split_days": split_days,
+        "hours_done": hours_done,
+        **starts,
+    }
+    for n, (start, end) in enumerate(ranges):
+        params[f"from_{n}"], params[f"to_{n}"] = start, max(start, end)
+    return params
 
 
 def status_key(slug: str, version: int) -> str:
@@ -59,9 +101,9 @@ class StatusPages:
             raise NotFound("no such status page", code="status_page_not_found")
         return value  # type: ignore[no-any-return]
 
-    def load(self, slug: str) -> Any:
-        """The page's data read from the rollups now (``page`` caches it); None for no such page."""
-        now = datetime.now(UTC)
+    def load(self, slug: str, now: datetime | None = None) -> Any:
+        """The page's data read from the rollups (``page`` caches it); None for no such page."""
+        now = now or datetime.now(UTC)
         with self._db.transaction() as conn:
             # Two round trips in all (pipeline mode): who and which sites, then everything about them.
             with conn.pipeline():
@@ -75,13 +117,13 @@ class StatusPages:
                     (slug,),
                 )
                 hours_done = watermark(conn, "1h") or now - timedelta(days=BAR_DAYS)
+                days_done = watermark(conn, "1d")
             customer = found.fetchone()
             if customer is None:
                 return None  # cached like a page: probing slugs costs PostgreSQL nothing more
             sites = listed.fetchall()
             ids = [site["id"] for site in sites]
-            params: dict[str, Any] = {"sites": ids, "hours_done": hours_done}
-            params.update({f"d{name}": now - span for name, span in WINDOWS.items()})
+            params = {"sites": ids, **uptime_ranges(now, days_done, hours_done)}
             with conn.pipeline():
                 # Planning the uptime query over ~91 daily partitions cost as much as running it: a
                 # prepared generic plan prunes them at execution instead, with no planning per page.
