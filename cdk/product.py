@@ -14,7 +14,7 @@ in cdk/<product>.py; this module holds the mechanics they share:
   reference, so without DependsOn a schedule could run before its permissions exist);
 - secrets per function: each function gets the ARN variables and read grants of exactly the secrets
   its product's ``lambda_functions`` module declares for it. Functions that read the same secrets
-  share a role (Chalice's DefaultRole for the first set, copies of it for the others);
+  share a role (Chalice's DefaultRole for the API's set, copies of it for the others);
 - the API's URL as a stack output (the gateway worker's origin for the product).
 """
 
@@ -50,6 +50,8 @@ SERVERLESS_FUNCTION = "AWS::Serverless::Function"
 HANDLER_TIMEOUT_S = 30
 # Settings a deploy may give a product through cdk.json (context "agistack:settings" → product → NAME).
 SETTINGS_CONTEXT = "agistack:settings"
+# The handler name of the function that serves a Chalice app's routes (its Handler is "app.app").
+API_FUNCTION = "app"
 
 
 class ProductApi:
@@ -138,12 +140,13 @@ class ProductApi:
                     f"Environment.Variables.{secret_arn_variable(name)}", secrets[name].secret_arn
                 )
             by_set.setdefault(frozenset(names), []).append(functions[handler])
-        # The largest set keeps Chalice's role (the API's, usually); the others get copies of it.
-        ordered = sorted(by_set.items(), key=lambda item: (-len(item[0]), sorted(item[0])))
-        for index, (names, readers) in enumerate(ordered):
+        # The API's set keeps Chalice's role (and the SAM template's logical ID); the others get copies.
+        api_set = frozenset(self.secrets_by_function.get(API_FUNCTION, ()))
+        ordered = sorted(by_set.items(), key=lambda item: (item[0] != api_set, sorted(item[0])))
+        for index, (read, readers) in enumerate(ordered):
             role = self.chalice.get_role("DefaultRole") if index == 0 else self._copy_default_role(index, readers)
             self._roles.append((role, readers))
-            for name in sorted(names):
+            for name in sorted(read):
                 secrets[name].grant_read(role).apply_before(*readers)
 
     def _copy_default_role(self, index: int, functions: list[cdk.CfnResource]) -> iam.IRole:

@@ -24,14 +24,13 @@ from typing import Any
 
 from chalice.app import Chalice
 
+from cdk.product import API_FUNCTION
 from functions.platform import http
 
 # The Settings methods that read a group.
 GROUP_OF_METHOD = {"database_url_for": "database", "require_edge": "edge"}
 # The calls that hand out a product's (or the backups') installed container.
 CONTAINER_GETTERS = {"container", "backups"}
-# The Lambda function that serves a Chalice app's routes, by the name its handler has in the template.
-API_FUNCTION = "app"
 
 
 class CannotFollow(AssertionError):
@@ -96,7 +95,7 @@ def _member_function(cls: type, member: str) -> Callable[..., Any] | None:
         if member in owner.__dict__:
             value = owner.__dict__[member]
             if isinstance(value, functools.cached_property):
-                return value.func  # type: ignore[no-any-return]
+                return value.func
             if isinstance(value, property):
                 return value.fget
             return value if isinstance(value, types.FunctionType) else None
