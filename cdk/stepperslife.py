@@ -60,8 +60,9 @@ class StepperslifeApi(ProductApi):
             dependencies_layer=stack.dependencies_layer,
             preserve_logical_ids=True,
         )
-        # Consuming from the queues needs no grant here: Chalice's own DefaultRole policy already
-        # allows sqs:ReceiveMessage/DeleteMessage/GetQueueAttributes for its SQS event sources.
+        # Consuming from the queues needs no grant here: Chalice's DefaultRole policy (every role of the
+        # app is a copy of it) already allows sqs:ReceiveMessage/DeleteMessage/GetQueueAttributes for
+        # its SQS event sources.
         self.grant(
             stack.media_bucket.grant_read_write,
             # Backups: write (with an Object Lock retention) and read for the drills; never delete.
