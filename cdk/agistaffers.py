@@ -1,9 +1,11 @@
 """AGI Staffers' Chalice app (functions/agistaffers/app.py): its environment, grants and sizes.
 
 Its own functions, role and REST API; the ``agistaffers`` database on the server that DATABASE_URL
-names (the code picks the database by name). It reads the database, Redis and edge secrets and the
-keys of its provisioning integrations (Portainer, the Cloudflare token), sends to and consumes its
-provisioning queue, and sends mail through SES; no media bucket, no SteppersLife integration keys.
+names (the code picks the database by name). Its functions read the database, Redis and edge
+secrets, the keys of its provisioning integrations (Portainer, the Cloudflare token) and the VAPID
+key (staff's alert pushes: the same key as SteppersLife's, one push identity), each function only
+those functions/agistaffers/lambda_functions.py declares for it. It sends to and consumes its
+provisioning queue, and sends mail through SES; no media bucket, no flowise key.
 Provisioning stays waiting until cdk.json's ``agistack:settings.agistaffers`` sets PORTAINER_URL,
 CLOUDFLARE_ZONE_ID, CLOUDFLARE_DNS_TARGET and MAIL_SENDER.
 """
@@ -17,6 +19,7 @@ from typing import TYPE_CHECKING
 from aws_cdk import aws_iam as iam
 
 from cdk.product import HANDLER_TIMEOUT_S, ProductApi, context_settings
+from functions.agistaffers.lambda_functions import SECRET_GROUPS_BY_FUNCTION
 
 if TYPE_CHECKING:
     from cdk.stack import AgistackStack
@@ -25,26 +28,18 @@ PRODUCT = "agistaffers"
 # check_uptime keeps checking for UPTIME_RUN_SECONDS (60) of each minute, then waits for the checks in
 # flight (UPTIME_TIMEOUT_SECONDS per hop, up to 4 hops): more than the handlers' 30 s.
 UPTIME_TIMEOUT_S = 100
-# VAPID_PRIVATE_KEY: staff's alert pushes (the same key as SteppersLife's, one push identity).
-SECRETS = (
-    "DATABASE_URL",
-    "REDIS_URL",
-    "EDGE_SIGNING_SECRET",
-    "CLOUDFLARE_API_TOKEN",
-    "PORTAINER_API_KEY",
-    "VAPID_PRIVATE_KEY",
-)
 
 
 class AgistaffersApi(ProductApi):
     def __init__(self, stack: AgistackStack, *, repo_root: Path, lambda_memory_mb: int) -> None:
-        resources = stack.secret_arns(*SECRETS)
         super().__init__(
             stack,
             "AgistaffersApi",
             product=PRODUCT,
             repo_root=repo_root,
-            environment={**context_settings(stack, PRODUCT, reserved={*resources, *stack.secrets}), **resources},
+            environment=context_settings(stack, PRODUCT, reserved=set(stack.secrets)),
+            secret_groups_by_function=SECRET_GROUPS_BY_FUNCTION,
+            secrets=stack.secrets,
             app_stage=stack.app_stage,
             stage_settings={
                 "lambda_timeout": HANDLER_TIMEOUT_S,
@@ -60,7 +55,6 @@ class AgistaffersApi(ProductApi):
         self.grant(
             stack.agi_provisioning_queue.grant_send_messages,
             functools.partial(_grant_send_email, stack),
-            *(stack.secrets[name].grant_read for name in SECRETS),
         )
         self.output_url("AgistaffersApiUrl")
 

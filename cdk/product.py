@@ -12,6 +12,9 @@ in cdk/<product>.py; this module holds the mechanics they share:
   the queue it consumes (Chalice names the queue in a plain ARN string, which orders nothing);
 - grants that every function depends on (the policy is a separate resource the SAM functions do not
   reference, so without DependsOn a schedule could run before its permissions exist);
+- secrets per function: each function gets the ARN variables and read grants of exactly the secrets
+  its product's ``lambda_functions`` module declares for it. Functions that read the same secrets
+  share a role (Chalice's DefaultRole for the API's set, copies of it for the others);
 - the API's URL as a stack output (the gateway worker's origin for the product).
 """
 
@@ -30,11 +33,13 @@ import aws_cdk as cdk
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_sqs as sqs
 from chalice.cdk import Chalice
 
 from cdk.dependencies import LAMBDA_RUNTIME
 from cdk.staging import stage_chalice_project
+from functions.platform.config import secret_arn_variable, secrets_of
 
 if TYPE_CHECKING:
     from cdk.network import Network
@@ -45,6 +50,8 @@ SERVERLESS_FUNCTION = "AWS::Serverless::Function"
 HANDLER_TIMEOUT_S = 30
 # Settings a deploy may give a product through cdk.json (context "agistack:settings" → product → NAME).
 SETTINGS_CONTEXT = "agistack:settings"
+# The handler name of the function that serves a Chalice app's routes (its Handler is "app.app").
+API_FUNCTION = "app"
 
 
 class ProductApi:
@@ -59,13 +66,17 @@ class ProductApi:
         repo_root: Path,
         app_stage: str,
         environment: Mapping[str, str],
+        secret_groups_by_function: Mapping[str, tuple[str, ...]],
+        secrets: Mapping[str, secretsmanager.ISecret],
         stage_settings: Mapping[str, Any],
         queues: Mapping[str, sqs.Queue],
         dependencies_layer: lambda_.ILayerVersion,
         preserve_logical_ids: bool,
     ) -> None:
-        """``environment`` may hold CDK tokens (resource names, secret ARNs); the static part (stage,
-        log level) is written to the staged .chalice/config.json.
+        """``environment`` (every function's) may hold CDK tokens (resource names); the static part
+        (stage, log level) is written to the staged .chalice/config.json. ``secret_groups_by_function``:
+        the settings groups each function reads secrets of, by handler name (every function must be
+        named); ``secrets``: the stack's secrets by the setting each holds.
 
         Two Chalice constructs in one stack cannot both keep the SAM template's logical IDs
         (both have a DefaultRole, a RestAPI...): only the first product keeps them.
@@ -104,6 +115,51 @@ class ProductApi:
         for function in self.functions():
             function.add_property_override("Runtime", LAMBDA_RUNTIME)
             self.add_layers(function, dependencies_layer)
+        self.secrets_by_function = self._secrets_by_function(secret_groups_by_function)
+        # Each role and the functions it runs: one role per distinct set of secrets.
+        self._roles: list[tuple[iam.IRole, list[cdk.CfnResource]]] = []
+        self._give_secrets(secrets)
+
+    def _secrets_by_function(self, groups_by_function: Mapping[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        handlers = set(self.sam_ids_by_handler())
+        if handlers != set(groups_by_function):
+            raise ValueError(
+                f"{self.product}: lambda_functions must name exactly the app's functions: "
+                f"undeclared {sorted(handlers - set(groups_by_function))}, "
+                f"unknown {sorted(set(groups_by_function) - handlers)}"
+            )
+        return {handler: secrets_of(groups_by_function[handler]) for handler in sorted(handlers)}
+
+    def _give_secrets(self, secrets: Mapping[str, secretsmanager.ISecret]) -> None:
+        """ARN variables on, and read grants to, exactly the functions that read each secret."""
+        functions = self.functions_by_handler()
+        by_set: dict[frozenset[str], list[cdk.CfnResource]] = {}
+        for handler, names in self.secrets_by_function.items():
+            for name in names:
+                functions[handler].add_property_override(
+                    f"Environment.Variables.{secret_arn_variable(name)}", secrets[name].secret_arn
+                )
+            by_set.setdefault(frozenset(names), []).append(functions[handler])
+        # The API's set keeps Chalice's role (and the SAM template's logical ID); the others get copies.
+        api_set = frozenset(self.secrets_by_function.get(API_FUNCTION, ()))
+        ordered = sorted(by_set.items(), key=lambda item: (item[0] != api_set, sorted(item[0])))
+        for index, (read, readers) in enumerate(ordered):
+            role = self.chalice.get_role("DefaultRole") if index == 0 else self._copy_default_role(index, readers)
+            self._roles.append((role, readers))
+            for name in sorted(read):
+                secrets[name].grant_read(role).apply_before(*readers)
+
+    def _copy_default_role(self, index: int, functions: list[cdk.CfnResource]) -> iam.IRole:
+        """Chalice's DefaultRole as it wrote it (logs, its SQS event sources), for these functions."""
+        copy = cdk.CfnResource(
+            self.chalice,
+            f"SecretsRole{index}",
+            type="AWS::IAM::Role",
+            properties=self.sam_resource("DefaultRole")["Properties"],
+        )
+        for function in functions:
+            function.add_property_override("Role", copy.get_att("Arn"))
+        return iam.Role.from_role_arn(self.chalice, f"SecretsRole{index}Grants", copy.get_att("Arn").to_string())
 
     def add_layers(self, function: cdk.CfnResource, *layers: lambda_.ILayerVersion) -> None:
         """Append layers to one function's (the property is one list: set it whole each time)."""
@@ -145,17 +201,11 @@ class ProductApi:
         return str(properties["DefinitionBody"]["info"]["title"]), str(properties["StageName"])
 
     def grant(self, *grants: Callable[[iam.IGrantable], iam.Grant]) -> None:
-        """Call each grant method (``bucket.grant_read``...) with the app's role; before any function runs."""
-        functions = self.functions()
-        if not functions:
-            # No routes or handlers yet: Chalice generates no role to grant to.
-            cdk.Annotations.of(self.chalice).add_warning_v2(
-                "agistack:no-functions", f"The {self.product} Chalice app defines no routes or handlers"
-            )
-            return
-        role: iam.IRole = self.chalice.get_role("DefaultRole")
-        for grant_to in grants:
-            grant_to(role).apply_before(*functions)
+        """Call each grant method (``bucket.grant_read``...) with every role of the app's functions;
+        before any of its functions runs."""
+        for role, functions in self._roles:
+            for grant_to in grants:
+                grant_to(role).apply_before(*functions)
 
     def join_vpc(self, network: Network) -> None:
         """Run every function in the VPC's private subnets (the managed database and cache are there;

@@ -36,7 +36,6 @@ from cdk.options import DeployOptions
 from cdk.snapstart import enable_snap_start
 from cdk.stepperslife import StepperslifeApi
 from functions.platform import topology
-from functions.platform.config import secret_arn_variable
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -161,10 +160,6 @@ class AgistackStack(cdk.Stack):
             ],
         )
         self._outputs()
-
-    def secret_arns(self, *settings: str) -> dict[str, str]:
-        """The ARN variable of each named setting (``NAME_SECRET_ARN``): how a function finds its secrets."""
-        return {secret_arn_variable(name): self.secrets[name].secret_arn for name in settings}
 
     def _dependencies_layer(self, requirements: Path) -> lambda_.LayerVersion:
         """functions/requirements.txt built for the Lambda runtime (cdk/dependencies.py), on every function."""

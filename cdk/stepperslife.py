@@ -2,9 +2,10 @@
 
 It reads and writes the media bucket (uploads in, variants and originals out), writes and reads
 backups (it runs both databases' backups and restore drills: cdk/backups.py), sends
-domain events to the queues or the bus, consumes both queues, and reads every secret: the database,
-Redis and edge ones, and the keys of its integrations (web push, flowise, Cloudflare KV). Each
-integration stays off until cdk.json's ``agistack:settings.stepperslife`` turns it on.
+domain events to the queues or the bus and consumes both queues. Its functions read the database,
+Redis and edge secrets and the keys of its integrations (web push, flowise, Cloudflare KV), each
+function only those functions/stepperslife/lambda_functions.py declares for it. Each integration
+stays off until cdk.json's ``agistack:settings.stepperslife`` turns it on.
 """
 
 from __future__ import annotations
@@ -16,19 +17,12 @@ from aws_cdk import aws_iam as iam
 
 from cdk.product import HANDLER_TIMEOUT_S, ProductApi, context_settings
 from functions.platform.backups.tools import LAMBDA_LAYER_BIN
+from functions.stepperslife.lambda_functions import SECRET_GROUPS_BY_FUNCTION
 
 if TYPE_CHECKING:
     from cdk.stack import AgistackStack
 
 PRODUCT = "stepperslife"
-SECRETS = (
-    "DATABASE_URL",
-    "REDIS_URL",
-    "EDGE_SIGNING_SECRET",
-    "VAPID_PRIVATE_KEY",
-    "FLOWISE_API_KEY",
-    "CLOUDFLARE_API_TOKEN",
-)
 # benchmarks/images.py: at 1769 MB a Lambda has one full vCPU; a 24 MP photo takes about 1 s there
 # and peaks near 130 MiB (the 50 MP budget's worst case near 500 MiB). The image queue's visibility
 # timeout (topology.IMAGE_UPLOADS) leaves room for this timeout.
@@ -44,7 +38,6 @@ class StepperslifeApi(ProductApi):
             # The client tools of the layer cdk/backups.py adds to the backup functions.
             "PG_BIN_DIR": LAMBDA_LAYER_BIN,
             "EVENT_BUS_NAME": stack.event_bus.event_bus_name,
-            **stack.secret_arns(*SECRETS),
         }
         super().__init__(
             stack,
@@ -53,6 +46,8 @@ class StepperslifeApi(ProductApi):
             product=PRODUCT,
             repo_root=repo_root,
             environment={**context_settings(stack, PRODUCT, reserved={*resources, *stack.secrets}), **resources},
+            secret_groups_by_function=SECRET_GROUPS_BY_FUNCTION,
+            secrets=stack.secrets,
             app_stage=stack.app_stage,
             stage_settings={
                 "lambda_timeout": HANDLER_TIMEOUT_S,
@@ -65,8 +60,9 @@ class StepperslifeApi(ProductApi):
             dependencies_layer=stack.dependencies_layer,
             preserve_logical_ids=True,
         )
-        # Consuming from the queues needs no grant here: Chalice's own DefaultRole policy already
-        # allows sqs:ReceiveMessage/DeleteMessage/GetQueueAttributes for its SQS event sources.
+        # Consuming from the queues needs no grant here: Chalice's DefaultRole policy (every role of the
+        # app is a copy of it) already allows sqs:ReceiveMessage/DeleteMessage/GetQueueAttributes for
+        # its SQS event sources.
         self.grant(
             stack.media_bucket.grant_read_write,
             # Backups: write (with an Object Lock retention) and read for the drills; never delete.
@@ -80,6 +76,5 @@ class StepperslifeApi(ProductApi):
             stack.domain_events_queue.grant_send_messages,
             stack.image_uploads_queue.grant_send_messages,
             stack.event_bus.grant_put_events_to,
-            *(stack.secrets[name].grant_read for name in SECRETS),
         )
         self.output_url("StepperslifeApiUrl")

@@ -4,8 +4,10 @@ Each group reads its own variables (``from_env``); ``Settings`` composes them. A
 value fails the start with a ``ConfigurationError`` that names every missing variable at once, rather
 than the first request that happens to need it. Secrets come from ``NAME`` (locally) or from the
 Secrets Manager secret that ``NAME_SECRET_ARN`` names (how Lambda gets them: the environment holds
-only ARNs; see ``secret_arn_variable``). Optional groups default to "not configured", so tests
-build ``Settings`` from the two required groups.
+only ARNs; see ``secret_arn_variable``). Each Lambda function's environment holds the ARNs of only
+the secrets its code path reads (``SECRETS_OF_GROUP``; each product's ``lambda_functions`` module),
+so a function reads no other secret: optional groups default to "not configured", and the edge
+group (the API's alone) is absent where neither its value nor its ARN is set.
 """
 
 from __future__ import annotations
@@ -28,6 +30,24 @@ class MissingConfiguration(ConfigurationError):
     def __init__(self, names: list[str]) -> None:
         super().__init__(f"missing configuration: {', '.join(names)}")
         self.names = names
+
+
+# The secret settings each group reads (tests/deploy/test_secrets.py checks them against ``from_env``):
+# the one list that per-function grants are made from.
+SECRETS_OF_GROUP: Mapping[str, tuple[str, ...]] = {
+    "database": ("DATABASE_URL",),
+    "edge": ("EDGE_SIGNING_SECRET",),
+    "redis": ("REDIS_URL",),
+    "flowise": ("FLOWISE_API_KEY",),
+    "push": ("VAPID_PRIVATE_KEY",),
+    "cloudflare": ("CLOUDFLARE_API_TOKEN",),
+    "portainer": ("PORTAINER_API_KEY",),
+}
+
+
+def secrets_of(groups: tuple[str, ...]) -> tuple[str, ...]:
+    """The secret settings that the named settings groups read, in the groups' order."""
+    return tuple(dict.fromkeys(name for group in groups for name in SECRETS_OF_GROUP.get(group, ())))
 
 
 def secret_arn_variable(name: str) -> str:
@@ -333,7 +353,8 @@ class _Group(Protocol):
 @dataclass(frozen=True)
 class Settings:
     database: DatabaseSettings
-    edge: EdgeSettings
+    # None: a function that serves no HTTP (a queue or schedule handler) is not given the edge's key.
+    edge: EdgeSettings | None = None
     redis: RedisSettings = field(default_factory=RedisSettings)
     aws: AwsSettings = field(default_factory=AwsSettings)
     site: SiteSettings = field(default_factory=SiteSettings)
@@ -348,7 +369,8 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], read_secret: SecretReader | None = None) -> Settings:
-        """Every group, or one error: all missing variables by name, else the first invalid value."""
+        """Every group (the edge's only where its value or ARN is set), or one error: all missing
+        variables by name, else the first invalid value."""
         groups: dict[str, type[_Group]] = {
             "database": DatabaseSettings,
             "edge": EdgeSettings,
@@ -366,6 +388,8 @@ class Settings:
         }
         read: dict[str, Any] = {}
         errors: list[ConfigurationError] = []
+        if not (env.get("EDGE_SIGNING_SECRET") or env.get(secret_arn_variable("EDGE_SIGNING_SECRET"))):
+            del groups["edge"]
         for name, group in groups.items():
             try:
                 read[name] = group.from_env(env, read_secret)
@@ -377,6 +401,12 @@ class Settings:
         if errors:
             raise errors[0]
         return cls(**read)
+
+    def require_edge(self) -> EdgeSettings:
+        """The edge group, which serving HTTP needs: its absence is a deploy's mistake, named."""
+        if self.edge is None:
+            raise MissingConfiguration(["EDGE_SIGNING_SECRET"])
+        return self.edge
 
     def database_url_for(self, database: str) -> str:
         return url_for_database(self.database.url, self.database.name_prefix + database)

@@ -385,7 +385,7 @@ def _run_once(
 
 
 def _verified_call(request: Any, uri_params: dict[str, str], settings: Settings, product: str, *, signed: bool) -> Call:
-    edge = settings.edge
+    edge = settings.require_edge()
     raw = request.raw_body or b""
     body = raw.encode("utf-8") if isinstance(raw, str) else bytes(raw)
     if len(body) > edge.max_request_bytes:

@@ -264,6 +264,16 @@ def test_each_product_is_its_own_functions_package_and_api(synth: Synth) -> None
     assert {k for k, api in apis.items() if f"${{{agistaffers_handler}Aliaslive}}" in api} == set(apis) - {"RestAPI"}
 
 
+def secret_arns_in(synth: Synth, variables: dict[str, Any], allowed: dict[str, str]) -> set[str]:
+    """The secret ARN variables among ``variables``, each checked to name its own secret (which
+    function gets which: tests/deploy/test_secrets.py)."""
+    arns = {name for name in variables if name.endswith("_ARN")}
+    assert arns <= set(allowed), f"ARN variables of another product's secrets: {arns - set(allowed)}"
+    for name in arns:
+        assert variables[name] == ref(synth.logical_id(getattr(synth.stack, allowed[name]))), name
+    return arns
+
+
 def test_functions_get_resource_names_and_secret_arns_only(synth: Synth) -> None:
     stack = synth.stack
     expected = {
@@ -271,14 +281,15 @@ def test_functions_get_resource_names_and_secret_arns_only(synth: Synth) -> None
         "BACKUP_BUCKET": ref(synth.logical_id(stack.backup_bucket)),
         "EVENT_BUS_NAME": ref(synth.logical_id(stack.event_bus)),
     }
-    expected.update({env: ref(synth.logical_id(getattr(stack, attr))) for env, attr in STEPPERSLIFE_SECRET_ENV.items()})
     context = cdk_json_context()["agistack:settings"]["stepperslife"]
+    arns: set[str] = set()
     for name, function in synth.functions_of(stack.stepperslife).items():
         props = function["Properties"]
         variables = props["Environment"]["Variables"]
         for key, value in expected.items():
             assert variables.get(key) == value, f"{name}: {key}={variables.get(key)!r}"
         assert not FORBIDDEN_ENV & set(variables), f"{name} carries a plaintext secret setting"
+        arns |= secret_arns_in(synth, variables, STEPPERSLIFE_SECRET_ENV)
         # Queue names are fixed by the handlers' decorators (functions.platform.topology): nothing reads
         # them from the environment.
         assert not {"DOMAIN_EVENTS_QUEUE", "IMAGE_UPLOADS_QUEUE"} & set(variables), name
@@ -286,24 +297,27 @@ def test_functions_get_resource_names_and_secret_arns_only(synth: Synth) -> None
         assert {k: v for k, v in context.items() if v} == {k: variables[k] for k in context if k in variables}
         assert variables["AGISTACK_STAGE"] == cdk_json_context()["agistack:stage"]
         assert props["Runtime"].startswith("python3.")
-        assert props["Role"] == get_att("DefaultRole")
+    assert arns == set(STEPPERSLIFE_SECRET_ENV)
 
 
 def test_agistaffers_gets_its_database_secrets_and_nothing_of_stepperslife(synth: Synth) -> None:
     stack = synth.stack
     context = cdk_json_context()["agistack:settings"]["agistaffers"]
-    expected: dict[str, Any] = {
-        env: ref(synth.logical_id(getattr(stack, attr))) for env, attr in AGISTAFFERS_SECRET_ENV.items()
-    }
-    expected.update({k: v for k, v in context.items() if v})
+    expected: dict[str, Any] = {k: v for k, v in context.items() if v}
     expected.update({"AGISTACK_STAGE": cdk_json_context()["agistack:stage"], "LOG_LEVEL": "INFO"})
     roles = set()
+    arns: set[str] = set()
     for name, function in synth.functions_of(stack.agistaffers).items():
         props = function["Properties"]
-        assert props["Environment"]["Variables"] == expected, name
+        variables = props["Environment"]["Variables"]
+        arns |= secret_arns_in(synth, variables, AGISTAFFERS_SECRET_ENV)
+        assert {k: v for k, v in variables.items() if not k.endswith("_ARN")} == expected, name
         roles.add(json.dumps(props["Role"]))
-    (role,) = roles
-    assert role != json.dumps(get_att("DefaultRole"))
+    assert arns == set(AGISTAFFERS_SECRET_ENV)
+    # Its own roles: none of SteppersLife's (whose first role keeps the SAM template's DefaultRole).
+    assert json.dumps(get_att("DefaultRole")) not in roles
+    stepperslife_roles = {json.dumps(f["Properties"]["Role"]) for f in synth.functions_of(stack.stepperslife).values()}
+    assert not roles & stepperslife_roles
 
 
 def test_every_handler_string_resolves_in_the_package(synth: Synth) -> None:
@@ -400,55 +414,70 @@ def grants_of(synth: Synth, role: dict[str, Any]) -> tuple[str, list[tuple[str, 
     return policy_id, grants
 
 
-def test_role_may_use_buckets_queues_bus_and_secrets(synth: Synth) -> None:
+def roles_of(synth: Synth, product: Any) -> dict[str, list[str]]:
+    """Each role (its GetAtt, as JSON) of a product's functions → the functions it runs."""
+    roles: dict[str, list[str]] = {}
+    for name, function in synth.functions_of(product).items():
+        roles.setdefault(json.dumps(function["Properties"]["Role"]), []).append(name)
+    return roles
+
+
+def test_roles_may_use_buckets_queues_bus_and_secrets(synth: Synth) -> None:
     stack = synth.stack
-    policy_id, grants = grants_of(synth, get_att("DefaultRole"))
+    readable: set[str] = set()
+    roles = roles_of(synth, stack.stepperslife)
+    assert json.dumps(get_att("DefaultRole")) in roles
+    for role, functions in roles.items():
+        policy_id, grants = grants_of(synth, json.loads(role))
 
-    def allowed(action: str, construct: Any) -> bool:
-        logical_id = synth.logical_id(construct)
-        return any(a == action and mentions(r, logical_id) for a, r in grants)
+        def allowed(action: str, construct: Any, grants: list[tuple[str, Any]] = grants) -> bool:
+            logical_id = synth.logical_id(construct)
+            return any(a == action and mentions(r, logical_id) for a, r in grants)
 
-    assert allowed("s3:GetObject*", stack.media_bucket)
-    assert allowed("s3:PutObject", stack.media_bucket)
-    assert allowed("s3:DeleteObject*", stack.media_bucket)
-    assert allowed("s3:PutObject", stack.backup_bucket)
-    assert allowed("s3:GetObject*", stack.backup_bucket)
-    assert allowed("s3:PutObjectRetention", stack.backup_bucket)
-    assert not allowed("s3:DeleteObject*", stack.backup_bucket)
-    assert not any(
-        a.startswith(("s3:DeleteObject", "s3:BypassGovernance")) and mentions(r, synth.logical_id(stack.backup_bucket))
-        for a, r in grants
-    )
-    assert allowed("sqs:SendMessage", stack.domain_events_queue)
-    assert allowed("sqs:SendMessage", stack.image_uploads_queue)
-    assert allowed("events:PutEvents", stack.event_bus)
-    for attr in STEPPERSLIFE_SECRET_ENV.values():
-        assert allowed("secretsmanager:GetSecretValue", getattr(stack, attr)), attr
-    # No function may start before its policy exists.
-    for name, function in synth.functions_of(stack.stepperslife).items():
-        assert policy_id in function.get("DependsOn", []), name
+        assert allowed("s3:GetObject*", stack.media_bucket)
+        assert allowed("s3:PutObject", stack.media_bucket)
+        assert allowed("s3:DeleteObject*", stack.media_bucket)
+        assert allowed("s3:PutObject", stack.backup_bucket)
+        assert allowed("s3:GetObject*", stack.backup_bucket)
+        assert allowed("s3:PutObjectRetention", stack.backup_bucket)
+        assert not allowed("s3:DeleteObject*", stack.backup_bucket)
+        assert not any(
+            a.startswith(("s3:DeleteObject", "s3:BypassGovernance"))
+            and mentions(r, synth.logical_id(stack.backup_bucket))
+            for a, r in grants
+        )
+        assert allowed("sqs:SendMessage", stack.domain_events_queue)
+        assert allowed("sqs:SendMessage", stack.image_uploads_queue)
+        assert allowed("events:PutEvents", stack.event_bus)
+        readable |= {
+            attr for attr in ALL_SECRET_ENV.values() if allowed("secretsmanager:GetSecretValue", getattr(stack, attr))
+        }
+        # No function may start before its role's policy exists.
+        for name in functions:
+            assert policy_id in synth.resources[name].get("DependsOn", []), name
+    assert readable == set(STEPPERSLIFE_SECRET_ENV.values())
 
 
-def test_agistaffers_role_reads_its_secrets_only(synth: Synth) -> None:
+def test_agistaffers_roles_read_its_secrets_only(synth: Synth) -> None:
     stack = synth.stack
-    functions = synth.functions_of(stack.agistaffers)
-    role = next(iter(functions.values()))["Properties"]["Role"]
-    policy_id, grants = grants_of(synth, role)
-    readable = [r for a, r in grants if a == "secretsmanager:GetSecretValue"]
-    granted = {
-        attr
-        for attr in ALL_SECRET_ENV.values()
-        if any(mentions(r, synth.logical_id(getattr(stack, attr))) for r in readable)
-    }
+    granted: set[str] = set()
+    for role, functions in roles_of(synth, stack.agistaffers).items():
+        policy_id, grants = grants_of(synth, json.loads(role))
+        readable = [r for a, r in grants if a == "secretsmanager:GetSecretValue"]
+        granted |= {
+            attr
+            for attr in ALL_SECRET_ENV.values()
+            if any(mentions(r, synth.logical_id(getattr(stack, attr))) for r in readable)
+        }
+        others = (stack.media_bucket, stack.backup_bucket, stack.domain_events_queue, stack.image_uploads_queue)
+        for construct in (*others, stack.event_bus):
+            assert not any(mentions(r, synth.logical_id(construct)) for _, r in grants), construct
+        provisioning_queue = synth.logical_id(stack.agi_provisioning_queue)
+        assert any(a == "sqs:SendMessage" and mentions(r, provisioning_queue) for a, r in grants)
+        assert any(a == "ses:SendEmail" for a, _ in grants)
+        for name in functions:
+            assert policy_id in synth.resources[name].get("DependsOn", []), name
     assert granted == set(AGISTAFFERS_SECRET_ENV.values())
-    others = (stack.media_bucket, stack.backup_bucket, stack.domain_events_queue, stack.image_uploads_queue)
-    for construct in (*others, stack.event_bus):
-        assert not any(mentions(r, synth.logical_id(construct)) for _, r in grants), construct
-    provisioning_queue = synth.logical_id(stack.agi_provisioning_queue)
-    assert any(a == "sqs:SendMessage" and mentions(r, provisioning_queue) for a, r in grants)
-    assert any(a == "ses:SendEmail" for a, _ in grants)
-    for name, function in functions.items():
-        assert policy_id in function.get("DependsOn", []), name
 
 
 def test_outputs_name_the_apis_buckets_and_queues(synth: Synth) -> None:

@@ -1,111 +1,74 @@
-"""Every secret the code reads is granted to exactly the functions whose code reads it.
+"""Every secret the code reads is granted to exactly the Lambda functions whose code path reads it.
 
-Derived from the code, not from a list: the modules each product's app can import (its import graph
-under functions/ and shared/, lazy imports inside functions included) are scanned for the settings
-groups they use (``settings.push``...); each group's secrets are what its ``from_env`` asks a secret
-reader for. The synthesized template must then grant ``secretsmanager:GetSecretValue`` on each
-secret to the roles of exactly those products' functions (each product's functions share one role
-and one environment: Chalice's), put its ARN variable in exactly their environments, and the README's
-table of secrets must say the same.
+Derived from the code, not from a list: each function's code path (tests/deploy/code_paths.py: its
+handler, or every route for the API, and the container members they reach) gives the settings
+groups it reads; each group's secrets are what its ``from_env`` asks a secret reader for. The
+products' declarations (functions/<product>/lambda_functions.py, which CDK builds the grants from)
+must say the same; the synthesized template must then grant ``secretsmanager:GetSecretValue`` on
+each secret to the roles of exactly those functions (no role of another function, nor any other
+role), put its ARN variable in exactly their environments, and the README's table must agree.
 """
 
 from __future__ import annotations
 
-import ast
 import contextlib
+import importlib
 import json
 import re
 import typing
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
 
 from cdk.main import REPO_ROOT
-from functions.platform.config import ConfigurationError, Settings, secret_arn_variable
+from functions.agistaffers import lambda_functions as agistaffers_functions
+from functions.platform.config import SECRETS_OF_GROUP, ConfigurationError, Settings, secret_arn_variable, secrets_of
+from functions.stepperslife import lambda_functions as stepperslife_functions
+from tests.deploy.code_paths import groups_by_function
 from tests.deploy.conftest import Synth
 from tests.deploy.test_configuration import RecordingEnv
 
 pytestmark = pytest.mark.slow
 
 PRODUCTS = ("stepperslife", "agistaffers")
-PACKAGES = ("functions", "shared")
+DECLARED: Mapping[str, Mapping[str, tuple[str, ...]]] = {
+    "stepperslife": stepperslife_functions.SECRET_GROUPS_BY_FUNCTION,
+    "agistaffers": agistaffers_functions.SECRET_GROUPS_BY_FUNCTION,
+}
 
 
-def module_path(module: str) -> Path | None:
-    base = REPO_ROOT.joinpath(*module.split("."))
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def imports_of(path: Path, module: str) -> Iterator[str]:
-    """Every module ``module`` (at ``path``) imports anywhere in its body, ours only."""
-    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
-                base = f"{parent}.{base}" if base else parent
-            # ``from package import module`` imports a module; ``from module import name`` does not.
-            names = [base, *(f"{base}.{alias.name}" for alias in node.names)]
-        else:
-            continue
-        yield from (name for name in names if name.split(".")[0] in PACKAGES)
-
-
-def import_closure(root: str) -> set[Path]:
-    seen: set[str] = set()
-    files: set[Path] = set()
-    pending = [root]
-    while pending:
-        module = pending.pop()
-        if module in seen:
-            continue
-        seen.add(module)
-        path = module_path(module)
-        if path is None:
-            continue
-        files.add(path)
-        # Importing a.b.c runs a/__init__.py and a/b/__init__.py first.
-        parents = [module.rsplit(".", depth)[0] for depth in range(1, module.count(".") + 1)]
-        pending.extend([*parents, *imports_of(path, module)])
-    return files
-
-
-class SecretsOfGroups:
+def secrets_of_groups() -> dict[str, set[str]]:
     """Each Settings group's secret settings: the names its ``from_env`` asks for together with their
     ARN variable (``_secret``'s way: the value, else the secret its ARN names)."""
+    by_group: dict[str, set[str]] = {}
+    for name, hint in typing.get_type_hints(Settings).items():
+        group = typing.get_args(hint)[0] if typing.get_args(hint) else hint  # EdgeSettings | None
+        env = RecordingEnv({})
+        with contextlib.suppress(ConfigurationError):  # a required value is missing: asked all the same
+            group.from_env(env, read_secret=lambda arn: "s" * 40)
+        by_group[name] = {asked for asked in env.asked if secret_arn_variable(asked) in env.asked}
+    return by_group
 
-    def __init__(self) -> None:
-        self.by_group: dict[str, set[str]] = {}
-        for name, group in typing.get_type_hints(Settings).items():
-            env = RecordingEnv({})
-            with contextlib.suppress(ConfigurationError):  # a required value is missing: asked all the same
-                group.from_env(env, read_secret=lambda arn: "s" * 40)
-            self.by_group[name] = {asked for asked in env.asked if secret_arn_variable(asked) in env.asked}
 
-
-def secrets_read_by(product: str, groups: SecretsOfGroups) -> set[str]:
-    accessors = set(typing.get_type_hints(Settings))
-    used: set[str] = set()
-    for path in import_closure(f"functions.{product}.app"):
-        for match in re.finditer(r"\bsettings\.([a-z_]+)", path.read_text(encoding="utf-8")):
-            name = "database" if match[1] == "database_url_for" else match[1]
-            if name in accessors:
-                used.add(name)
-    return set().union(*(groups.by_group[name] for name in used))
+def code_paths_of(product: str) -> dict[str, set[str]]:
+    """Each function of the product's app → the settings groups its code path reads."""
+    app = importlib.import_module(f"functions.{product}.app").app
+    router = importlib.import_module(f"functions.{product}.http").route
+    return groups_by_function(app, [router])
 
 
 @pytest.fixture(scope="module")
-def read_by_product() -> dict[str, set[str]]:
-    groups = SecretsOfGroups()
-    return {product: secrets_read_by(product, groups) for product in PRODUCTS}
+def read_by_function() -> dict[str, dict[str, set[str]]]:
+    """product → function (handler name) → the secret settings its code path reads."""
+    by_group = secrets_of_groups()
+    return {
+        product: {
+            function: set().union(*(by_group.get(group, set()) for group in groups))
+            for function, groups in code_paths_of(product).items()
+        }
+        for product in PRODUCTS
+    }
 
 
 def roles_of_policy(policy: dict[str, Any]) -> set[str]:
@@ -131,24 +94,49 @@ def role_of(function: dict[str, Any]) -> str:
     return str(function["Properties"]["Role"]["Fn::GetAtt"][0])
 
 
-def test_the_derivation_sees_each_products_integrations(read_by_product: dict[str, set[str]]) -> None:
-    # Not the answer itself (that is the stack's job below): that the scan reaches lazy imports.
-    assert {"DATABASE_URL", "EDGE_SIGNING_SECRET", "REDIS_URL"} <= read_by_product["agistaffers"]
-    assert "PORTAINER_API_KEY" in read_by_product["agistaffers"]
-    assert "VAPID_PRIVATE_KEY" in read_by_product["stepperslife"]
+def test_each_groups_secrets_are_what_its_settings_read() -> None:
+    assert {group: set(names) for group, names in SECRETS_OF_GROUP.items()} == {
+        group: names for group, names in secrets_of_groups().items() if names
+    }
+
+
+def test_the_code_path_scan_follows_lazy_members_and_helpers(read_by_function: dict[str, dict[str, set[str]]]) -> None:
+    # Not the answer itself (that is the declarations' and the stack's job below): that the scan
+    # reaches what a handler builds through other members (uptime → dashboards → sites → provisioning)
+    # and through helpers given the settings (redis_client), and tells the API from the handlers.
+    assert "PORTAINER_API_KEY" in read_by_function["agistaffers"]["check_uptime"]
+    assert read_by_function["agistaffers"]["maintain_metric_partitions"] == {"DATABASE_URL"}
+    assert "REDIS_URL" in read_by_function["stepperslife"]["reconcile_seat_counters"]
+    assert "FLOWISE_API_KEY" in read_by_function["stepperslife"]["process_domain_events"]
+    assert "FLOWISE_API_KEY" not in read_by_function["stepperslife"]["app"]
+    assert {name for name, read in read_by_function["stepperslife"].items() if "EDGE_SIGNING_SECRET" in read} == {"app"}
+
+
+def test_each_function_is_declared_with_exactly_the_secrets_its_code_reads(
+    read_by_function: dict[str, dict[str, set[str]]],
+) -> None:
+    for product in PRODUCTS:
+        declared = {function: set(secrets_of(groups)) for function, groups in DECLARED[product].items()}
+        assert declared == read_by_function[product], f"{product}: lambda_functions.py differs from the code"
 
 
 def test_each_secret_is_granted_to_exactly_the_functions_that_read_it(
-    synth: Synth, read_by_product: dict[str, set[str]]
+    synth: Synth, read_by_function: dict[str, dict[str, set[str]]]
 ) -> None:
     stack = synth.stack
-    assert set(stack.secrets) == set().union(*read_by_product.values()), "a secret the code reads is missing"
-    functions = {product: synth.functions_of(getattr(stack, product)) for product in PRODUCTS}
-    all_functions = {fid: f for product in PRODUCTS for fid, f in functions[product].items()}
+    every_read = {name for product in PRODUCTS for read in read_by_function[product].values() for name in read}
+    assert set(stack.secrets) == every_read, "a secret the code reads is missing, or one nobody reads exists"
+    # Each function's logical ID → the secrets its code reads.
+    reads: dict[str, set[str]] = {}
+    for product in PRODUCTS:
+        api = getattr(stack, product)
+        for handler, function in api.functions_by_handler().items():
+            reads[str(stack.resolve(function.logical_id))] = read_by_function[product][handler]
+    all_functions = {fid: f for product in PRODUCTS for fid, f in synth.functions_of(getattr(stack, product)).items()}
+    assert set(all_functions) == set(reads)
     for setting, secret in stack.secrets.items():
         secret_id = synth.logical_id(secret)
-        readers = {product for product in PRODUCTS if setting in read_by_product[product]}
-        reader_functions = {fid for product in readers for fid in functions[product]}
+        reader_functions = {fid for fid, read in reads.items() if setting in read}
         granted_roles = role_ids_reading(synth, secret_id)
         granted_functions = {fid for fid, f in all_functions.items() if role_of(f) in granted_roles}
         assert granted_functions == reader_functions, f"{setting}: granted to the wrong functions"
@@ -162,16 +150,33 @@ def test_each_secret_is_granted_to_exactly_the_functions_that_read_it(
         assert granted_roles == {role_of(all_functions[fid]) for fid in reader_functions}, setting
 
 
-def test_the_readme_names_each_secrets_readers(read_by_product: dict[str, set[str]]) -> None:
+def test_a_function_started_with_only_its_environment_has_what_its_code_reads(
+    read_by_function: dict[str, dict[str, set[str]]],
+) -> None:
+    """Settings built as Lambda builds them, from one function's ARN variables only: each secret read
+    is one the function is given, and the groups its code path uses are configured."""
+    for product in PRODUCTS:
+        for function, groups in DECLARED[product].items():
+            env = {secret_arn_variable(name): f"arn:{name}" for name in secrets_of(groups)}
+            asked: list[str] = []
+
+            def read_secret(arn: str, asked: list[str] = asked) -> str:
+                asked.append(arn)
+                return "s" * 40
+
+            settings = Settings.from_env(env, read_secret=read_secret)
+            assert {arn.removeprefix("arn:") for arn in asked} == read_by_function[product][function]
+            assert (settings.edge is not None) == ("edge" in groups), f"{product} {function}"
+
+
+def test_the_readme_names_each_functions_secrets(read_by_function: dict[str, dict[str, set[str]]]) -> None:
     text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
     section = text[text.index("Secrets and the functions that read them") :]
     table = section[section.index("\n|") + 1 : section.index("\n\n", section.index("\n|"))]
-    in_readme: dict[str, set[str]] = {}
+    in_readme: dict[tuple[str, str], set[str]] = {}
     for row in table.splitlines()[2:]:
-        setting, _secret, readers = (cell.strip() for cell in row.strip("|").split("|"))
-        in_readme[setting.strip("`")] = {reader.strip() for reader in readers.split(",")}
-    expected = {
-        setting: {product for product in PRODUCTS if setting in read_by_product[product]}
-        for setting in set().union(*read_by_product.values())
-    }
+        product, functions, secrets = (cell.strip() for cell in row.strip("|").split("|"))
+        for function in re.findall(r"`([a-z_]+)`", functions):
+            in_readme[(product, function)] = set(re.findall(r"`([A-Z_]+)`", secrets))
+    expected = {(product, f): read for product in PRODUCTS for f, read in read_by_function[product].items()}
     assert in_readme == expected

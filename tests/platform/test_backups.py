@@ -320,7 +320,6 @@ def cli_env(backup_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DATABASE_URL", backup_settings.database.url)
     monkeypatch.setenv("DATABASE_NAME_PREFIX", backup_settings.database.name_prefix)
     monkeypatch.setenv("AWS_ENDPOINT_URL", backup_settings.aws.endpoint_url or "")
-    monkeypatch.setenv("EDGE_SIGNING_SECRET", backup_settings.edge.signing_secret)
     if backup_settings.backup.pg_bin_dir:
         monkeypatch.setenv("PG_BIN_DIR", backup_settings.backup.pg_bin_dir)
 

@@ -24,9 +24,18 @@ def test_the_defaults_of_the_groups_are_what_an_empty_environment_gives() -> Non
     )
 
 
-def test_every_missing_variable_is_named_at_once() -> None:
-    with pytest.raises(MissingConfiguration, match="missing configuration: DATABASE_URL, EDGE_SIGNING_SECRET"):
+def test_a_missing_variable_is_named_before_an_invalid_one() -> None:
+    with pytest.raises(MissingConfiguration, match=r"^missing configuration: DATABASE_URL$"):
         Settings.from_env({"DOMAIN_EVENTS_VIA": "carrier-pigeon"})
+
+
+def test_a_function_without_the_edge_key_has_no_edge_group_and_serves_no_http() -> None:
+    """Queue and schedule handlers are not given EDGE_SIGNING_SECRET (cdk/product.py)."""
+    settings = Settings.from_env({"DATABASE_URL": "postgresql://db.example/x"})
+    assert settings.edge is None
+    with pytest.raises(MissingConfiguration, match="EDGE_SIGNING_SECRET"):
+        settings.require_edge()
+    assert Settings.from_env(REQUIRED).require_edge() == EdgeSettings(SECRET)
 
 
 @pytest.mark.parametrize(
@@ -54,7 +63,7 @@ def test_secrets_come_from_the_value_or_from_the_secret_its_arn_names() -> None:
     }
     settings = Settings.from_env(env, read_secret=store.__getitem__)
     assert settings.database.url == "postgresql://secret.example/x"
-    assert settings.edge.signing_secret == SECRET
+    assert settings.require_edge().signing_secret == SECRET
     assert settings.flowise == FlowiseSettings(url="https://flowise.example", api_key="key")
     assert settings.aws == AwsSettings(region="eu-west-1")
     # A value in the environment wins over the secret (the dev stack and tests set values).
