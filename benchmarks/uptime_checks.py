@@ -18,68 +18,24 @@ JSON line last.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import ssl
 import statistics
-import tempfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import psycopg
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from benchmarks._common import environment, spread
 from benchmarks.metrics_ingest import _sites
+from devstack.fakes.tls import ThrowAwayCa
 from functions.agistaffers.composition import Container, configure
 from functions.agistaffers.services import domain_events
 from functions.agistaffers.services.uptime import SiteChecker, UptimeMonitor, UptimePolicy
 from functions.platform.outbound import GuardedHttpClient
 from shared.net import WEB_PORTS
-
-
-def _wildcard_tls(folder: Path) -> tuple[ssl.SSLContext, str]:
-    """A server context for ``*.example.com`` and the CA file that verifies it."""
-    now = dt.datetime.now(dt.UTC)
-    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bench CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    leaf = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "*.example.com")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=30))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("*.example.com")]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    ca_file, chain = folder / "ca.pem", folder / "site.pem"
-    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    chain.write_bytes(
-        leaf.public_bytes(serialization.Encoding.PEM)
-        + key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(chain)
-    return context, str(ca_file)
 
 
 class _Sites(ThreadingHTTPServer):
@@ -147,7 +103,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=UptimePolicy.concurrency)
     args = parser.parse_args()
     site_count, baseline_count, rounds = (10_000, 40, 3) if args.full else (600, 20, 3)
-    context, ca_file = _wildcard_tls(Path(tempfile.mkdtemp(prefix="bench-uptime-")))
+    ca = ThrowAwayCa("bench CA")
+    context, ca_file = ca.server_context("*.example.com"), ca.ca_file
     server = _serve(context, args.latency_ms / 1000)
     address = f"127.0.0.1:{server.server_port}"
     with environment() as env:

@@ -21,13 +21,12 @@ import datetime as dt
 import re
 import socket
 import ssl
-import tempfile
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 from devstack.fakes.server import Faults, JsonServer, Reply, Request, late
+from devstack.fakes.tls import ThrowAwayCa
 
 DOMAIN_LABEL = re.compile(r'io\.agistack\.domain: "([^"]+)"')
 OWNER_LABEL = re.compile(r'io\.agistack\.owner: "([^"]+)"')
@@ -185,64 +184,19 @@ class FakePortainer:
 
 
 class _Certificates:
-    """A CA (its PEM in ``ca_file``) and a TLS context per domain, signed by it on first use."""
+    """The fake ingress's CA (its PEM in ``ca_file``) and a TLS context per domain, signed on first use."""
 
     def __init__(self) -> None:
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import ec
-        from cryptography.x509.oid import NameOID
-
-        self._x509, self._hashes, self._ser, self._ec, self._oid = x509, hashes, serialization, ec, NameOID
-        self._dir = Path(tempfile.mkdtemp(prefix="fake-portainer-tls-"))
-        self._ca_key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "agistack fake ingress CA")])
-        now = dt.datetime.now(dt.UTC)
-        self._ca_name = name
-        self._ca = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(self._ca_key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(days=1))
-            .not_valid_after(now + dt.timedelta(days=30))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(self._ca_key, hashes.SHA256())
-        )
-        self.ca_file = str(self._dir / "ca.pem")
-        Path(self.ca_file).write_bytes(self._ca.public_bytes(serialization.Encoding.PEM))
+        self._ca = ThrowAwayCa("agistack fake ingress CA")
+        self.ca_file = self._ca.ca_file
         self._contexts: dict[str, ssl.SSLContext] = {}
         self._lock = threading.Lock()
 
     def context(self, domain: str) -> ssl.SSLContext:
         with self._lock:
             if domain not in self._contexts:
-                self._contexts[domain] = self._make(domain)
+                self._contexts[domain] = self._ca.server_context(domain)
             return self._contexts[domain]
-
-    def _make(self, domain: str) -> ssl.SSLContext:
-        x509, ser = self._x509, self._ser
-        key = self._ec.generate_private_key(self._ec.SECP256R1())
-        now = dt.datetime.now(dt.UTC)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(self._oid.COMMON_NAME, domain)]))
-            .issuer_name(self._ca_name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(days=1))
-            .not_valid_after(now + dt.timedelta(days=30))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(domain)]), critical=False)
-            .sign(self._ca_key, self._hashes.SHA256())
-        )
-        safe = re.sub(r"[^a-z0-9.-]", "_", domain)
-        cert_path, key_path = self._dir / f"{safe}.crt", self._dir / f"{safe}.key"
-        cert_path.write_bytes(cert.public_bytes(ser.Encoding.PEM))
-        key_path.write_bytes(key.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.PKCS8, ser.NoEncryption()))
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(cert_path, key_path)
-        return context
 
 
 class _Ingress:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from psycopg import Connection
 
 from functions.platform.ports import Row
-from functions.platform.push import EndpointChecker
+from functions.platform.push import EndpointChecker, Subscription
 from shared.errors import ValidationFailed
 from shared.kv_keys import endpoint_hash
 from shared.net import MAX_URL_LENGTH, UnsafeUrl
@@ -52,3 +52,15 @@ def save_subscription(
         (user_id, keep),
     ).fetchall()
     return row, [old["endpoint_hash"] for old in evicted]
+
+
+def subscription_from_row(row: Row) -> Subscription:
+    """A stored subscription (a ``push_subscriptions`` row) as push delivery takes it."""
+    return Subscription(
+        id=str(row["id"]),
+        user_id=str(row["user_id"]),
+        endpoint=row["endpoint"],
+        endpoint_hash=row["endpoint_hash"],
+        p256dh=row["p256dh"],
+        auth=row["auth"],
+    )

@@ -8,23 +8,17 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import ssl
-import tempfile
 import threading
 import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from devstack.fakes.portainer import FakePortainer
+from devstack.fakes.tls import ThrowAwayCa
 from functions.agistaffers.adapters.ses_mail import SesMailer
 from functions.agistaffers.composition import container
 from functions.agistaffers.services import domain_events
@@ -222,43 +216,10 @@ class TlsSite:
     each response (status, body, headers)."""
 
     def __init__(self, expires_in: dt.timedelta) -> None:
-        folder = Path(tempfile.mkdtemp(prefix="uptime-tls-"))
-        now = dt.datetime.now(dt.UTC)
-        ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "uptime test CA")])
-        ca = (
-            x509.CertificateBuilder()
-            .subject_name(ca_name)
-            .issuer_name(ca_name)
-            .public_key(ca_key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(days=1))
-            .not_valid_after(now + dt.timedelta(days=365))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(ca_key, hashes.SHA256())
-        )
-        self.expires_at = (now + expires_in).replace(microsecond=0)
-        leaf = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, DOMAIN)]))
-            .issuer_name(ca_name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(days=1))
-            .not_valid_after(self.expires_at)
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(DOMAIN)]), critical=False)
-            .sign(ca_key, hashes.SHA256())
-        )
-        self.ca_file = str(folder / "ca.pem")
-        Path(self.ca_file).write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-        (folder / "site.pem").write_bytes(
-            leaf.public_bytes(serialization.Encoding.PEM)
-            + key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            )
-        )
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(folder / "site.pem")
+        ca = ThrowAwayCa("uptime test CA", valid_for=dt.timedelta(days=365))
+        self.expires_at = (dt.datetime.now(dt.UTC) + expires_in).replace(microsecond=0)
+        self.ca_file = ca.ca_file
+        context = ca.server_context(DOMAIN, expires_at=self.expires_at)
         self.answer: tuple[int, bytes, dict[str, str]] = (200, b"<h1>Welcome to Acme</h1>", {})
         self.requests = 0
         site = self

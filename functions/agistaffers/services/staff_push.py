@@ -14,10 +14,10 @@ import logging
 from typing import Any
 
 from functions.agistaffers.services.accounts import Actor
-from functions.platform.ports import Row, TransactionalDatabase
+from functions.platform.ports import TransactionalDatabase
 from functions.platform.processing import ReceivedEvent
 from functions.platform.push import EndpointChecker, FanOutReport, Notification, PushDelivery, Subscription
-from functions.platform.push_subscriptions import check_subscription, save_subscription
+from functions.platform.push_subscriptions import check_subscription, save_subscription, subscription_from_row
 from shared.errors import Forbidden, NotFound
 
 log = logging.getLogger("agistack.push")
@@ -25,17 +25,6 @@ log = logging.getLogger("agistack.push")
 MAX_SUBSCRIPTIONS_PER_USER = 10
 # Long enough for a laptop opened the next morning; an alert older than that is in the dashboard.
 ALERT_TTL_SECONDS = 12 * 3600
-
-
-def _subscription(row: Row) -> Subscription:
-    return Subscription(
-        id=str(row["id"]),
-        user_id=str(row["user_id"]),
-        endpoint=row["endpoint"],
-        endpoint_hash=row["endpoint_hash"],
-        p256dh=row["p256dh"],
-        auth=row["auth"],
-    )
 
 
 def alert_notification(event: ReceivedEvent) -> Notification:
@@ -91,7 +80,7 @@ class StaffPush:
                 "JOIN users u ON u.id = p.user_id WHERE u.role = 'admin' AND u.disabled_at IS NULL"
             ).fetchall()
         report = self._delivery.send(
-            [_subscription(row) for row in rows], alert_notification(event), on_gone=self._prune
+            [subscription_from_row(row) for row in rows], alert_notification(event), on_gone=self._prune
         )
         log.info("alert push %s: %s", event.dedup_key, report)
         return report

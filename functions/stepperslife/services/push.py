@@ -32,7 +32,7 @@ from functions.platform.push import (
     PushDelivery,
     Subscription,
 )
-from functions.platform.push_subscriptions import check_subscription, save_subscription
+from functions.platform.push_subscriptions import check_subscription, save_subscription, subscription_from_row
 from functions.stepperslife.services.enhancement import when_text
 from shared.envelope import Identity
 from shared.errors import NotFound
@@ -42,17 +42,6 @@ log = logging.getLogger("agistack.push")
 MAX_SUBSCRIPTIONS_PER_USER = 20
 MAX_TTL_SECONDS = 28 * 86400  # what push services keep a message for at most
 _COLUMNS = "id, user_id, endpoint, endpoint_hash, p256dh, auth"
-
-
-def _subscription(row: Row) -> Subscription:
-    return Subscription(
-        id=str(row["id"]),
-        user_id=str(row["user_id"]),
-        endpoint=row["endpoint"],
-        endpoint_hash=row["endpoint_hash"],
-        p256dh=row["p256dh"],
-        auth=row["auth"],
-    )
 
 
 class PushService:
@@ -105,7 +94,7 @@ class PushService:
     def subscriptions_of(self, user_id: str) -> list[Subscription]:
         with self._db.transaction() as conn:
             rows = conn.execute(f"SELECT {_COLUMNS} FROM push_subscriptions WHERE user_id = %s", (user_id,)).fetchall()
-        return [_subscription(row) for row in rows]
+        return [subscription_from_row(row) for row in rows]
 
     def notify(self, topic: str, payload: Mapping[str, Any]) -> FanOutReport:
         """The notification step of a domain event."""
@@ -191,7 +180,7 @@ class PushService:
             )
         else:
             raise ValueError(f"no notification for {topic!r}")
-        return note, [_subscription(row) for row in rows]
+        return note, [subscription_from_row(row) for row in rows]
 
     def send(self, subscriptions: Sequence[Subscription], note: Notification) -> FanOutReport:
         """Deliver ``note`` to ``subscriptions``; forgotten ones are pruned here and at the edge."""
