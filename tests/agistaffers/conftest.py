@@ -206,6 +206,17 @@ def tenants(accounts: AccountService, customers: CustomerService, staff: Actor) 
 
 
 @pytest.fixture
+def owner(tenants: Tenants) -> Actor:
+    """A business-plan customer's owner (the monitoring and alerting tests' tenant)."""
+    return tenants.owner(plan="business", company="Acme Hosting")
+
+
+@pytest.fixture
+def site(sites: SiteService, owner: Actor) -> dict[str, Any]:
+    return sites.add(owner, "acme.example.com")
+
+
+@pytest.fixture
 def ses_sender(settings: Settings) -> str:
     """A sender address verified in moto's SES."""
     sender = "hello@agistaffers.example.com"

@@ -24,7 +24,6 @@ from functions.agistaffers.services.accounts import Actor
 from functions.agistaffers.services.alerts import FLAP_HOLD
 from functions.agistaffers.services.provisioning import Provisioning
 from functions.agistaffers.services.provisioning_messages import ProvisioningMessages
-from functions.agistaffers.services.sites import SiteService
 from functions.agistaffers.services.staff_push import StaffPush
 from functions.agistaffers.services.webhooks import WebhookRetryLater, Webhooks
 from functions.platform.adapters.postgres import Database
@@ -44,16 +43,6 @@ LOOPBACK = {"127.0.0.1"}  # the guard's development allow-list, as PUSH_ALLOW_HO
 @pytest.fixture(autouse=True)
 def _container(configured_agi_app: Any) -> None:
     """These tests drive the installed container's evaluator and ingest (``container()``)."""
-
-
-@pytest.fixture
-def owner(tenants: Tenants) -> Actor:
-    return tenants.owner(plan="business", company="Acme Hosting")
-
-
-@pytest.fixture
-def site(sites: SiteService, owner: Actor) -> dict[str, Any]:
-    return sites.add(owner, "acme.example.com")
 
 
 def rule_body(**fields: Any) -> dict[str, Any]:

@@ -49,16 +49,6 @@ def _container(configured_agi_app: Any) -> None:
     """These tests drive the installed container's services directly (``container()``)."""
 
 
-@pytest.fixture
-def owner(tenants: Tenants) -> Actor:
-    return tenants.owner(plan="business", company="Acme Hosting")
-
-
-@pytest.fixture
-def site(sites: SiteService, owner: Actor) -> dict[str, Any]:
-    return sites.add(owner, "acme.example.com")
-
-
 def test_ingest_with_the_site_token_counts_what_it_accepts_and_why_it_refuses(
     agi_api: EdgeSignedClient, site: dict[str, Any], sql: psycopg.Connection[Any]
 ) -> None:
