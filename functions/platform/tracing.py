@@ -2,7 +2,8 @@
 
 The edge starts or continues a W3C trace and forwards ``traceparent`` to the API (with the signed
 envelope, though not signed by it: a forged one only mislabels the caller's own log lines). The HTTP
-glue and the queue batch loop open ``traced(...)`` around each request and message; below that, the
+glue and the queue batch loop open ``traced(...)`` around each request and message, and each scheduled
+handler runs in a trace of its own (``in_new_trace``); below that, the
 log lines (functions/platform/telemetry.py), the metric records, the SQL comment on every statement
 (functions/platform/adapters/postgres.py) and every message enqueued read ``current()``. A context
 variable, so that threads (the dev stack's server) and tasks each see their own.
@@ -10,10 +11,12 @@ variable, so that threads (the dev stack's server) and tasks each see their own.
 
 from __future__ import annotations
 
+import functools
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import ParamSpec, TypeVar
 
 from shared import tracecontext
 from shared.tracecontext import TraceParent
@@ -23,6 +26,8 @@ HEADER = tracecontext.HEADER
 MESSAGE_ATTRIBUTE = tracecontext.HEADER
 
 _current: ContextVar[TraceParent | None] = ContextVar("agistack_trace", default=None)
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 def current() -> TraceParent | None:
@@ -55,3 +60,15 @@ def traced(traceparent: str | None) -> Iterator[TraceParent]:
         yield trace
     finally:
         _current.reset(token)
+
+
+def in_new_trace(handler: Callable[_P, _R]) -> Callable[_P, _R]:
+    """A scheduled handler, run as the root of a trace of its own: a schedule continues nobody's trace,
+    and its log lines, SQL comments and the messages it enqueues should still name one."""
+
+    @functools.wraps(handler)
+    def run(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with traced(None):
+            return handler(*args, **kwargs)
+
+    return run

@@ -67,7 +67,7 @@ def containers_reached(handler: Callable[..., Any]) -> Iterator[tuple[type, str]
     seen: set[Callable[..., Any]] = set()
     pending = [handler]
     while pending:
-        function = pending.pop()
+        function = inspect.unwrap(pending.pop())  # a schedule's own code, not its trace wrapper
         if function in seen:
             continue
         seen.add(function)

@@ -173,3 +173,26 @@ def test_the_dashboard_has_a_stable_uid_and_charts_only_metrics_the_code_emits(
             charted |= names
     # Every family the code emits has a panel.
     assert {name.rsplit("_", 1)[0] for name in emitted} <= {name.rsplit("_", 1)[0] for name in charted}
+
+
+def test_each_scheduled_handler_runs_in_a_trace_of_its_own() -> None:
+    from devstack.handlers import scheduled_handlers
+    from functions.agistaffers.app import app as agistaffers_app
+    from functions.stepperslife.app import app as stepperslife_app
+
+    seen: list[str | None] = []
+
+    @tracing.in_new_trace
+    def handler(event: dict[str, Any]) -> None:
+        seen.append(tracing.current_trace_id())
+
+    handler({})
+    handler({})
+    assert None not in seen and seen[0] != seen[1] and tracing.current() is None
+    wrapper_code = handler.__code__
+    for app in (stepperslife_app, agistaffers_app):
+        schedules = scheduled_handlers(app)
+        assert schedules
+        for schedule in schedules:
+            function = getattr(schedule.function, "func", schedule.function)
+            assert function.__code__ is wrapper_code, f"{schedule.name} runs outside a trace of its own"

@@ -29,6 +29,7 @@ from functions.agistaffers.schemas import IncidentListQuery, MetricsQuery
 from functions.agistaffers.services.metrics import parse_batch, token_from_headers
 from functions.agistaffers.status_page import render
 from functions.platform.http import ANYONE, Call
+from functions.platform.tracing import in_new_trace
 
 bp = Blueprint(__name__)
 # How long the edge (and browsers) may keep a status page: short, it shows the current state.
@@ -103,20 +104,24 @@ def status_page(call: Call) -> Response:
 
 
 @bp.schedule(Rate(1, unit=Rate.HOURS))
+@in_new_trace
 def maintain_metric_partitions(event: CloudWatchEvent) -> dict[str, int]:
     return container().maintain_partitions()
 
 
 @bp.schedule(Rate(1, unit=Rate.MINUTES))
+@in_new_trace
 def roll_up_metrics(event: CloudWatchEvent) -> dict[str, Any]:
     return container().roll_up()
 
 
 @bp.schedule(Rate(1, unit=Rate.MINUTES))
+@in_new_trace
 def evaluate_alerts(event: CloudWatchEvent) -> dict[str, int]:
     return container().evaluate_alerts()
 
 
 @bp.schedule(Rate(1, unit=Rate.MINUTES))
+@in_new_trace
 def check_uptime(event: CloudWatchEvent) -> dict[str, int]:
     return container().check_uptime()

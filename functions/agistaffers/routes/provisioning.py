@@ -15,6 +15,7 @@ from functions.platform import topology
 from functions.platform.http import Call
 from functions.platform.processing import PoisonMessage
 from functions.platform.queues import process_batch
+from functions.platform.tracing import in_new_trace
 from shared.envelope import AGISTAFFERS
 
 bp = Blueprint(__name__)
@@ -52,6 +53,7 @@ def provision(event: SQSEvent) -> dict[str, Any]:
 
 
 @bp.schedule(Rate(1, unit=Rate.MINUTES))
+@in_new_trace
 def kick_provisioning(event: CloudWatchEvent) -> dict[str, int]:
     """Sends what the requests' own flush left behind, then a message for every run that is due."""
     published = container().outbox_relay.flush_all()
@@ -59,6 +61,7 @@ def kick_provisioning(event: CloudWatchEvent) -> dict[str, int]:
 
 
 @bp.schedule(Rate(1, unit=Rate.DAYS))
+@in_new_trace
 def prune_provisioning_records(event: CloudWatchEvent) -> dict[str, int]:
     return {
         "outbox": container().outbox_relay.prune(RETENTION_DAYS),

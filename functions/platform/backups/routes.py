@@ -26,6 +26,7 @@ from functions.platform import topology
 from functions.platform.backups.composition import backups
 from functions.platform.backups.drill import drill_metrics, freshness_metrics
 from functions.platform.backups.errors import BackupError
+from functions.platform.tracing import in_new_trace
 
 log = logging.getLogger("agistack.backups")
 bp = Blueprint(__name__)
@@ -55,21 +56,25 @@ def _backup(kind: str) -> dict[str, Any]:
 
 
 @bp.schedule(Rate(15, unit=Rate.MINUTES))
+@in_new_trace
 def backup_incremental(event: CloudWatchEvent) -> dict[str, Any]:
     return _backup(topology.INCREMENTAL_BACKUP.name)
 
 
 @bp.schedule(Cron(0, 2, "*", "*", "?", "*"))
+@in_new_trace
 def backup_daily(event: CloudWatchEvent) -> dict[str, Any]:
     return _backup(topology.DAILY_BACKUP.name)
 
 
 @bp.schedule(Cron(30, 2, "?", "*", "SUN", "*"))
+@in_new_trace
 def backup_weekly(event: CloudWatchEvent) -> dict[str, Any]:
     return _backup(topology.WEEKLY_BACKUP.name)
 
 
 @bp.schedule(Cron(0, 4, "*", "*", "?", "*"))
+@in_new_trace
 def backup_drill(event: CloudWatchEvent) -> dict[str, Any]:
     """Drills never raise for a bad dump (the finding is recorded); the freshness check alarms."""
     results: dict[str, Any] = {}
@@ -81,6 +86,7 @@ def backup_drill(event: CloudWatchEvent) -> dict[str, Any]:
 
 
 @bp.schedule(Rate(1, unit=Rate.HOURS))
+@in_new_trace
 def backup_freshness(event: CloudWatchEvent) -> dict[str, Any]:
     results: dict[str, Any] = {}
     for database in backups().databases:

@@ -11,6 +11,7 @@ from typing import Any
 from chalice.app import Blueprint, CloudWatchEvent, Rate
 
 from functions.platform.http import Call
+from functions.platform.tracing import in_new_trace
 from functions.stepperslife.composition import container
 from functions.stepperslife.http import AUTHENTICATED, route
 from functions.stepperslife.responses import PreferencesReply, Recommendations, Registrations
@@ -43,6 +44,7 @@ def my_registrations(call: Call) -> dict[str, Any]:
 
 
 @bp.schedule(Rate(1, unit=Rate.DAYS), name="send_daily_digest")
+@in_new_trace
 def send_daily_digest(event: CloudWatchEvent) -> dict[str, Any]:
     """User_Engagement: recommended events pushed once a day to those who opted in."""
     report = container().engagement.send_daily_digest(datetime.now(UTC).date())

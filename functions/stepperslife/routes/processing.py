@@ -11,6 +11,7 @@ from chalice.app import Blueprint, CloudWatchEvent, Rate, SQSEvent
 from functions.platform import topology
 from functions.platform.processing import PoisonMessage
 from functions.platform.queues import process_batch
+from functions.platform.tracing import in_new_trace
 from functions.stepperslife.composition import container
 from shared.envelope import STEPPERSLIFE
 
@@ -33,12 +34,14 @@ def process_domain_events(event: SQSEvent) -> dict[str, Any]:
 
 
 @bp.schedule(Rate(1, unit=Rate.MINUTES))
+@in_new_trace
 def relay_outbox(event: CloudWatchEvent) -> dict[str, int]:
     """Sends what the requests' own flush left behind (a crash, a transport outage)."""
     return {"published": container().outbox_relay.flush_all()}
 
 
 @bp.schedule(Rate(1, unit=Rate.DAYS))
+@in_new_trace
 def prune_domain_event_records(event: CloudWatchEvent) -> dict[str, int]:
     """Keeps the outbox and the claims from growing without bound."""
     return {

@@ -9,6 +9,7 @@ from typing import Any
 from chalice.app import Blueprint, CloudWatchEvent, Rate, Response
 
 from functions.platform.http import Call
+from functions.platform.tracing import in_new_trace
 from functions.stepperslife.composition import container
 from functions.stepperslife.http import AUTHENTICATED, route
 from functions.stepperslife.responses import Attendees, RegistrationReply
@@ -91,6 +92,7 @@ def check_in(call: Call) -> dict[str, Any]:
 
 
 @bp.schedule(Rate(1, unit=Rate.DAYS), name="reconcile_seat_counters")
+@in_new_trace
 def reconcile_seat_counters(event: CloudWatchEvent) -> dict[str, Any]:
     fixed = container().registrations.reconcile_seat_counters()
     if fixed:
