@@ -323,17 +323,20 @@ class UptimeMonitor:
         return incident["id"]
 
     def _site_up(self, conn: Connection[Row], state: Row, now: datetime) -> None:
-        resolved = conn.execute(
-            "UPDATE incidents SET resolved_at = %s WHERE site_id = %s AND kind = 'downtime' AND resolved_at IS NULL "
+        self._resolve_open(conn, state, "downtime", now)
+
+    def _resolve_open(self, conn: Connection[Row], state: Row, kind: str, now: datetime) -> None:
+        """Resolve the site's open incidents of ``kind`` and announce each resolution."""
+        for incident in conn.execute(
+            "UPDATE incidents SET resolved_at = %s WHERE site_id = %s AND kind = %s AND resolved_at IS NULL "
             "RETURNING id, title",
-            (now, state["site_id"]),
-        ).fetchall()
-        for incident in resolved:
+            (now, state["site_id"], kind),
+        ).fetchall():
             self._notify(
                 conn,
                 state,
                 incident["id"],
-                kind="downtime",
+                kind=kind,
                 change="resolved",
                 title=incident["title"],
                 now=now,
@@ -350,21 +353,7 @@ class UptimeMonitor:
             return warned
         if state["cert_expires_at"] is not None and expires != state["cert_expires_at"]:
             warned = None  # a new certificate: its warnings start afresh, the old one's are over
-            for old in conn.execute(
-                "UPDATE incidents SET resolved_at = %s WHERE site_id = %s AND kind = 'certificate' "
-                "AND resolved_at IS NULL RETURNING id, title",
-                (now, state["site_id"]),
-            ).fetchall():
-                self._notify(
-                    conn,
-                    state,
-                    old["id"],
-                    kind="certificate",
-                    change="resolved",
-                    title=old["title"],
-                    now=now,
-                    status=None,
-                )
+            self._resolve_open(conn, state, "certificate", now)
         # Only the tightest threshold crossed is raised: a certificate first seen 2 days before it
         # expires is one warning, not two.
         crossed = [days for days in CERT_WARNING_DAYS if expires - now < timedelta(days=days)]
