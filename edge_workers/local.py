@@ -58,7 +58,16 @@ from edge_workers.core.ports import (
 from edge_workers.core.ratelimit import SlidingWindowObject
 from edge_workers.core.routes import Quota
 from edge_workers.core.turnstile import HttpSiteverify, OfflineTestKeys
-from edge_workers.local_server import BackgroundServer, Receive, Scope, Send, read_body, refusal_error, send_response
+from edge_workers.local_server import (
+    BackgroundServer,
+    Receive,
+    Scope,
+    Send,
+    http_url,
+    read_body,
+    refusal_error,
+    send_response,
+)
 from shared.errors import AppError, BadRequest
 
 log = logging.getLogger("agistack.edge")
@@ -444,8 +453,7 @@ class EdgeServer:
 
     @property
     def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return http_url(self.host, self.port)
 
     def start(self) -> None:
         if self._server is not None:

@@ -158,6 +158,11 @@ def _protocol_answering(refusal: Refusal) -> type[H11Protocol]:
     return JsonRefusalProtocol
 
 
+def http_url(host: str, port: int) -> str:
+    """``http://host:port``, an IPv6 host in brackets."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 class BackgroundServer:
     """``app`` served on ``host:port`` by uvicorn (h11) on its own event loop in a daemon thread.
 
@@ -188,8 +193,7 @@ class BackgroundServer:
 
     @property
     def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return http_url(self.host, self.port)
 
     def start(self) -> None:
         if self._server is not None:
