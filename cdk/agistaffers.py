@@ -28,6 +28,9 @@ PRODUCT = "agistaffers"
 # check_uptime keeps checking for UPTIME_RUN_SECONDS (60) of each minute, then waits for the checks in
 # flight (UPTIME_TIMEOUT_SECONDS per hop, up to 4 hops): more than the handlers' 30 s.
 UPTIME_TIMEOUT_S = 100
+# maintain_metric_partitions builds a closed day's samples B-tree (~115 M rows at 10,000 sites):
+# minutes, so Lambda's longest timeout; a build cut short is dropped and redone by the next run.
+PARTITIONS_TIMEOUT_S = 900
 
 
 class AgistaffersApi(ProductApi):
@@ -44,7 +47,10 @@ class AgistaffersApi(ProductApi):
             stage_settings={
                 "lambda_timeout": HANDLER_TIMEOUT_S,
                 "lambda_memory_size": lambda_memory_mb,
-                "lambda_functions": {"check_uptime": {"lambda_timeout": UPTIME_TIMEOUT_S}},
+                "lambda_functions": {
+                    "check_uptime": {"lambda_timeout": UPTIME_TIMEOUT_S},
+                    "maintain_metric_partitions": {"lambda_timeout": PARTITIONS_TIMEOUT_S},
+                },
             },
             queues=stack.queues,
             dependencies_layer=stack.dependencies_layer,

@@ -208,8 +208,12 @@ class Container(ProductContainer):
     # The schedules' use cases, named once for the Lambda handlers and the dev stack.
 
     def maintain_partitions(self) -> dict[str, int]:
+        now = datetime.now(UTC)
         with self.db.transaction() as conn:
-            return partitions.maintain(conn, datetime.now(UTC))
+            counts = partitions.maintain(conn, now)
+        with self.db.outside_transaction() as conn:
+            counts["indexed"] = len(partitions.index_closed_days(conn, now))
+        return counts
 
     def roll_up(self) -> dict[str, Any]:
         return {run.name: run.buckets for run in self.rollups.run()}

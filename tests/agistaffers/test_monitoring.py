@@ -154,6 +154,53 @@ def test_partitions_are_made_ahead_and_dropped_whole(sql: psycopg.Connection[Any
     assert partitions.partition_name("metric_samples", ahead) in names
 
 
+def _btrees(sql: psycopg.Connection[Any], partition: str) -> dict[str, bool]:
+    """The partition's B-tree indexes by name, each with whether it is valid."""
+    rows = sql.execute(
+        "SELECT i.relname, x.indisvalid FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid "
+        "JOIN pg_am a ON a.oid = i.relam WHERE a.amname = 'btree' AND x.indrelid = %s::regclass",
+        (partition,),
+    ).fetchall()
+    return dict(rows)
+
+
+def test_closed_days_get_the_site_btree_newest_first_and_today_stays_brin_only(sql: psycopg.Connection[Any]) -> None:
+    now = this_minute()
+    today = now.date()
+    with container().db.transaction() as conn:
+        partitions.maintain(conn, now)
+    name = partitions.partition_name
+    yesterday = name("metric_samples", today - timedelta(days=1))
+    day_before = name("metric_samples", today - timedelta(days=2))
+    for partition in (yesterday, day_before):  # whatever earlier runs built, from scratch here
+        sql.execute(f"DROP INDEX IF EXISTS {partitions.btree_name(partition)}")
+    with container().db.outside_transaction() as conn:
+        built = partitions.index_closed_days(conn, now, limit=2)
+    assert built == [yesterday, day_before]
+    assert _btrees(sql, yesterday) == {partitions.btree_name(yesterday): True}
+    assert _btrees(sql, day_before) == {partitions.btree_name(day_before): True}
+    for ahead in range(partitions.DAYS_AHEAD + 1):  # today and the days ahead: BRIN only
+        assert _btrees(sql, name("metric_samples", today + timedelta(days=ahead))) == {}
+    # A build that died half-way leaves an invalid index: the next run builds it again.
+    sql.execute(
+        "UPDATE pg_index SET indisvalid = false WHERE indexrelid = %s::regclass", (partitions.btree_name(yesterday),)
+    )
+    with container().db.outside_transaction() as conn:
+        assert partitions.index_closed_days(conn, now, limit=1) == [yesterday]
+    assert _btrees(sql, yesterday) == {partitions.btree_name(yesterday): True}
+    # The pooled connection went back in transaction mode.
+    with container().db.transaction() as conn:
+        assert conn.autocommit is False
+    # A per-site read of a closed day can use it.
+    site = "00000000-0000-0000-0000-000000000001"
+    sql.execute("SET enable_seqscan = off")  # an empty partition: the planner would scan it whole
+    plan = sql.execute(
+        f"EXPLAIN SELECT value FROM {yesterday} WHERE site_id = %s AND metric = 'cpu_percent' ORDER BY at", (site,)
+    ).fetchall()
+    sql.execute("RESET enable_seqscan")
+    assert partitions.btree_name(yesterday) in " ".join(row[0] for row in plan)
+
+
 def test_minute_and_hour_rollups_are_incremental_and_fold_late_samples(
     site: dict[str, Any], sql: psycopg.Connection[Any]
 ) -> None:

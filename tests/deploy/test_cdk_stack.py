@@ -536,3 +536,14 @@ def test_the_uptime_run_has_room_for_its_budget_and_its_last_checks(synth: Synth
     settings = UptimeSettings()
     assert uptime["Properties"]["Timeout"] == UPTIME_TIMEOUT_S
     assert settings.run_seconds + 4 * settings.timeout_seconds <= UPTIME_TIMEOUT_S
+
+
+def test_the_partition_maintenance_has_lambdas_longest_timeout_for_a_days_btree(synth: Synth) -> None:
+    from cdk.agistaffers import PARTITIONS_TIMEOUT_S
+
+    [maintenance] = [
+        f
+        for f in chalice_functions(synth).values()
+        if f["Properties"]["Handler"].endswith(".maintain_metric_partitions")
+    ]
+    assert maintenance["Properties"]["Timeout"] == PARTITIONS_TIMEOUT_S == 900

@@ -11,11 +11,15 @@ Failure model, and why:
 - Raw samples live as long as the longest plan's retention (partitions are shared by all sites); a
   shorter plan's reads are clipped to its retention. The status page needs 90 days of hourly rollups
   whatever the plan; minute rollups serve only the last day's charts.
-- Every partition, today's included, carries the parent's (site, metric, at) B-tree. Building it only
-  once a day has closed (BRIN alone on the hot partition) was measured (benchmarks/metrics_ingest.py
-  layout: one site per 5,000-row COPY; ``python -m benchmarks.metrics_ingest_indexes``): COPY /
-  executemany went from ~3.8x to 8.8-10.2x (median ~9.3x; no index at all ~11x), not reliably the
-  issue's 10x, so the simpler schema stayed.
+- The (site, metric, at) B-tree is built on each day's partition once the day has closed
+  (``index_closed_days``), not on the parent: every accepted sample lands in today's partition, and
+  maintaining a B-tree row by row halves COPY's rate there (``python -m benchmarks.metrics_ingest_indexes``:
+  COPY / executemany ~4x with it, ~10-11x with BRIN alone). Nothing reads today's samples by site: the
+  rollups read a time range (BRIN), charts read the rollups. Closed days, which per-site raw reads and
+  a customer's restore scan, have the B-tree; a late sample into yesterday pays it, as before.
+- The B-tree is built ``CONCURRENTLY`` (late samples keep landing) newest day first, a few per run so
+  one run stays bounded; a build that died (Lambda timeout, lost connection) leaves an invalid index,
+  which the next run drops and builds again.
 - Idempotent (``IF NOT EXISTS``, drops of what is listed): two runs at once at worst both create the
   same partition, and one of them waits on the other's lock.
 """
@@ -30,6 +34,8 @@ from psycopg import Connection, sql
 from functions.platform.ports import Row
 
 DAYS_AHEAD = 3
+# B-trees built per run: a day at 10,000 sites is ~115 M rows, minutes of building each.
+INDEXES_PER_RUN = 2
 STATUS_PAGE_DAYS = 90
 
 
@@ -98,3 +104,39 @@ def maintain(conn: Connection[Row], now: datetime) -> dict[str, int]:
     hourly_first = datetime.combine(today - timedelta(days=hourly_days), time(), UTC)
     conn.execute("DELETE FROM site_uptime_daily WHERE day < %s", (hourly_first,))
     return {"created": created, "dropped": dropped}
+
+
+def btree_name(partition: str) -> str:
+    return f"{partition}_site_metric_at_idx"
+
+
+def index_closed_days(conn: Connection[Row], now: datetime, *, limit: int = INDEXES_PER_RUN) -> list[str]:
+    """Build the (site, metric, at) B-tree of closed days' ``metric_samples`` partitions that lack a
+    valid one, newest first, at most ``limit``. ``conn`` must be in autocommit mode (``CONCURRENTLY``).
+    Returns the partitions indexed."""
+    today = now.astimezone(UTC).date()
+    valid = {
+        row["relname"]
+        for row in conn.execute(
+            "SELECT i.relname FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid "
+            "WHERE x.indisvalid AND x.indrelid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = %s::regclass)",
+            ("metric_samples",),
+        ).fetchall()
+    }
+    existing = _existing(conn, "metric_samples")
+    built: list[str] = []
+    for partition in [existing[day] for day in sorted(existing, reverse=True) if day < today]:
+        index = btree_name(partition)
+        if index in valid:
+            continue
+        if len(built) == limit:
+            break
+        # An index of that name that is not valid is a build that died half-way: start it again.
+        conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(index)))
+        conn.execute(
+            sql.SQL("CREATE INDEX CONCURRENTLY IF NOT EXISTS {} ON {} (site_id, metric, at)").format(
+                sql.Identifier(index), sql.Identifier(partition)
+            )
+        )
+        built.append(partition)
+    return built

@@ -192,6 +192,18 @@ class Database:
         else:
             self.breaker.succeeded()
 
+    @contextmanager
+    def outside_transaction(self) -> Iterator[Connection[dict[str, Any]]]:
+        """A pooled connection in autocommit mode, for statements a transaction cannot hold
+        (``CREATE INDEX CONCURRENTLY``); back in transaction mode before the pool gets it again."""
+        with self.transaction() as conn:
+            conn.autocommit = True
+            try:
+                yield conn
+            finally:
+                if not conn.closed:
+                    conn.autocommit = False
+
     def ping(self) -> None:
         with self.transaction() as conn:
             conn.execute("SELECT 1")
