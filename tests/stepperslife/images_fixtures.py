@@ -9,7 +9,7 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 
-from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageMath
+from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
 from functions.platform.ports import ObjectNotFound, ObjectTooLarge, PresignedPost
 
@@ -58,48 +58,6 @@ def _seeded_noise(size: tuple[int, int], spread: float, rnd: random.Random) -> I
     seeded, and the same picture in every run keeps the benchmark's figures comparable)."""
     uniform = Image.frombytes("L", size, rnd.randbytes(size[0] * size[1]))  # standard deviation 73.9
     return uniform.point(lambda value: round(128 + (value - 127.5) * spread / 73.9))
-
-
-def ssim(reference: Image.Image, candidate: Image.Image, window: int = 8) -> float:
-    """SSIM (Wang, Bovik, Sheikh and Simoncelli 2004) on luma (ITU-R 601 Y, Pillow's ``L``): the mean of
-    the SSIM of 8x8 windows, C1 = (0.01 * 255)^2, C2 = (0.03 * 255)^2, averaged over two window grids
-    (offsets 0 and 4) so that 8x8 codec blocks cannot hide their edges between windows. Pillow only,
-    no numpy: window statistics are exact BOX reductions of float (``F``) images."""
-    if reference.size != candidate.size:
-        raise ValueError(f"sizes differ: {reference.size} and {candidate.size}")
-    x = reference.convert("L").convert("F")
-    y = candidate.convert("L").convert("F")
-    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
-    scores = []
-    for offset in (0, window // 2):
-        columns, rows = (x.width - offset) // window, (x.height - offset) // window
-        box = (offset, offset, offset + columns * window, offset + rows * window)
-        xs, ys = x.crop(box), y.crop(box)
-
-        def mean(image: Image.Image, size: tuple[int, int] = (columns, rows)) -> Image.Image:
-            return image.resize(size, Image.Resampling.BOX)
-
-        mx, my = mean(xs), mean(ys)
-        xx = mean(ImageMath.lambda_eval(lambda v: v["a"] * v["a"], a=xs))
-        yy = mean(ImageMath.lambda_eval(lambda v: v["a"] * v["a"], a=ys))
-        xy = mean(ImageMath.lambda_eval(lambda v: v["a"] * v["b"], a=xs, b=ys))
-        index = ImageMath.lambda_eval(
-            lambda v: (
-                (v["mx"] * v["my"] * 2 + c1)
-                * ((v["xy"] - v["mx"] * v["my"]) * 2 + c2)
-                / (
-                    (v["mx"] * v["mx"] + v["my"] * v["my"] + c1)
-                    * (v["xx"] - v["mx"] * v["mx"] + v["yy"] - v["my"] * v["my"] + c2)
-                )
-            ),
-            mx=mx,
-            my=my,
-            xx=xx,
-            yy=yy,
-            xy=xy,
-        )
-        scores.append(float(mean(index, (1, 1)).getpixel((0, 0))))  # type: ignore[arg-type]
-    return sum(scores) / len(scores)
 
 
 def encode(image: Image.Image, fmt: str, **options: object) -> bytes:

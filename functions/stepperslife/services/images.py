@@ -19,21 +19,25 @@ What it does, in order, and why:
 Pillow and blurhash are imported on first use: the API imports this module for its policy and types
 only, and should not pay about 90 ms of cold start for a decoder it never runs.
 
-Encoder settings: every format of a variant aims at the same quality, SSIM 0.975 against a reference
-made from the fully decoded original in one LANCZOS step (SSIM on luma, 8x8 windows at two grid
-offsets: ``tests/stepperslife/images_fixtures.ssim``), calibrated at 1280 px through this pipeline on
-a 12 MP photo-like picture with fine texture over half the frame (``natural_photo``; no real photo
-corpus is available to the project). ``python -m benchmarks.images`` measures each format's bytes and
-SSIM and the AVIF and WebP bytes against a JPEG of the same SSIM.
+Encoder settings: every format of a picture aims at the same quality, SSIM 0.975 on luma
+(``image_quality``: 8x8 windows at two grid offsets) against the pixels it encodes, and each reaches it
+by its own quality: a short search per format on the 1280 px variant (``image_quality.search_quality``:
+at most three encodes of that variant, about a quarter of the pipeline's time), whose quality then
+serves every width of that format. Fixed qualities cannot do it: on real photos the JPEG quality that
+reaches SSIM 0.975 runs from 43 to above 95, so one setting both bloats easy pictures and smears hard
+ones, and the formats of one picture land at different fidelity. Each search starts at the quality
+that reaches the target on a typical photo of the corpus and stays inside a range that keeps chroma
+and flat areas clean (SSIM is on luma only) and bytes bounded.
 
-- AVIF quality 78, speed 8, aom tuned for SSIM (``tune=ssim``: about 10% fewer bytes at the same
-  SSIM than its default PSNR tuning, at no cost in time). Speed 6 saves about another 20% but takes
-  about 3x as long, which the whole variant set cannot afford (it must stay several times faster
-  than naive Pillow); speed 9 costs about 10% more bytes.
-- WebP quality 89, method 3: the same bytes as the default method 4 here, a little faster; method 2
-  needs about 20% more bytes for the same SSIM.
-- JPEG quality 72, progressive (renders coarse-to-fine while loading; libjpeg then optimizes the
-  Huffman tables too): about 15% smaller than baseline for ~30 ms. Alpha is flattened onto white.
+- AVIF speed 9, aom tuned for SSIM (``tune=ssim``: about 10% fewer bytes at the same SSIM than its
+  default PSNR tuning, at no cost in time). On the real 12 MP photo speed 9 needs 2% more bytes than
+  speed 8 for the same SSIM and encodes 3x faster; the time saved pays for the search. Quality 35-85.
+- WebP method 3: the same bytes as the default method 4 here, a little faster. Quality 50-92 (above,
+  the bytes grow far faster than the SSIM).
+- JPEG progressive (renders coarse-to-fine while loading; libjpeg then optimizes the Huffman tables
+  too): about 15% smaller than baseline for ~30 ms. Quality 40-92. Alpha is flattened onto white.
+``python -m benchmarks.images`` measures each format's bytes and SSIM against a careful reference and
+the AVIF and WebP bytes against a JPEG of the same SSIM, on a real photo and a corpus.
 
 Resampling: BICUBIC for variants wider than 640 px, LANCZOS for the smaller ones. Against a
 reference made from the fully decoded original in one LANCZOS step, this chain is as close or closer
@@ -44,6 +48,7 @@ Pillow's ``reducing_gap`` box-reduces first when the factor is large (sources wi
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import logging
@@ -58,6 +63,7 @@ from datetime import datetime, timedelta, timezone
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
+from functions.stepperslife.services import image_quality
 from shared import media
 
 if TYPE_CHECKING:
@@ -88,7 +94,8 @@ class ImageRejected(Exception):
 class Encoding:
     format: media.VariantFormat  # what the edge serves (name, content type, the key's extension)
     pillow_format: str
-    options: dict[str, Any]
+    options: dict[str, Any]  # "quality" is where the search starts, or the quality when nothing is searched
+    quality_range: tuple[int, int] = (1, 100)
 
     @property
     def name(self) -> str:
@@ -104,9 +111,9 @@ class Encoding:
 
 
 ENCODINGS: tuple[Encoding, ...] = (
-    Encoding(media.AVIF, "AVIF", {"quality": 78, "speed": 8, "advanced": {"tune": "ssim"}}),
-    Encoding(media.WEBP, "WEBP", {"quality": 89, "method": 3}),
-    Encoding(media.JPEG, "JPEG", {"quality": 72, "progressive": True}),
+    Encoding(media.AVIF, "AVIF", {"quality": 60, "speed": 9, "advanced": {"tune": "ssim"}}, (35, 85)),
+    Encoding(media.WEBP, "WEBP", {"quality": 78, "method": 3}, (50, 92)),
+    Encoding(media.JPEG, "JPEG", {"quality": 62, "progressive": True}, (40, 92)),
 )
 
 
@@ -121,6 +128,10 @@ class ImagePolicy:
     max_side: int = 16_383
     background: tuple[int, int, int] = (255, 255, 255)
     encodings: tuple[Encoding, ...] = ENCODINGS
+    # Every format's quality is searched for this SSIM on the variant nearest ``quality_width`` (not
+    # wider); None: each encoding's own quality, as given.
+    target_ssim: float | None = 0.98
+    quality_width: int = 1280
 
 
 DEFAULT_POLICY = ImagePolicy()
@@ -389,10 +400,41 @@ def _flatten(image: Image.Image, background: tuple[int, int, int]) -> Image.Imag
     return flat
 
 
-def _encode(image: Image.Image, encoding: Encoding) -> bytes:
+def _encode(image: Image.Image, encoding: Encoding, quality: int | None = None) -> bytes:
+    options = encoding.options if quality is None else {**encoding.options, "quality": quality}
     buffer = io.BytesIO()
-    image.save(buffer, encoding.pillow_format, **encoding.options)
+    image.save(buffer, encoding.pillow_format, **options)
     return buffer.getvalue()
+
+
+def _qualities(
+    scaled: list[tuple[int, Image.Image, Image.Image]], policy: ImagePolicy
+) -> tuple[int, dict[str, image_quality.Chosen]]:
+    """The url width the search ran on, and each encoding's chosen quality (none without a target)."""
+    if policy.target_ssim is None:
+        return 0, {}
+    target = policy.target_ssim
+    url_width, image, flat = next((entry for entry in scaled if entry[0] <= policy.quality_width), scaled[-1])
+    if min(flat.size) < image_quality.MIN_SIDE:  # too few windows to measure: the starting qualities
+        return 0, {}
+    reference = image_quality.LumaSsim(flat)
+
+    def score(data: bytes) -> float:
+        candidate = image_quality.decoded(data)
+        return reference.score(_flatten(candidate, policy.background) if candidate.mode == "RGBA" else candidate)
+
+    chosen = {}
+    for encoding in policy.encodings:
+        lowest, highest = encoding.quality_range
+        chosen[encoding.name] = image_quality.search_quality(
+            functools.partial(_encode, flat if encoding.name == "jpeg" else image, encoding),
+            score,
+            start=int(encoding.options["quality"]),
+            lowest=lowest,
+            highest=highest,
+            target=target,
+        )
+    return url_width, chosen
 
 
 def _blurhash(image: Image.Image) -> str:
@@ -476,16 +518,24 @@ def process(data: bytes, policy: ImagePolicy = DEFAULT_POLICY) -> ProcessedImage
     image = _to_srgb(image, icc_profile if isinstance(icc_profile, bytes) else None)
     has_alpha = image.mode == "RGBA"
 
-    variants: list[Variant] = []
+    scaled: list[tuple[int, Image.Image, Image.Image]] = []  # (url width, pixels, pixels on the background)
     for url_width, width in sizes:
         height = max(1, round(display_h * width / display_w))
         if image.size != (width, height):
             image = image.resize((width, height), _filter(width), reducing_gap=3.0)
-        flat = _flatten(image, policy.background)
+        scaled.append((url_width, image, _flatten(image, policy.background)))
+    searched_width, chosen = _qualities(scaled, policy)
+    variants: list[Variant] = []
+    for url_width, pixels, flat in scaled:
         for encoding in policy.encodings:
-            pixels = flat if encoding.name == "jpeg" else image
-            variants.append(Variant(url_width, width, height, encoding, _encode(pixels, encoding)))
-    placeholder = _flatten(image, policy.background)  # from the smallest variant
+            choice = chosen.get(encoding.name)
+            if choice is not None and choice.data is not None and url_width == searched_width:
+                data = choice.data  # the search's own encoding of this very variant
+            else:
+                quality = None if choice is None else choice.quality
+                data = _encode(flat if encoding.name == "jpeg" else pixels, encoding, quality)
+            variants.append(Variant(url_width, pixels.width, pixels.height, encoding, data))
+    placeholder = scaled[-1][2]  # from the smallest variant
     return ProcessedImage(
         format=kind,
         width=display_w,
