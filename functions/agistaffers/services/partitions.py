@@ -21,7 +21,8 @@ Failure model, and why:
   one run stays bounded; a build that died (Lambda timeout, lost connection) leaves an invalid index,
   which the next run drops and builds again.
 - Idempotent (``IF NOT EXISTS``, drops of what is listed): two runs at once at worst both create the
-  same partition, and one of them waits on the other's lock.
+  same partition, and one of them waits on the other's lock; the second's B-tree build of a day sees
+  the first's still invalid, waits for it, then builds it again: wasted work, never a missing index.
 """
 
 from __future__ import annotations

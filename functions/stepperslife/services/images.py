@@ -19,15 +19,16 @@ What it does, in order, and why:
 Pillow and blurhash are imported on first use: the API imports this module for its policy and types
 only, and should not pay about 90 ms of cold start for a decoder it never runs.
 
-Encoder settings: every format of a picture aims at the same quality, SSIM 0.975 on luma
-(``image_quality``: 8x8 windows at two grid offsets) against the pixels it encodes, and each reaches it
-by its own quality: a short search per format on the 1280 px variant (``image_quality.search_quality``:
+Encoder settings: every format of a picture aims at the same quality, SSIM 0.98 on luma
+(``image_quality``: 8x8 windows at two grid offsets) against the pixels it encodes (about 0.975 against
+a careful reference from the full decode: the resampling's own loss), and each reaches it by its own
+quality: a short search per format on the 1280 px variant (``image_quality.search_quality``:
 at most three encodes of that variant, about a quarter of the pipeline's time), whose quality then
 serves every width of that format. Fixed qualities cannot do it: on real photos the JPEG quality that
-reaches SSIM 0.975 runs from 43 to above 95, so one setting both bloats easy pictures and smears hard
-ones, and the formats of one picture land at different fidelity. Each search starts at the quality
-that reaches the target on a typical photo of the corpus and stays inside a range that keeps chroma
-and flat areas clean (SSIM is on luma only) and bytes bounded.
+reaches SSIM 0.975 (careful reference) runs from 43 to above 95, so one setting both bloats easy
+pictures and smears hard ones, and the formats of one picture land at different fidelity. Each
+search starts at the quality that reaches the target on a typical photo of the corpus and stays
+inside a range that keeps chroma and flat areas clean (SSIM is on luma only) and bytes bounded.
 
 - AVIF speed 9, aom tuned for SSIM (``tune=ssim``: about 10% fewer bytes at the same SSIM than its
   default PSNR tuning, at no cost in time). On the real 12 MP photo speed 9 needs 2% more bytes than
