@@ -12,6 +12,7 @@ import threading
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import cached_property
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
@@ -19,7 +20,7 @@ from functions.platform.adapters.postgres import Database
 from functions.platform.cache import Cache
 from functions.platform.claims import Claims
 from functions.platform.config import Settings
-from functions.platform.idempotency import IdempotencyKeys
+from functions.platform.idempotency import STALE_AFTER, IdempotencyKeys
 
 
 def read_secret_from_aws(arn: str) -> str:
@@ -92,7 +93,10 @@ class ProductContainer:
 
     @cached_property
     def idempotency(self) -> IdempotencyKeys:
-        return IdempotencyKeys(self.claims)
+        # A schedule that only prunes keys is not given the edge's group: the default lease then.
+        edge = self.settings.edge
+        lease = timedelta(seconds=edge.idempotency_lease_seconds) if edge else STALE_AFTER
+        return IdempotencyKeys(self.claims, lease=lease)
 
     def health(self) -> dict[str, str]:
         return health({"postgres": self.db, "redis": self.redis})

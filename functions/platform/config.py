@@ -115,6 +115,9 @@ class EdgeSettings:
     signing_secret: str
     max_skew_seconds: int = 60
     max_request_bytes: int = 1024 * 1024
+    # How long a request that died holds its Idempotency-Key before a retry may take it over: longer
+    # than any request runs (Lambda's 30 s), short enough that a client's retries succeed in minutes.
+    idempotency_lease_seconds: int = 60
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], read_secret: SecretReader | None = None) -> EdgeSettings:
@@ -125,6 +128,7 @@ class EdgeSettings:
             signing_secret=secret,
             max_skew_seconds=_int(env, "EDGE_MAX_SKEW_SECONDS", cls.max_skew_seconds),
             max_request_bytes=_int(env, "MAX_REQUEST_BYTES", cls.max_request_bytes),
+            idempotency_lease_seconds=_int(env, "IDEMPOTENCY_LEASE_SECONDS", cls.idempotency_lease_seconds),
         )
 
 

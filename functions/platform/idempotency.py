@@ -4,7 +4,8 @@ A thin front over the platform's claims (``functions/platform/claims.py``): the 
 ``http:<user>:<route>`` (keys are scoped to user and route, so two users cannot collide or read each
 other's results), its key the header's value, its fingerprint a hash of the request. The first request
 claims the key before it runs; a concurrent duplicate sees the claim and gets 409 rather than running
-twice; a claim whose request died (no response stored after ``STALE_AFTER``) may be taken over.
+twice; a claim whose request died (no response stored within its lease: ``STALE_AFTER`` unless the
+edge settings say otherwise, ``IDEMPOTENCY_LEASE_SECONDS``) may be taken over.
 Reusing a key with another body is a 422. An answer, error answers included, is stored and replayed;
 a crash (an unexpected exception) releases the claim, so that the retry runs again.
 """
@@ -47,8 +48,9 @@ def check_key(key: str) -> None:
 
 
 class IdempotencyKeys:
-    def __init__(self, claims: Claims) -> None:
+    def __init__(self, claims: Claims, *, lease: timedelta = STALE_AFTER) -> None:
         self._claims = claims
+        self._lease = lease
 
     def run_once(
         self, user_id: str, route: str, key: str, fingerprint: str, respond: Callable[[], tuple[R, StoredResponse]]
@@ -60,7 +62,7 @@ class IdempotencyKeys:
                 f"{FAMILY}:{user_id}:{route}",
                 key,
                 respond,
-                lease=STALE_AFTER,
+                lease=self._lease,
                 fingerprint=fingerprint,
                 record=lambda answered: answered[1]._asdict(),
             )

@@ -43,6 +43,7 @@ def test_a_function_without_the_edge_key_has_no_edge_group_and_serves_no_http() 
     [
         ("EDGE_SIGNING_SECRET", "short", "at least 32 characters"),
         ("EDGE_MAX_SKEW_SECONDS", "soon", "not a number: EDGE_MAX_SKEW_SECONDS"),
+        ("IDEMPOTENCY_LEASE_SECONDS", "a minute", "not a number: IDEMPOTENCY_LEASE_SECONDS"),
         ("FLOWISE_TIMEOUT_SECONDS", "ten", "not a number: FLOWISE_TIMEOUT_SECONDS"),
         ("DOMAIN_EVENTS_VIA", "carrier-pigeon", "DOMAIN_EVENTS_VIA must be one of sqs, eventbridge"),
     ],
