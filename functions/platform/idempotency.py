@@ -78,6 +78,8 @@ class IdempotencyKeys:
             return StoredResponse(**outcome.result)
         return outcome.value[0]
 
-    def prune(self) -> int:
-        """Forget the keys older than ``RETENTION``; returns how many."""
-        return self._claims.prune(RETENTION, family=FAMILY)
+
+def prune_keys(claims: Claims) -> int:
+    """Forget the keys older than ``RETENTION``; returns how many. A function of the claims alone: the
+    schedule that prunes serves no HTTP and is not given the edge's settings (nor their lease)."""
+    return claims.prune(RETENTION, family=FAMILY)

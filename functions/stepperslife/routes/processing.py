@@ -9,6 +9,7 @@ from typing import Any
 from chalice.app import Blueprint, CloudWatchEvent, Rate, SQSEvent
 
 from functions.platform import topology
+from functions.platform.idempotency import prune_keys
 from functions.platform.processing import PoisonMessage
 from functions.platform.queues import process_batch
 from functions.platform.tracing import in_new_trace
@@ -47,6 +48,6 @@ def prune_domain_event_records(event: CloudWatchEvent) -> dict[str, int]:
     return {
         "outbox": container().outbox_relay.prune(RETENTION_DAYS),
         "step_claims": container().event_processor.prune(timedelta(days=RETENTION_DAYS)),
-        "idempotency_keys": container().idempotency.prune(),
+        "idempotency_keys": prune_keys(container().claims),
         "digest_claims": container().engagement.prune(),
     }
