@@ -12,7 +12,7 @@ from psycopg import Connection
 
 from functions.platform.ports import Row
 from functions.platform.push import EndpointChecker, Subscription
-from shared.errors import ValidationFailed
+from shared.errors import NotFound, ValidationFailed
 from shared.kv_keys import endpoint_hash
 from shared.net import MAX_URL_LENGTH, UnsafeUrl
 from shared.push_subscription import validate_keys
@@ -52,6 +52,16 @@ def save_subscription(
         (user_id, keep),
     ).fetchall()
     return row, [old["endpoint_hash"] for old in evicted]
+
+
+def delete_subscription(conn: Connection[Row], user_id: str, endpoint: str) -> None:
+    """Delete ``user_id``'s subscription for ``endpoint``; NotFound (404) when they have none (another
+    user's looks absent)."""
+    gone = conn.execute(
+        "DELETE FROM push_subscriptions WHERE endpoint = %s AND user_id = %s RETURNING id", (endpoint, user_id)
+    ).fetchone()
+    if gone is None:
+        raise NotFound("no such subscription", code="subscription_not_found")
 
 
 def subscription_from_row(row: Row) -> Subscription:

@@ -17,8 +17,13 @@ from functions.agistaffers.services.accounts import Actor
 from functions.platform.ports import TransactionalDatabase
 from functions.platform.processing import ReceivedEvent
 from functions.platform.push import EndpointChecker, FanOutReport, Notification, PushDelivery, Subscription
-from functions.platform.push_subscriptions import check_subscription, save_subscription, subscription_from_row
-from shared.errors import Forbidden, NotFound
+from functions.platform.push_subscriptions import (
+    check_subscription,
+    delete_subscription,
+    save_subscription,
+    subscription_from_row,
+)
+from shared.errors import Forbidden
 
 log = logging.getLogger("agistack.push")
 
@@ -62,12 +67,7 @@ class StaffPush:
 
     def unsubscribe(self, actor: Actor, endpoint: str) -> None:
         with self._db.transaction() as conn:
-            gone = conn.execute(
-                "DELETE FROM push_subscriptions WHERE endpoint = %s AND user_id = %s RETURNING id",
-                (endpoint, actor.user_id),
-            ).fetchone()
-        if gone is None:
-            raise NotFound("no such subscription", code="subscription_not_found")
+            delete_subscription(conn, actor.user_id, endpoint)
 
     def push_alert(self, event: ReceivedEvent) -> FanOutReport:
         """The staff-push step of the ``monitoring.alert`` fan-out."""

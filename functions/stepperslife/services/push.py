@@ -32,10 +32,14 @@ from functions.platform.push import (
     PushDelivery,
     Subscription,
 )
-from functions.platform.push_subscriptions import check_subscription, save_subscription, subscription_from_row
+from functions.platform.push_subscriptions import (
+    check_subscription,
+    delete_subscription,
+    save_subscription,
+    subscription_from_row,
+)
 from functions.stepperslife.services.enhancement import when_text
 from shared.envelope import Identity
-from shared.errors import NotFound
 
 log = logging.getLogger("agistack.push")
 
@@ -82,12 +86,7 @@ class PushService:
         """Delete ``owner``'s subscription for ``endpoint`` (another user's looks absent: 404). The edge
         deletes its KV copy itself before forwarding the request here."""
         with self._db.transaction() as conn:
-            gone = conn.execute(
-                "DELETE FROM push_subscriptions WHERE endpoint = %s AND user_id = %s RETURNING id",
-                (endpoint, owner.user_id),
-            ).fetchone()
-        if gone is None:
-            raise NotFound("no such subscription", code="subscription_not_found")
+            delete_subscription(conn, owner.user_id, endpoint)
 
     # --- who hears about what ---------------------------------------------------------------------
 
